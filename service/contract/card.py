@@ -1,0 +1,130 @@
+"""`model.json`: the model card that training writes next to each SavedModel and the service validates.
+
+Everything the service needs to serve a model without its Python code lives either in the SavedModel
+signatures or here: input policy, how latents are entropy-coded, the calibrated anomaly threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CARD_FILENAME = "model.json"
+CARD_SCHEMA_VERSION = 1
+
+Architecture = Literal["single_layer_cae", "conv_ae", "dense_ae", "keras_cae", "codec"]
+ScoreKind = Literal["mse", "ssim", "bits", "combined"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """What images the model takes. Fixed-size models state how other sizes are handled."""
+
+    height: int | None = Field(None, description="Fixed input height, or None when any size is accepted.")
+    width: int | None = Field(None, description="Fixed input width, or None when any size is accepted.")
+    channels: Literal[1, 3]
+    any_size: bool = Field(False, description="Fully convolutional: pads to size_multiple, crops back.")
+    size_multiple: int = Field(1, ge=1, description="Spatial dims are padded up to a multiple of this.")
+    size_policy: Literal["resize", "reject", "pad"] = Field(
+        "resize", description="Fixed-size models: resize other sizes, or reject them with 422."
+    )
+
+    @model_validator(mode="after")
+    def _fixed_or_any(self) -> "InputSpec":
+        if not self.any_size and (self.height is None or self.width is None):
+            raise ValueError("a fixed-size model needs height and width")
+        if self.any_size and self.size_policy != "pad":
+            raise ValueError("an any-size model pads (size_policy='pad')")
+        return self
+
+
+class LatentSpec(_Strict):
+    """One integer latent tensor returned by the `encode` signature, and how it is entropy-coded.
+
+    `categorical`: one probability table per channel (last axis), read from the `entropy_tables`
+    signature under `name`. `gaussian`: zero-mean quantised Gaussian whose scale per element is
+    `scale_table[i]`, with `i` from the `scale_source` signature applied to the latents coded before.
+    """
+
+    name: str
+    channels: int = Field(ge=1)
+    stride: int | None = Field(None, description="Spatial downsampling of a conv latent; None for flat.")
+    shape: list[int] | None = Field(None, description="Per-image shape when it does not depend on size.")
+    coding: Literal["categorical", "gaussian"]
+    min_symbol: int
+    max_symbol: int
+    scale_table: list[float] | None = None
+    scale_source: str | None = Field(None, description="Signature computing scale indices, e.g. hyper_decode.")
+
+    @model_validator(mode="after")
+    def _coding_fields(self) -> "LatentSpec":
+        if self.max_symbol <= self.min_symbol:
+            raise ValueError("max_symbol must exceed min_symbol")
+        if self.coding == "gaussian" and (not self.scale_table or not self.scale_source):
+            raise ValueError("gaussian latents need scale_table and scale_source")
+        return self
+
+
+class ScoreStats(_Strict):
+    """Summary of anomaly scores on held-out normal images (for the threshold and normalisation)."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    quantiles: dict[str, float] = Field(description="e.g. {'0.5': ..., '0.99': ...}")
+
+
+class AnomalySpec(_Strict):
+    score: ScoreKind = "mse"
+    threshold: float
+    target_fpr: float = Field(0.01, gt=0, lt=1)
+    calibration: ScoreStats
+    calibrated_on: str = Field(description="Which held-out normal data set the threshold comes from.")
+    normal_classes: list[int] | None = Field(None, description="Labels trained on as normal, if any.")
+
+
+class Provenance(_Strict):
+    dataset: str
+    command: str
+    epochs: int | None = None
+    steps: int | None = None
+    seed: int | None = None
+    git_commit: str | None = None
+    tensorflow_version: str | None = None
+    trained_at: str | None = None
+    duration_s: float | None = None
+
+
+class ModelCard(_Strict):
+    """The contract for one exported model version; `model.json` at the version root."""
+
+    schema_version: int = CARD_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    version: int = Field(ge=1)
+    architecture: Architecture
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    input: InputSpec
+    latents: list[LatentSpec]
+    tables_sha256: str = Field(description="Hash of the entropy tables; bitstreams carry its first bytes.")
+    anomaly: AnomalySpec | None = None
+    training: Provenance
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created_at: str | None = None
+
+    def write(self, version_dir: Path) -> Path:
+        path = Path(version_dir) / CARD_FILENAME
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, version_dir: Path) -> "ModelCard":
+        return cls.model_validate_json((Path(version_dir) / CARD_FILENAME).read_text())

@@ -1,0 +1,89 @@
+"""Export a finalized Autoencoder as a SavedModel + model card into `<store>/<name>/<version>/`.
+
+Export is its own step (CompressAI's update_model, TFC's compression=True): it refuses a model whose
+coding state is not frozen, writes the signatures of DESIGN.md into a temporary directory and renames it
+into place, so the service's hot reload never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from service.contract.card import ModelCard
+from training.models.base import Autoencoder
+
+
+def next_version(model_dir: Path) -> int:
+    """Next free integer version under `<store>/<name>/` (TF Serving layout; never overwrite)."""
+    existing = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(existing, default=0) + 1
+
+
+def build_module(model: Autoencoder) -> tf.Module:
+    """A tf.Module carrying the model's variables and one tf.function per served signature."""
+    if not model.finalized:
+        raise ValueError("export refuses a model that was not finalized (no frozen quantiser/entropy tables)")
+    h, w, c = model.image_shape
+    image_spec = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
+    specs = model.latent_specs()
+    int_specs = []
+    for spec in specs:
+        dims = [None, *spec.shape] if spec.shape else [None, None, None, spec.channels]
+        int_specs.append(tf.TensorSpec(dims, tf.int32, name=spec.name))
+    names = [spec.name for spec in specs]
+
+    module = tf.Module()
+    module.model = model
+
+    def as_images(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"images": tf.clip_by_value(x, 0.0, 1.0)}
+
+    module.encode = tf.function(lambda images: model.encode(images), input_signature=[image_spec])
+    module.decode = tf.function(
+        lambda *latents: as_images(model.decode(dict(zip(names, latents)))), input_signature=int_specs
+    )
+    module.reconstruct = tf.function(lambda images: as_images(model.reconstruct(images)), input_signature=[image_spec])
+    module.anomaly_score = tf.function(lambda images: model.anomaly_score(images), input_signature=[image_spec])
+    tables = {name: tf.constant(value) for name, value in model.entropy_tables().items()}
+    module.entropy_tables = tf.function(lambda: {k: tf.identity(v) for k, v in tables.items()}, input_signature=[])
+    signatures = {
+        "encode": module.encode.get_concrete_function(),
+        "decode": module.decode.get_concrete_function(),
+        "reconstruct": module.reconstruct.get_concrete_function(),
+        "serving_default": module.reconstruct.get_concrete_function(),
+        "anomaly_score": module.anomaly_score.get_concrete_function(),
+        "entropy_tables": module.entropy_tables.get_concrete_function(),
+    }
+    conditioned = [s for s in specs if s.coding == "gaussian"]
+    if conditioned:
+        cond_inputs = [int_specs[i] for i, s in enumerate(specs) if s.coding == "categorical"]
+        cond_names = [s.name for s in specs if s.coding == "categorical"]
+        module.hyper_decode = tf.function(
+            lambda *latents: model.hyper_decode(dict(zip(cond_names, latents))), input_signature=cond_inputs
+        )
+        signatures["hyper_decode"] = module.hyper_decode.get_concrete_function()
+    module.signatures_to_save = signatures
+    return module
+
+
+def export_model(model: Autoencoder, card: ModelCard, store: Path) -> Path:
+    """Write SavedModel + model.json atomically; returns the version directory."""
+    target = Path(store) / card.name / str(card.version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists: published versions are never overwritten")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    module = build_module(model)
+    staging = Path(tempfile.mkdtemp(prefix=f".{card.name}-{card.version}-", dir=target.parent))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=module.signatures_to_save)
+        card.write(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,161 @@
+"""The one interface every architecture implements, so training, export and evaluation treat them alike.
+
+Two states, as in tensorflow/compression: *training* (`call` returns a reconstruction from continuous
+latents, `compute_losses` the terms to minimise) and *coding* (`encode` returns integer symbols,
+`decode` inverts it, `reconstruct = decode ∘ encode`). `finalize(dataset)` moves a trained model from
+the first state to the second by freezing whatever coding needs (latent quantiser range, entropy
+tables); export refuses a model that was not finalized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from service.contract.card import InputSpec, LatentSpec
+
+
+class Autoencoder(keras.Model):
+    """Base class: subclasses build `encoder` and `decoder` and may override the loss and coding."""
+
+    architecture: ClassVar[str] = ""
+    #: Score kind written into the card for `anomaly_score` (see service.contract.card.ScoreKind).
+    score_kind: ClassVar[str] = "mse"
+
+    def __init__(self, input_shape: tuple[int | None, int | None, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.image_shape = tuple(input_shape)
+        self.finalized = False
+
+    # ---- configuration ---------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {"input_shape": list(self.image_shape)}
+
+    def input_spec_card(self) -> InputSpec:
+        h, w, c = self.image_shape
+        if h is None or w is None:
+            return InputSpec(channels=c, any_size=True, size_multiple=self.size_multiple, size_policy="pad")
+        return InputSpec(height=h, width=w, channels=c, size_policy="resize")
+
+    size_multiple: ClassVar[int] = 1
+
+    # ---- training state --------------------------------------------------------------------------
+    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Reconstruction from continuous latents, pixels in [0, 1]."""
+        return self.decode_latent(self.encode_latent(images, training=training), training=training)
+
+    def encode_latent(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        raise NotImplementedError
+
+    def decode_latent(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
+        raise NotImplementedError
+
+    def compute_losses(self, images: tf.Tensor, training: bool = True) -> dict[str, tf.Tensor]:
+        """Named loss terms; `loss` is what the optimiser minimises. Default: MSE + regularisers."""
+        recon = self(images, training=training)
+        mse = tf.reduce_mean(tf.square(images - recon))
+        reg = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+        return {"loss": mse + reg, "mse": mse}
+
+    # ---- coding state ----------------------------------------------------------------------------
+    def finalize(self, dataset: tf.data.Dataset) -> None:
+        """Freeze what coding needs from (a sample of) training images. Called after `fit`."""
+        raise NotImplementedError
+
+    def latent_specs(self) -> list[LatentSpec]:
+        raise NotImplementedError
+
+    def entropy_tables(self) -> dict[str, tf.Tensor]:
+        """Categorical probability tables [channels, symbols], keyed by latent name."""
+        raise NotImplementedError
+
+    def encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Integer symbols per latent, keyed by LatentSpec.name."""
+        raise NotImplementedError
+
+    def decode(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
+        raise NotImplementedError
+
+    def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Scale indices of conditionally coded latents; only models with Gaussian latents need it."""
+        return {}
+
+    def reconstruct(self, images: tf.Tensor) -> tf.Tensor:
+        return self.decode(self.encode(images))
+
+    def anomaly_score(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-image score and per-pixel error map (mean squared error over channels)."""
+        recon = self.reconstruct(images)
+        error_map = tf.reduce_mean(tf.square(images - recon), axis=-1)
+        return {"score": tf.reduce_mean(error_map, axis=[1, 2]), "error_map": error_map}
+
+    def fingerprint(self) -> str:
+        """sha256 over weights and entropy tables: identifies exactly which model made a stream."""
+        digest = hashlib.sha256()
+        for weight in self.weights:
+            digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+        for name, table in sorted(self.entropy_tables().items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(np.asarray(table)).tobytes())
+        return digest.hexdigest()
+
+
+class QuantizedLatentAutoencoder(Autoencoder):
+    """A classic autoencoder whose continuous latent is uniformly quantised to 8 bits per value.
+
+    The range per channel is frozen by `finalize` from training latents (0.1/99.9 percentiles), and a
+    per-channel histogram of the symbols becomes the categorical entropy table, so even the seeds'
+    models produce real, entropy-coded bitstreams.
+    """
+
+    levels: ClassVar[int] = 256
+
+    def build_quantizer(self, channels: int) -> None:
+        self.latent_lo = self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name="latent_lo")
+        self.latent_hi = self.add_weight(shape=(channels,), initializer="ones", trainable=False, name="latent_hi")
+        self.latent_table = self.add_weight(
+            shape=(channels, self.levels), initializer="ones", trainable=False, name="latent_table"
+        )
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Per-image latent shape (channels last)."""
+        raise NotImplementedError
+
+    def _to_symbols(self, latent: tf.Tensor) -> tf.Tensor:
+        scale = (self.levels - 1) / tf.maximum(self.latent_hi - self.latent_lo, 1e-6)
+        return tf.cast(tf.clip_by_value(tf.round((latent - self.latent_lo) * scale), 0, self.levels - 1), tf.int32)
+
+    def _from_symbols(self, symbols: tf.Tensor) -> tf.Tensor:
+        step = (self.latent_hi - self.latent_lo) / (self.levels - 1)
+        return tf.cast(symbols, tf.float32) * step + self.latent_lo
+
+    def finalize(self, dataset: tf.data.Dataset, max_batches: int = 64) -> None:
+        latents = [self.encode_latent(batch, training=False).numpy() for batch in dataset.take(max_batches)]
+        flat = np.concatenate(latents).reshape(-1, self.latent_shape[-1])
+        lo, hi = np.percentile(flat, 0.1, axis=0), np.percentile(flat, 99.9, axis=0)
+        hi = np.maximum(hi, lo + 1e-3)
+        self.latent_lo.assign(lo.astype(np.float32))
+        self.latent_hi.assign(hi.astype(np.float32))
+        symbols = self._to_symbols(tf.constant(flat)).numpy()
+        counts = np.stack([np.bincount(symbols[:, c], minlength=self.levels) for c in range(flat.shape[1])])
+        self.latent_table.assign((counts + 0.5).astype(np.float32) / (counts.sum(axis=1, keepdims=True) + 0.5 * self.levels))
+        self.finalized = True
+
+    def latent_specs(self) -> list[LatentSpec]:
+        shape = list(self.latent_shape)
+        return [LatentSpec(name="y", channels=shape[-1], shape=shape, coding="categorical",
+                           min_symbol=0, max_symbol=self.levels - 1)]
+
+    def entropy_tables(self) -> dict[str, tf.Tensor]:
+        return {"y": tf.convert_to_tensor(self.latent_table)}
+
+    def encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": self._to_symbols(self.encode_latent(images, training=False))}
+
+    def decode(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.decode_latent(self._from_symbols(latents["y"]), training=False)
