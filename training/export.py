@@ -71,8 +71,8 @@ def build_module(model: Autoencoder) -> tf.Module:
     return module
 
 
-def export_model(model: Autoencoder, card: ModelCard, store: Path) -> Path:
-    """Write SavedModel + model.json atomically; returns the version directory."""
+def export_model(model: Autoencoder, card: ModelCard, store: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Write SavedModel + model.json (+ extra text files, e.g. evaluation.json) atomically; returns the version dir."""
     target = Path(store) / card.name / str(card.version)
     if target.exists():
         raise FileExistsError(f"{target} exists: published versions are never overwritten")
@@ -82,6 +82,8 @@ def export_model(model: Autoencoder, card: ModelCard, store: Path) -> Path:
     try:
         tf.saved_model.save(module, str(staging), signatures=module.signatures_to_save)
         card.write(staging)
+        for filename, text in (extra_files or {}).items():
+            (staging / filename).write_text(text)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,232 @@
+"""`python -m training train|evaluate`: train an architecture on a dataset and export it to models_store.
+
+Flags follow the DTB-style convention of DESIGN.md. A flag that the chosen architecture does not take
+is an error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_DATA_DIR_ENV = "AEC_DATA_DIR"
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"learning_rate\": 1e-3}'")
+    return value
+
+
+def _classes(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("classes are comma-separated integer labels, e.g. 3 or 1,7") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model and export it as a new version in models_store",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--model", required=True, help="architecture: single_layer_cae, conv_ae, dense_ae, keras_cae, codec")
+    train.add_argument("--dataset", required=True,
+                       help="mnist | fashion_mnist | cifar10 (Keras loaders, downloaded) | idx:<dir> | folder:<dir>[,<dir>...]")
+    train.add_argument("--data-dir", type=Path, default=os.environ.get(DEFAULT_DATA_DIR_ENV),
+                       help=f"read mnist/fashion_mnist (IDX files) or cifar10 (cifar-10-batches-py) from this folder "
+                            f"instead of downloading (env {DEFAULT_DATA_DIR_ENV})")
+    train.add_argument("--split", type=int, help="with a single t10k IDX pair: first N images train/validate, the rest test")
+    train.add_argument("--test-dataset", help="measure on another dataset, e.g. folder:<dir> of held-out photos")
+    train.add_argument("--classes", type=_classes, help="train on these labels only (one-class anomaly models), e.g. 3")
+    train.add_argument("--epochs", type=int, default=10, help="passes over the training set (or of --steps-per-epoch)")
+    train.add_argument("--steps-per-epoch", type=int, help="steps per epoch; required for photo folders (endless crops)")
+    train.add_argument("--batch-size", type=int, default=64, help="images (or crops) per step")
+    train.add_argument("--crop", type=int, default=128, help="random crop size for photo folders")
+    train.add_argument("--optimizer", default="adam", help="any Keras optimizer name: adam, adamw, sgd, rmsprop...")
+    train.add_argument("--optimizer-args", type=_json_object, default={},
+                       help='JSON object of optimizer arguments, e.g. \'{"learning_rate": 1e-3}\'')
+    train.add_argument("--l2-penalty", type=float, help="L2 weight decay (architectures that take it: single_layer_cae)")
+    train.add_argument("--latent-dim", type=int, help="size z of a dense latent (keras_cae, dense_ae)")
+    train.add_argument("--lmbda", type=float, help="rate-distortion trade-off λ of the codec (higher: better quality, more bits)")
+    train.add_argument("--model-args", type=_json_object, default={},
+                       help='other architecture arguments as JSON, e.g. \'{"downsample": "strided"}\'')
+    train.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the anomaly threshold")
+    train.add_argument("--seed", type=int, default=0, help="seed for weights, splits, shuffling and crops")
+    train.add_argument("--out", type=Path, default=Path("models_store"), help="models_store to export into")
+    train.add_argument("--name", help="model name in the store (default: the architecture name)")
+    train.add_argument("--description", default="", help="one line for the model card")
+    train.add_argument("--log-dir", type=Path, default=Path("runs"), help="TensorBoard runs folder")
+    train.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here and resume from it")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+
+    evaluate = sub.add_parser("evaluate", help="measure an exported model version on a dataset",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluate.add_argument("model_dir", type=Path, help="a version folder, e.g. models_store/mnist/1")
+    evaluate.add_argument("--dataset", required=True, help="as for train")
+    evaluate.add_argument("--data-dir", type=Path, default=os.environ.get(DEFAULT_DATA_DIR_ENV))
+    evaluate.add_argument("--split", type=int)
+    evaluate.add_argument("--test-dataset")
+    evaluate.add_argument("--output", type=Path, help="write the metrics JSON here too")
+    return parser
+
+
+# Flags that map onto architecture constructor arguments.
+_ARCH_FLAGS = {"latent_dim": "--latent-dim", "lmbda": "--lmbda", "l2_penalty": "--l2-penalty"}
+
+
+def model_kwargs(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: type) -> dict:
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "input_shape", "kwargs"}
+    kwargs = {}
+    for attr, flag in _ARCH_FLAGS.items():
+        value = getattr(args, attr)
+        if value is None:
+            continue
+        if attr not in accepted:
+            parser.error(f"{flag} does not apply to --model {args.model} (it takes: {', '.join(sorted(accepted))})")
+        kwargs[attr] = value
+    for key, value in args.model_args.items():
+        if key not in accepted:
+            parser.error(f"--model-args key {key!r} does not apply to --model {args.model} "
+                         f"(it takes: {', '.join(sorted(accepted))})")
+        kwargs[key] = value
+    return kwargs
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Path:
+    from training.models.registry import available, get_architecture
+
+    if args.model not in available():
+        parser.error(f"unknown --model {args.model!r}; choose one of {', '.join(available())}")
+    cls = get_architecture(args.model)
+    kwargs = model_kwargs(parser, args, cls)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be positive")
+
+    import keras
+    import tensorflow as tf
+
+    from service.contract.card import ModelCard, Provenance
+    from training import data
+    from training.calibrate import calibrate
+    from training.evaluate import coder_from_keras, evaluate
+    from training.export import export_model, next_version
+    from training.train import fit, make_optimizer, val_images_for
+
+    keras.utils.set_random_seed(args.seed)
+    try:
+        splits = data.load(args.dataset, split=args.split, seed=args.seed, classes=args.classes,
+                           test_spec=args.test_dataset, data_dir=args.data_dir)
+        optimizer = make_optimizer(args.optimizer, args.optimizer_args)
+        model = cls(input_shape=splits.image_shape(), **kwargs)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    if not splits.fixed_size and not args.steps_per_epoch:
+        parser.error("photo folders stream endless random crops: give --steps-per-epoch")
+
+    name = args.name or args.model
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    log_dir = args.log_dir / f"{name}-{stamp}"
+    train_ds = data.train_dataset(splits, args.batch_size, args.seed, crop=args.crop)
+    val_images = val_images_for(model, splits.val, args.crop)
+    started = time.time()
+    history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,
+                  steps_per_epoch=args.steps_per_epoch, log_dir=log_dir, checkpoint_dir=args.checkpoint_dir,
+                  progress=not args.no_progress)
+    duration = time.time() - started
+
+    print("freezing the coding state (quantiser ranges, entropy tables)...")
+    model.finalize(train_ds.take(64) if not splits.fixed_size else
+                   tf.data.Dataset.from_tensor_slices(splits.train).batch(256))
+    version = next_version(args.out / name)
+    coder = coder_from_keras(model, name, version)
+    print("calibrating the anomaly threshold on held-out normal images...")
+    val_eval = evaluate(coder, splits.val, with_bpp=False)
+    anomaly = calibrate(val_eval.scores, target_fpr=args.target_fpr, score=model.score_kind,
+                        calibrated_on=f"validation split of {splits.name} ({len(val_eval.scores)} images)",
+                        normal_classes=args.classes)
+    print("measuring on the test split with real bitstreams...")
+    test_eval = evaluate(coder, splits.test, labels=splits.test_labels, normal_classes=args.classes)
+    metrics = dict(test_eval.metrics)
+    metrics["observed_fpr_test"] = _observed_fpr(test_eval.scores, splits.test_labels, args.classes,
+                                                 anomaly.threshold)
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    metrics["parameters"] = float(sum(int(tf.size(w)) for w in model.trainable_weights))
+    card = ModelCard(
+        name=name, version=version, architecture=cls.architecture, description=args.description,
+        config=model.get_config(), input=model.input_spec_card(), latents=model.latent_specs(),
+        tables_sha256=model.fingerprint(), anomaly=anomaly, metrics=metrics,
+        training=Provenance(
+            dataset=splits.name + (f" ({'; '.join(f'{k}: {v}' for k, v in splits.notes.items())})" if splits.notes else ""),
+            command="python -m training " + shlex.join(argv), epochs=args.epochs,
+            steps=history[-1]["steps"] if history else None, seed=args.seed, git_commit=_git_commit(),
+            tensorflow_version=tf.__version__, trained_at=stamp, duration_s=round(duration, 1)),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    evaluation = {"test": metrics, "validation": val_eval.metrics, "history": history, "tensorboard": str(log_dir)}
+    target = export_model(model, card, args.out, {"evaluation.json": json.dumps(evaluation, indent=2) + "\n"})
+    print(json.dumps({"exported": str(target), **{k: round(v, 6) for k, v in metrics.items()}}, indent=2))
+    return target
+
+
+def _observed_fpr(scores, labels, classes, threshold: float) -> float | None:
+    """False-positive rate on normal *test* images (all test images when there are no classes)."""
+    import numpy as np
+
+    normal = np.ones(len(scores), bool) if classes is None or labels is None else np.isin(labels, classes)
+    return float(np.mean(scores[normal] > threshold)) if normal.any() else None
+
+
+def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    from service.contract.card import ModelCard
+    from training import data
+    from training.evaluate import coder_from_saved_model, evaluate
+
+    try:
+        card = ModelCard.read(args.model_dir)
+        splits = data.load(args.dataset, split=args.split, test_spec=args.test_dataset, data_dir=args.data_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    classes = card.anomaly.normal_classes if card.anomaly else None
+    result = evaluate(coder_from_saved_model(args.model_dir), splits.test, labels=splits.test_labels,
+                      normal_classes=classes)
+    metrics = result.metrics
+    if card.anomaly:
+        metrics["observed_fpr_test"] = _observed_fpr(result.scores, splits.test_labels, classes, card.anomaly.threshold)
+    text = json.dumps({"model": card.name, "version": card.version, "dataset": splits.name, **metrics}, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        run_train(parser, args, argv)
+    else:
+        run_evaluate(parser, args)
+    return 0

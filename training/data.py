@@ -1,0 +1,238 @@
+"""Datasets as train/val/test splits of float32 NHWC images in [0, 1], and tf.data pipelines over them.
+
+Names: `mnist`, `fashion_mnist`, `cifar10` (Keras loaders: downloaded and cached on users' machines),
+`idx:<dir>` (IDX files: a train/t10k pair, or a single t10k pair cut by `split`), and
+`folder:<dir>[,<dir>...]` (any images; fully convolutional models train on random crops).
+Everything is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class Splits:
+    """Images per split. Fixed-size sets are one array; folders of photos are lists of arrays."""
+
+    name: str
+    train: np.ndarray | list[np.ndarray]
+    val: np.ndarray | list[np.ndarray]
+    test: np.ndarray | list[np.ndarray]
+    train_labels: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fixed_size(self) -> bool:
+        return isinstance(self.train, np.ndarray)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.shape[-1] if self.fixed_size else self.train[0].shape[-1])
+
+    def image_shape(self) -> tuple[int | None, int | None, int]:
+        if self.fixed_size:
+            return tuple(int(d) for d in self.train.shape[1:])  # type: ignore[return-value]
+        return (None, None, self.channels)
+
+
+def load(spec: str, *, split: int | None = None, val_fraction: float = 0.1, seed: int = 0,
+         classes: list[int] | None = None, test_spec: str | None = None, data_dir: Path | None = None) -> Splits:
+    """Load a dataset by name. `classes` keeps only those labels in train/val (one-class training).
+
+    With `data_dir`, the standard sets are read from local files instead of downloaded: IDX files for
+    mnist/fashion_mnist, the extracted `cifar-10-batches-py` folder for cifar10.
+    """
+    kind, _, arg = spec.partition(":")
+    if kind in {"mnist", "fashion_mnist"} and not arg and data_dir is not None:
+        splits = _idx(Path(data_dir), split, val_fraction, seed)
+    elif kind == "cifar10" and not arg and data_dir is not None:
+        splits = _cifar_pickles(Path(data_dir), val_fraction, seed)
+    elif kind in {"mnist", "fashion_mnist", "cifar10"} and not arg:
+        splits = _keras(kind, val_fraction, seed)
+    elif kind == "idx" and arg:
+        splits = _idx(Path(arg), split, val_fraction, seed)
+    elif kind == "folder" and arg:
+        splits = _folder([Path(p) for p in arg.split(",")], val_fraction, seed)
+    else:
+        raise ValueError(
+            f"unknown dataset {spec!r}: use mnist, fashion_mnist, cifar10, idx:<dir> or folder:<dir>[,<dir>...]"
+        )
+    if test_spec:
+        test_kind, _, test_arg = test_spec.partition(":")
+        if test_kind == "folder" and test_arg:
+            splits.test, splits.test_labels = _folder_images([Path(p) for p in test_arg.split(",")]), None
+        else:
+            other = load(test_spec, split=split, seed=seed)
+            splits.test, splits.test_labels = other.test, other.test_labels
+        splits.notes["test"] = test_spec
+    if classes is not None:
+        splits = _keep_classes(splits, classes)
+    return splits
+
+
+def _keras(name: str, val_fraction: float, seed: int) -> Splits:
+    import keras
+
+    loader = getattr(keras.datasets, name)
+    (x_train, y_train), (x_test, y_test) = loader.load_data()
+    x_train, x_test = _as_float(x_train), _as_float(x_test)
+    train, val, y_tr, y_val = _split_val(x_train, y_train.reshape(-1), val_fraction, seed)
+    return Splits(name, train, val, x_test, y_tr, y_val, y_test.reshape(-1))
+
+
+def _as_float(images: np.ndarray) -> np.ndarray:
+    images = images.astype(np.float32) / 255.0
+    return images[..., None] if images.ndim == 3 else images
+
+
+def _split_val(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * fraction)))
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    pick = (lambda a, i: None if a is None else a[i])
+    return x[train_idx], x[val_idx], pick(y, train_idx), pick(y, val_idx)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): the MNIST distribution format."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[data[2]]
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx(directory: Path, split: int | None, val_fraction: float, seed: int) -> Splits:
+    if not directory.is_dir():
+        raise ValueError(f"IDX directory {directory} does not exist")
+    files = sorted(p for p in directory.iterdir() if "idx" in p.name)
+    pick = lambda part, kind: next((p for p in files if part in p.name and kind in p.name), None)  # noqa: E731
+    train_x, train_y = pick("train", "idx3"), pick("train", "idx1")
+    test_x, test_y = pick("t10k", "idx3"), pick("t10k", "idx1")
+    if test_x is None:
+        raise ValueError(f"no t10k/test IDX image file in {directory}")
+    x_test, y_test = _as_float(read_idx(test_x)), read_idx(test_y).astype(np.int64) if test_y else None
+    if train_x is not None and split is None:
+        x_train = _as_float(read_idx(train_x))
+        y_train = read_idx(train_y).astype(np.int64) if train_y else None
+        note = "train/t10k files"
+    else:
+        cut = split if split is not None else int(len(x_test) * 0.8)
+        if not 0 < cut < len(x_test):
+            raise ValueError(f"--split {cut} must be between 1 and {len(x_test) - 1}")
+        x_train, y_train = x_test[:cut], None if y_test is None else y_test[:cut]
+        x_test, y_test = x_test[cut:], None if y_test is None else y_test[cut:]
+        note = f"first {cut} images for train/val, the remaining {len(x_test)} for test"
+    train, val, y_tr, y_val = _split_val(x_train, y_train, val_fraction, seed)
+    return Splits(f"idx:{directory}", train, val, x_test, y_tr, y_val, y_test, {"split": note})
+
+
+def load_image(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        img = img.convert("L" if img.mode in {"L", "I;16", "I", "1"} else "RGB")
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _folder_images(directories: list[Path]) -> list[np.ndarray]:
+    paths: list[Path] = []
+    for directory in directories:
+        if not directory.is_dir():
+            raise ValueError(f"image folder {directory} does not exist")
+        paths += sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) < 2:
+        raise ValueError(f"need at least 2 images in {', '.join(map(str, directories))}")
+    images = [load_image(p) for p in paths]
+    channels = max(img.shape[-1] for img in images)
+    return [np.repeat(img, channels, axis=-1) if img.shape[-1] != channels else img for img in images]
+
+
+def _folder(directories: list[Path], val_fraction: float, seed: int) -> Splits:
+    images = _folder_images(directories)
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_val = max(1, int(round(len(images) * val_fraction)))
+    val = [images[i] for i in sorted(order[:n_val])]
+    train = [images[i] for i in sorted(order[n_val:])]
+    name = "folder:" + ",".join(map(str, directories))
+    return Splits(name, train, val, val, notes={"images": str(len(images))})
+
+
+def _keep_classes(splits: Splits, classes: list[int]) -> Splits:
+    if splits.train_labels is None:
+        raise ValueError("--classes needs a labelled dataset")
+    keep_tr = np.isin(splits.train_labels, classes)
+    keep_val = np.isin(splits.val_labels, classes)
+    splits.train, splits.train_labels = splits.train[keep_tr], splits.train_labels[keep_tr]
+    splits.val, splits.val_labels = splits.val[keep_val], splits.val_labels[keep_val]
+    splits.notes["classes"] = ",".join(map(str, classes))
+    return splits
+
+
+def train_dataset(splits: Splits, batch_size: int, seed: int, crop: int | None = None) -> tf.data.Dataset:
+    """Shuffled, batched, prefetched training images; random crops (and flips) for photo folders."""
+    if splits.fixed_size:
+        ds = tf.data.Dataset.from_tensor_slices(splits.train)
+        ds = ds.shuffle(min(len(splits.train), 10_000), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    if crop is None:
+        raise ValueError("photo folders train on random crops: give a crop size")
+    images = [img for img in splits.train if img.shape[0] >= crop and img.shape[1] >= crop]
+    if not images:
+        raise ValueError(f"no training image is at least {crop}x{crop}")
+    channels = images[0].shape[-1]
+    rng = np.random.default_rng(seed)
+
+    def crops():
+        while True:
+            img = images[rng.integers(len(images))]
+            y, x = rng.integers(img.shape[0] - crop + 1), rng.integers(img.shape[1] - crop + 1)
+            patch = img[y : y + crop, x : x + crop]
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            yield np.ascontiguousarray(patch)
+
+    ds = tf.data.Dataset.from_generator(crops, output_signature=tf.TensorSpec((crop, crop, channels), tf.float32))
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(images: np.ndarray | list[np.ndarray], batch_size: int):
+    """Yield evaluation batches: slices of a fixed-size array, or single photos of varying size."""
+    if isinstance(images, np.ndarray):
+        for start in range(0, len(images), batch_size):
+            yield images[start : start + batch_size]
+    else:
+        for img in images:
+            yield img[None]
+
+
+def _cifar_pickles(directory: Path, val_fraction: float, seed: int) -> Splits:
+    """CIFAR-10 from the extracted `cifar-10-batches-py` folder (what the Keras loader caches)."""
+    import pickle
+
+    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+        with open(directory / name, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return _as_float(x), np.asarray(batch[b"labels"], dtype=np.int64)
+
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    x_train, y_train = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    x_test, y_test = read("test_batch")
+    train, val, y_tr, y_val = _split_val(x_train, y_train, val_fraction, seed)
+    return Splits(f"cifar10:{directory}", train, val, x_test, y_tr, y_val, y_test)

@@ -1,0 +1,131 @@
+"""Test metrics measured the way the service serves: integer latents, real entropy-coded bitstreams.
+
+The same code evaluates an in-memory Keras model (right after training) and an exported SavedModel
+(`python -m training evaluate`), so the card's figures describe the artifact that is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from service.contract.bitstream import Bitstream
+from service.contract.card import LatentSpec, ModelCard
+from service.contract.entropy import encode_latents
+from training.data import eval_batches
+
+Tensors = Mapping[str, np.ndarray]
+
+
+@dataclass
+class Coder:
+    """The served operations, as numpy callables, plus what entropy coding needs."""
+
+    name: str
+    version: int
+    tables_hash: bytes
+    size_multiple: int
+    specs: list[LatentSpec]
+    tables: dict[str, np.ndarray]
+    encode: Callable[[np.ndarray], Tensors]
+    decode: Callable[[Tensors], np.ndarray]
+    anomaly_score: Callable[[np.ndarray], Tensors]
+    hyper_decode: Callable[[Tensors], Tensors] | None = None
+
+    def scale_fn(self, name: str, coded: Tensors) -> np.ndarray:
+        assert self.hyper_decode is not None
+        return self.hyper_decode(coded)[name]
+
+    def stream_bytes(self, latents: Tensors, index: int, height: int, width: int, channels: int) -> int:
+        """Length of the real bitstream for image `index` of a batch (header + payloads + CRC)."""
+        one = {k: v[index] for k, v in latents.items()}
+        payloads = encode_latents(self.specs, one, self.tables, self.scale_fn if self.hyper_decode else None)
+        stream = Bitstream(self.name, self.version, self.tables_hash, height, width, channels, payloads)
+        return len(stream.to_bytes())
+
+
+def coder_from_keras(model, name: str, version: int = 1) -> Coder:
+    """Coder around an in-memory Autoencoder (the training side)."""
+    as_np = lambda d: {k: v.numpy() for k, v in d.items()}  # noqa: E731
+    has_hyper = any(s.coding == "gaussian" for s in model.latent_specs())
+    return Coder(
+        name, version, bytes.fromhex(model.fingerprint())[:4], model.size_multiple, model.latent_specs(),
+        {k: np.asarray(v) for k, v in model.entropy_tables().items()},
+        encode=lambda x: as_np(model.encode(tf.constant(x))),
+        decode=lambda lat: np.clip(model.decode({k: tf.constant(v) for k, v in lat.items()}).numpy(), 0, 1),
+        anomaly_score=lambda x: as_np(model.anomaly_score(tf.constant(x))),
+        hyper_decode=(lambda lat: as_np(model.hyper_decode({k: tf.constant(v) for k, v in lat.items()})))
+        if has_hyper else None,
+    )
+
+
+def coder_from_saved_model(version_dir: Path) -> Coder:
+    """Coder around an exported SavedModel, read through its signatures only."""
+    card = ModelCard.read(version_dir)
+    loaded = tf.saved_model.load(str(version_dir))
+    sig = loaded.signatures
+    as_np = lambda d: {k: v.numpy() for k, v in d.items()}  # noqa: E731
+    call = lambda name, **kw: as_np(sig[name](**{k: tf.constant(v) for k, v in kw.items()}))  # noqa: E731
+    return Coder(
+        card.name, card.version, bytes.fromhex(card.tables_sha256)[:4], card.input.size_multiple, card.latents,
+        call("entropy_tables"),
+        encode=lambda x: call("encode", images=x),
+        decode=lambda lat: call("decode", **lat)["images"],
+        anomaly_score=lambda x: call("anomaly_score", images=x),
+        hyper_decode=(lambda lat: call("hyper_decode", **lat)) if "hyper_decode" in sig else None,
+    )
+
+
+def pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
+    """Edge-replicate H and W up to a multiple (what the service does for any-size models)."""
+    h, w = images.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    return np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else images
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    scores: np.ndarray  # per-image anomaly scores, in input order
+
+
+def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_classes: list[int] | None = None,
+             batch_size: int = 256, with_bpp: bool = True) -> Evaluation:
+    """MSE/PSNR on [0,1] pixels, real bpp and code bytes, anomaly scores (+ AUROC when labelled)."""
+    sq_err, psnrs, bits, pixels, code_bytes, scores = [], [], 0, 0, [], []
+    for batch in eval_batches(images, batch_size):
+        h, w, c = batch.shape[1:]
+        padded = pad_to_multiple(batch, coder.size_multiple)
+        latents = coder.encode(padded)
+        recon = coder.decode(latents)[:, :h, :w, :]
+        per_image = np.mean((recon.astype(np.float64) - batch) ** 2, axis=(1, 2, 3))
+        sq_err.append(per_image)
+        psnrs.append(10 * np.log10(1.0 / np.maximum(per_image, 1e-12)))
+        scores.append(coder.anomaly_score(padded)["score"])
+        if with_bpp:
+            for i in range(len(batch)):
+                n = coder.stream_bytes(latents, i, h, w, c)
+                code_bytes.append(n)
+                bits += 8 * n
+                pixels += h * w
+    mse_all = np.concatenate(sq_err)
+    metrics = {
+        "mse": float(mse_all.mean()),
+        "psnr": float(10 * np.log10(1.0 / mse_all.mean())),
+        "psnr_per_image_mean": float(np.concatenate(psnrs).mean()),
+        "images": float(len(mse_all)),
+    }
+    if with_bpp:
+        metrics |= {"bpp": bits / pixels, "code_bytes_mean": float(np.mean(code_bytes))}
+    score_all = np.concatenate(scores)
+    if labels is not None and normal_classes is not None:
+        from sklearn.metrics import roc_auc_score
+
+        anomalous = ~np.isin(labels, normal_classes)
+        if 0 < anomalous.sum() < len(anomalous):
+            metrics["auroc"] = float(roc_auc_score(anomalous, score_all))
+    return Evaluation(metrics, score_all)

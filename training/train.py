@@ -1,0 +1,112 @@
+"""The training loop: minimise `compute_losses(...)["loss"]`, log to TensorBoard, checkpoint each epoch.
+
+A custom loop (not `Model.fit`) because models report several named loss terms (rate, distortion,
+regularisers) and the codec's additive-noise training needs `training=True` semantics of its own.
+Checkpoints let a long CPU/GPU run resume in a later session.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from training.data import eval_batches
+from training.models.base import Autoencoder
+
+
+def make_optimizer(name: str, args: dict) -> keras.optimizers.Optimizer:
+    try:
+        return keras.optimizers.get({"class_name": name, "config": args})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot build optimizer {name!r} with {json.dumps(args)}: {exc}") from None
+
+
+def val_images_for(model: Autoencoder, images, crop: int | None, limit: int = 256) -> np.ndarray:
+    """A fixed validation batch: the first images, or centre crops for photos of mixed sizes."""
+    if isinstance(images, np.ndarray):
+        return images[:limit]
+    size = crop or 128
+    out = []
+    for img in images:
+        if img.shape[0] >= size and img.shape[1] >= size:
+            y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+            out.append(img[y : y + size, x : x + size])
+    return np.stack(out[:limit])
+
+
+def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *, epochs: int,
+        optimizer: keras.optimizers.Optimizer, steps_per_epoch: int | None = None, log_dir: Path | None = None,
+        checkpoint_dir: Path | None = None, progress: bool = True) -> list[dict[str, float]]:
+    """Train; returns one dict of mean train and validation loss terms per epoch."""
+    model(val_images[:1])  # build variables before the optimizer sees them
+    writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    start_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    manager = None
+    if checkpoint_dir:
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=start_epoch)
+        manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
+        if manager.latest_checkpoint:
+            ckpt.restore(manager.latest_checkpoint)
+            print(f"resumed from {manager.latest_checkpoint} (epoch {int(start_epoch)}, step {int(step)})")
+
+    @tf.function
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            losses = model.compute_losses(batch, training=True)
+        grads = tape.gradient(losses["loss"], model.trainable_variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        return losses
+
+    @tf.function
+    def val_step(batch):
+        return model.compute_losses(batch, training=False)
+
+    history = []
+    for epoch in range(int(start_epoch), epochs):
+        started, sums, count = time.time(), {}, 0
+        batches = train_ds.take(steps_per_epoch) if steps_per_epoch else train_ds
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                   unit="step", leave=False)
+        for batch in bar:
+            losses = train_step(batch)
+            step.assign_add(1)
+            count += 1
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            if count % 20 == 0:
+                bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()})
+        record = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+        val_sums, val_n = {}, 0
+        for batch in eval_batches(val_images, 64):
+            for key, value in val_step(tf.constant(batch)).items():
+                val_sums[key] = val_sums.get(key, 0.0) + float(value) * len(batch)
+            val_n += len(batch)
+        record |= {f"val_{k}": v / val_n for k, v in val_sums.items()}
+        record |= {"epoch": epoch + 1, "steps": int(step.numpy()), "seconds": time.time() - started}
+        history.append(record)
+        print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if writer:
+            _log_epoch(writer, model, record, val_images, int(step.numpy()))
+        start_epoch.assign(epoch + 1)
+        if manager:
+            manager.save()
+    return history
+
+
+def _log_epoch(writer, model: Autoencoder, record: dict, val_images: np.ndarray, step: int) -> None:
+    """Scalars and an input|reconstruction grid of the first validation images."""
+    with writer.as_default(step=step):
+        for key, value in record.items():
+            if key.startswith(("train_", "val_")):
+                tf.summary.scalar(key.replace("_", "/", 1), value)
+        sample = val_images[:8]
+        recon = np.clip(model(tf.constant(sample), training=False).numpy(), 0, 1)
+        tf.summary.image("val/input_vs_reconstruction", np.concatenate([sample, recon], axis=2), max_outputs=8)
+    writer.flush()
