@@ -1,0 +1,54 @@
+"""Service settings: the one place that reads the environment (prefix `AEC_`), validated at startup.
+
+Unsafe or nonsensical values fail fast here instead of surfacing as odd behaviour under load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; each field maps to `AEC_<FIELD>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AEC_", env_file=".env", env_ignore_empty=True, extra="ignore", protected_namespaces=()
+    )
+
+    models_dir: Path = Field(Path("models_store"), description="Root of <name>/<int version>/ model dirs.")
+    default_model: str | None = Field(None, description="Model served when a request names none.")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Request body limit, checked while reading.")
+    max_pixels: int = Field(40_000_000, gt=0, description="Largest width*height accepted, checked from the header.")
+    max_files: int = Field(64, ge=1, description="Most images (or streams) in one multipart request.")
+    max_batch_size: int = Field(16, ge=1, description="Most images per TensorFlow call of the micro-batcher.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for company.")
+    inference_threads: int = Field(2, ge=1, description="Threads running TensorFlow calls off the event loop.")
+    reload_interval_s: float = Field(10.0, ge=0, description="Poll models_dir for new/removed versions; 0 = off.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys; when set, POST and /models need X-API-Key."
+    )
+    log_format: Literal["json", "text"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("default_model")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None

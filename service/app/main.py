@@ -1,0 +1,100 @@
+"""The FastAPI app: `create_app(settings)` wires settings, registry, middleware, errors and routers.
+
+The lifespan loads and warms every model before the app reports ready, keeps the registry on
+`app.state`, and runs the hot-reload poller; routes reach the registry only through `deps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from service.app.config import Settings
+from service.app.errors import install_error_handlers
+from service.app.logs import setup_logging
+from service.app.metrics import Metrics
+from service.app.middleware import RequestContextMiddleware
+from service.app.routes import api_router
+from service.inference.registry import ModelRegistry, ReloadReport, configure_tensorflow
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Learned image compression and anomaly scoring over REST.
+
+* `POST /encode` image → bitstream, `POST /decode` bitstream → image, `POST /reconstruct` image → image + PSNR,
+  `POST /anomaly-score` image → score vs calibrated threshold.
+* Images as multipart (`curl -F file=@digit.png`) or a raw body (`--data-binary @digit.png -H 'Content-Type: image/png'`).
+* `?model=` and `?version=` pick the model (GET /models lists them); every route is also served under `/v1`.
+* Errors: `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    setup_logging(settings.log_format, settings.log_level)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_tensorflow()
+        executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        registry = ModelRegistry(
+            settings.models_dir,
+            default_model=settings.default_model,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            executor=executor,
+            observer_factory=metrics.batch_observer,
+        )
+        app.state.registry = registry
+
+        def on_report(report: ReloadReport) -> None:
+            metrics.record_reload(report, registry.state)
+
+        try:
+            on_report(await registry.refresh())
+        except Exception:  # an unreadable models_dir must not keep the process from starting
+            log.exception("initial model load failed")
+        state = registry.state
+        log.info(
+            "serving %d model version(s) from %s; %d failed",
+            sum(len(v) for v in state.models.values()), settings.models_dir, len(state.failures),
+        )
+        watcher = None
+        if settings.reload_interval_s > 0:
+            watcher = asyncio.create_task(registry.watch(settings.reload_interval_s, on_report), name="model-reload")
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await registry.close()
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="aecodec",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(api_router)
+    app.include_router(api_router, prefix="/v1", include_in_schema=False)
+    return app

@@ -1,0 +1,57 @@
+"""POST /anomaly-score: score against the model card's calibrated threshold, optional heat map."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from service.app import negotiate
+from service.app.deps import ApiKeyDep, ModelDep, SettingsDep
+from service.app.openapi import IMAGE_BODY, errors
+from service.app.routes.common import for_each, model_headers, read_images
+from service.app.schemas import AnomalyScore
+from service.app.uploads import Upload
+from service.inference import anomaly, imaging
+
+router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
+
+
+@router.post(
+    "/anomaly-score",
+    summary="Anomaly score per image",
+    description=(
+        "`{score, threshold, is_anomaly, model, version, ...}` per image (a list for several files). The "
+        "threshold comes from the model card (calibrated at export); a model without one answers 409. "
+        "`?heatmap=true` adds the per-pixel error as a base64 PNG at the original image size."
+    ),
+    response_model=AnomalyScore,
+    responses=errors(400, 404, 409, 413, 415, 422),
+    openapi_extra=IMAGE_BODY,
+)
+async def anomaly_score(
+    request: Request,
+    model: ModelDep,
+    settings: SettingsDep,
+    heatmap: bool = Query(False, description="Include a per-pixel error heat map (base64 PNG)."),
+) -> JSONResponse:
+    anomaly.require_calibrated(model)  # before reading the body: a clear 409 costs nothing
+    items = await read_images(request, settings, model)
+
+    async def one(item: tuple[Upload, imaging.SourceImage]) -> AnomalyScore:
+        upload, source = item
+        result = await anomaly.score(model, source, with_map=heatmap)
+        png = None
+        if result.error_map is not None:
+            png = negotiate.b64(await asyncio.to_thread(imaging.encode_image, imaging.heatmap(result.error_map)))
+        assert model.card.anomaly is not None
+        return AnomalyScore(
+            model=model.name, version=model.version, height=source.height, width=source.width,
+            channels=source.channels, size_policy=result.plan.policy, size_action=result.plan.action,
+            filename=upload.filename, score=result.score, threshold=result.threshold,
+            is_anomaly=result.is_anomaly, score_kind=model.card.anomaly.score, heatmap=png,
+        )
+
+    results = [r.model_dump(mode="json") for r in await for_each(items, one)]
+    return JSONResponse(results if len(results) > 1 else results[0], headers=model_headers(model))

@@ -1,0 +1,153 @@
+"""POST /encode, /decode, /reconstruct: thin routes over service.inference.codec."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.app import negotiate
+from service.app.deps import ApiKeyDep, MetricsDep, ModelDep, ModelName, ModelVersion, RegistryDep, SettingsDep
+from service.app.openapi import BINARY, IMAGE_BODY, STREAM_BODY, errors
+from service.app.routes.common import for_each, model_headers, read_images, size_headers
+from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
+from service.app.uploads import Upload, read_uploads
+from service.inference import codec, imaging
+from service.inference.errors import BitstreamModelMismatch
+
+router = APIRouter(tags=["codec"], dependencies=[ApiKeyDep])
+
+FormatParam = Annotated[
+    imaging.OutputFormat | None, Query(description="Image format of the result; else from Accept, else PNG.")
+]
+
+
+@router.post(
+    "/encode",
+    summary="Compress images to bitstreams",
+    description=(
+        "Returns the self-describing bitstream as `application/octet-stream` with `X-Bpp`, `X-Bytes` and the "
+        "original size in headers; `Accept: application/json` (or several multipart files) gives JSON with the "
+        "stream in base64 (a list for several files). bpp = bytes*8/(H*W) of the original image."
+    ),
+    response_model=None,
+    responses={200: {"model": EncodeResult, "content": {"application/octet-stream": {"schema": BINARY}}},
+               **errors(400, 404, 413, 415, 422)},
+    openapi_extra=IMAGE_BODY,
+)
+async def encode(request: Request, model: ModelDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+    items = await read_images(request, settings, model)
+    encoded = await for_each(items, lambda item: codec.encode(model, item[1]))
+    for result in encoded:
+        metrics.bpp.labels(model.name).observe(result.bpp)
+    headers = model_headers(model)
+    if len(items) == 1 and not negotiate.wants_json(request):
+        result = encoded[0]
+        headers |= size_headers(result.plan, result.channels)
+        headers |= {"X-Bpp": f"{result.bpp:.6f}", "X-Bytes": str(len(result.stream))}
+        return Response(result.stream, media_type="application/octet-stream", headers=headers)
+    body = [
+        EncodeResult(
+            model=model.name, version=model.version, height=r.plan.height, width=r.plan.width, channels=r.channels,
+            size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
+            bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp,
+        ).model_dump(mode="json")
+        for (upload, _), r in zip(items, encoded)
+    ]
+    return JSONResponse(body if len(body) > 1 else body[0], headers=headers)
+
+
+@router.post(
+    "/decode",
+    summary="Decompress bitstreams to images",
+    description=(
+        "The model comes from the stream's header (name, version, tables hash). `?model=`/`?version=`, when "
+        "given, must match it. Returns the image at its original size and channels (PNG unless `?format=` or "
+        "Accept asks for WebP/JPEG), or JSON with base64 images (`Accept: application/json`, several files)."
+    ),
+    response_model=None,
+    responses={200: {"model": DecodeResult, "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
+               **errors(400, 404, 413, 422)},
+    openapi_extra=STREAM_BODY,
+)
+async def decode(
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    model: ModelName = None,
+    version: ModelVersion = None,
+    format: FormatParam = None,
+) -> Response:
+    uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
+    fmt = negotiate.image_format(request, format)
+
+    async def one(upload: Upload) -> tuple[str, int, bytes, tuple[int, int, int]]:
+        stream = codec.parse(upload.data)
+        if model is not None and model != stream.model:
+            raise BitstreamModelMismatch(f"the bitstream was made by model {stream.model!r}, not {model!r}")
+        if version is not None and version != stream.version:
+            raise BitstreamModelMismatch(f"the bitstream was made by version {stream.version}, not {version}")
+        loaded = registry.resolve(stream.model, stream.version)
+        pixels, _ = await codec.decode(loaded, stream, settings.max_pixels)
+        data = await asyncio.to_thread(imaging.encode_image, pixels, fmt)
+        return loaded.name, loaded.version, data, (stream.height, stream.width, stream.channels)
+
+    decoded = await for_each(uploads, one)
+    name, ver = decoded[0][0], decoded[0][1]
+    headers = {"X-Model": name, "X-Model-Version": str(ver)}
+    if len(uploads) == 1 and not negotiate.wants_json(request):
+        _, _, data, (h, w, c) = decoded[0]
+        headers |= {"X-Original-Width": str(w), "X-Original-Height": str(h), "X-Original-Channels": str(c)}
+        return Response(data, media_type=negotiate.media_type(fmt), headers=headers)
+    body = [
+        DecodeResult(
+            model=n, version=v, height=h, width=w, channels=c, media_type=negotiate.media_type(fmt),
+            image=negotiate.b64(data), filename=upload.filename,
+        ).model_dump(mode="json")
+        for upload, (n, v, data, (h, w, c)) in zip(uploads, decoded)
+    ]
+    return JSONResponse(body if len(body) > 1 else body[0], headers=headers)
+
+
+@router.post(
+    "/reconstruct",
+    summary="Encode and decode in one call (quality check)",
+    description=(
+        "Returns the reconstruction at the original size and channels (PNG; WebP/JPEG via `?format=` or Accept) "
+        "with `X-MSE`/`X-PSNR` headers measured against the input as the model saw it (pixels in [0, 1]), or "
+        "JSON with base64 images (`Accept: application/json`, several files)."
+    ),
+    response_model=None,
+    responses={200: {"model": ReconstructResult,
+                     "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
+               **errors(400, 404, 413, 415, 422)},
+    openapi_extra=IMAGE_BODY,
+)
+async def reconstruct(
+    request: Request, model: ModelDep, settings: SettingsDep, format: FormatParam = None
+) -> Response:
+    items = await read_images(request, settings, model)
+    fmt = negotiate.image_format(request, format)
+
+    async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
+        result = await codec.reconstruct(model, item[1])
+        return result, await asyncio.to_thread(imaging.encode_image, result.pixels, fmt)
+
+    results = await for_each(items, one)
+    headers = model_headers(model)
+    if len(items) == 1 and not negotiate.wants_json(request):
+        result, data = results[0]
+        headers |= size_headers(result.plan, items[0][1].channels)
+        headers |= {"X-MSE": f"{result.mse:.8g}", "X-PSNR": "inf" if result.psnr is None else f"{result.psnr:.4f}"}
+        return Response(data, media_type=negotiate.media_type(fmt), headers=headers)
+    body = [
+        ReconstructResult(
+            model=model.name, version=model.version, height=r.plan.height, width=r.plan.width,
+            channels=source.channels, size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
+            media_type=negotiate.media_type(fmt), image=negotiate.b64(data), mse=r.mse, psnr=r.psnr,
+        ).model_dump(mode="json")
+        for (upload, source), (r, data) in zip(items, results)
+    ]
+    return JSONResponse(body if len(body) > 1 else body[0], headers=headers)

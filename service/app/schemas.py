@@ -1,0 +1,145 @@
+"""Response schemas (pydantic). "models" means ML models in this project, so API shapes live here.
+
+Binary results (bitstreams, images) are base64 strings only in the JSON variants; the default
+responses are the raw bytes with figures in X- headers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.contract.card import InputSpec, ModelCard
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable snake_case error code.", examples=["model_not_found"])
+    message: str = Field(description="What went wrong, for humans.")
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"error": {"code": "model_not_found", "message": "model 'x' is not loaded"}}]}
+    )
+    error: ErrorBody
+
+
+class _ImageFacts(BaseModel):
+    model: str
+    version: int
+    height: int = Field(description="Original image height (what decode returns).")
+    width: int = Field(description="Original image width.")
+    channels: Literal[1, 3] = Field(description="Original image channels: 1 grey, 3 colour.")
+    size_policy: Literal["pad", "resize", "reject"] = Field(description="The model's size policy.")
+    size_action: Literal["none", "padded", "resized"] = Field(description="What the policy did to this image.")
+    filename: str | None = Field(None, description="Multipart file name, when there was one.")
+
+
+class EncodeResult(_ImageFacts):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mnist-cae", "version": 1, "height": 28, "width": 28, "channels": 1,
+                    "size_policy": "resize", "size_action": "none", "filename": "digit.png",
+                    "bitstream": "QUVDAQltbmlzdC1jYWUB...", "bytes": 31, "bpp": 0.3163,
+                }
+            ]
+        }
+    )
+    bitstream: str = Field(description="The bitstream, base64 (standard alphabet, padded).")
+    bytes: int = Field(description="Length of the bitstream in bytes, header included.")
+    bpp: float = Field(description="bytes * 8 / (height * width) of the original image.")
+
+
+class DecodeResult(BaseModel):
+    model: str
+    version: int
+    height: int
+    width: int
+    channels: Literal[1, 3]
+    media_type: str = Field(examples=["image/png"])
+    image: str = Field(description="The decoded image file, base64.")
+    filename: str | None = None
+
+
+class ReconstructResult(_ImageFacts):
+    media_type: str = Field(examples=["image/png"])
+    image: str = Field(description="The reconstruction at the original size and channels, base64.")
+    mse: float = Field(description="MSE vs the input as the model saw it, pixels in [0, 1].")
+    psnr: float | None = Field(description="PSNR in dB (null when the reconstruction is exact).")
+
+
+class AnomalyScore(_ImageFacts):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "score": 0.0123, "threshold": 0.031, "is_anomaly": False, "score_kind": "mse",
+                    "model": "mnist-cae", "version": 1, "height": 28, "width": 28, "channels": 1,
+                    "size_policy": "resize", "size_action": "none", "filename": None, "heatmap": None,
+                }
+            ]
+        }
+    )
+    score: float
+    threshold: float = Field(description="Calibrated at export on held-out normal data (see the model card).")
+    is_anomaly: bool = Field(description="score > threshold")
+    score_kind: str = Field(description="What the score measures (model card anomaly.score).")
+    heatmap: str | None = Field(None, description="Per-pixel error as a PNG heat map, base64 (?heatmap=true).")
+
+
+class VersionStatus(BaseModel):
+    version: int
+    state: Literal["available", "failed"]
+    error: str | None = Field(None, description="Why the version failed to load.")
+    architecture: str | None = None
+    input: InputSpec | None = None
+    anomaly_threshold: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    since: str = Field(description="When it was loaded or failed (UTC, ISO 8601).")
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "mnist-cae", "is_default": True, "default_version": 2,
+                    "versions": [
+                        {"version": 2, "state": "available", "architecture": "keras_cae", "since": "2026-01-01T00:00:00Z"},
+                        {"version": 3, "state": "failed", "error": "SavedModel cannot be loaded: ...",
+                         "since": "2026-01-01T00:01:00Z"},
+                    ],
+                }
+            ]
+        }
+    )
+    name: str
+    is_default: bool
+    default_version: int | None = Field(description="Newest loaded version: what requests without ?version= get.")
+    versions: list[VersionStatus]
+
+
+class ModelList(BaseModel):
+    default_model: str | None
+    models: list[ModelSummary]
+
+
+class VersionDetail(VersionStatus):
+    card: ModelCard | None = Field(None, description="The full model card (model.json) of a loaded version.")
+
+
+class ModelDetail(ModelSummary):
+    versions: list[VersionDetail]  # type: ignore[assignment]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    models: int
+    versions: int

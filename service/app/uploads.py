@@ -1,0 +1,92 @@
+"""Reading request bodies under the byte limit: images (or bitstreams) as multipart parts or a raw body.
+
+The limit is enforced while the body streams in: a declared Content-Length over the limit is refused
+before reading a byte, and an undeclared (chunked) body is cut off as soon as it passes the limit, so a
+client can never make the service buffer more than `max_upload_bytes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive
+
+from service.inference.errors import EmptyBody, InvalidMultipart, PayloadTooLarge, ServiceError, TooManyFiles
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+    @property
+    def label(self) -> str:
+        return repr(self.filename) if self.filename else "the body"
+
+
+async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> list[Upload]:
+    """All files of a multipart request (in order), or the raw body as one upload."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ServiceError("Content-Length is not a number", code="invalid_content_length")
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limited = Request(request.scope, _limited(request.receive, max_bytes))
+    try:
+        if media_type == "multipart/form-data":
+            return await _multipart(limited, max_files)
+        if media_type == "application/x-www-form-urlencoded":
+            raise ServiceError(
+                "send files as multipart/form-data (curl -F file=@x.png) or as a raw body (--data-binary)",
+                code="unsupported_media_type",
+                status=415,
+            )
+        body = bytearray()
+        async for chunk in limited.stream():
+            body += chunk
+    except ClientDisconnect as exc:
+        raise ServiceError("the client disconnected before sending the whole body", code="client_disconnected") from exc
+    if not body:
+        raise EmptyBody("the request body is empty; send an image (or bitstream) as the body or as multipart files")
+    return [Upload(bytes(body), None, media_type or None)]
+
+
+async def _multipart(request: Request, max_files: int) -> list[Upload]:
+    try:
+        form = await request.form(max_files=max_files, max_fields=32)
+    except HTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise TooManyFiles(f"at most {max_files} files per request") from exc
+        raise InvalidMultipart(f"malformed multipart body: {exc.detail}") from exc
+    try:
+        uploads = [
+            Upload(await value.read(), value.filename, value.content_type)
+            for _, value in form.multi_items()
+            if isinstance(value, UploadFile)
+        ]
+    finally:
+        await form.close()
+    if not uploads:
+        raise EmptyBody("the multipart body holds no file parts; send them with curl -F file=@image.png")
+    return uploads
+
+
+def _limited(receive: Receive, max_bytes: int) -> Receive:
+    seen = 0
+
+    async def receive_limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        return message
+
+    return receive_limited

@@ -1,0 +1,48 @@
+"""Anomaly scoring: the model's `anomaly_score` signature against the threshold calibrated at export.
+
+The service never invents a threshold: it comes from the model card (a quantile of held-out normal
+scores at a target false-positive rate), so a score means the same on every machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.inference import imaging
+from service.inference.errors import AnomalyNotCalibrated
+
+if TYPE_CHECKING:
+    from service.inference.registry import LoadedModel
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    score: float
+    threshold: float
+    is_anomaly: bool
+    plan: imaging.SizePlan
+    error_map: np.ndarray | None  # float32 [H, W] at the original image size, when asked for
+
+
+def require_calibrated(model: LoadedModel) -> None:
+    if model.card.anomaly is None:
+        raise AnomalyNotCalibrated(
+            f"model {model.name} version {model.version} has no calibrated anomaly threshold "
+            "(its card has no 'anomaly' section); pick a model that lists one in GET /models"
+        )
+
+
+async def score(model: LoadedModel, source: imaging.SourceImage, *, with_map: bool = False) -> AnomalyResult:
+    require_calibrated(model)
+    assert model.card.anomaly is not None
+    plan = imaging.plan_size(source.height, source.width, model.card.input)
+    outputs = await model.call("anomaly_score", {"images": imaging.to_model(source.pixels, plan)})
+    value = float(np.asarray(outputs["score"]).reshape(()))
+    threshold = float(model.card.anomaly.threshold)
+    error_map = None
+    if with_map:
+        error_map = imaging.from_model(np.asarray(outputs["error_map"], dtype=np.float32)[..., None], plan)[..., 0]
+    return AnomalyResult(value, threshold, value > threshold, plan, error_map)

@@ -1,0 +1,147 @@
+"""Micro-batching: concurrent requests for one (model, version, signature) become one TensorFlow call.
+
+Throughput comes from here (one uvicorn worker, bigger batches), so the rules are explicit:
+- items are grouped by the shapes of their inputs (a batch is one stacked tensor), oldest group first;
+- a batch closes when it holds `max_batch_size` items or its oldest item has waited `max_wait_s`;
+- one batch per batcher is in flight at a time, run in a thread executor; while it runs the next batch
+  fills up, so under load batches grow without extra waiting and when idle a request waits at most
+  `max_wait_s`;
+- queue wait and compute time are reported separately to an observer (the metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+#: Runs a whole batch: inputs and outputs carry a leading batch axis.
+BatchFn = Callable[[Arrays], Mapping[str, np.ndarray]]
+#: observe(batch_size, queue_wait_s of each item, compute_s)
+BatchObserver = Callable[[int, list[float], float], None]
+ShapeKey = tuple[tuple[str, tuple[int, ...], str], ...]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    inputs: Arrays
+    future: asyncio.Future[Arrays]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def shape_key(inputs: Mapping[str, np.ndarray]) -> ShapeKey:
+    return tuple((name, tuple(arr.shape), str(arr.dtype)) for name, arr in sorted(inputs.items()))
+
+
+class MicroBatcher:
+    """Gathers single items (no batch axis) into batches for `fn`; `submit` returns the item's outputs."""
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+        name: str = "batcher",
+    ) -> None:
+        self.fn, self.name = fn, name
+        self.max_batch_size, self.max_wait_s = max(1, max_batch_size), max(0.0, max_wait_s)
+        self.executor, self.observer = executor, observer
+        self._groups: dict[ShapeKey, list[_Item]] = {}
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Queue one item and wait for its outputs (each without the batch axis)."""
+        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        if self._closed:  # a version swapped out while this request held it: run alone, still correct
+            return (await self._run([_Item(arrays, asyncio.get_running_loop().create_future())]))[0]
+        self._ensure_worker()
+        item = _Item(arrays, asyncio.get_running_loop().create_future())
+        self._groups.setdefault(shape_key(arrays), []).append(item)
+        assert self._arrived is not None
+        self._arrived.set()
+        return await item.future
+
+    def pending(self) -> int:
+        return sum(len(group) for group in self._groups.values())
+
+    async def close(self) -> None:
+        """Stop taking new items into batches; items already queued are still computed."""
+        self._closed = True
+        if self._worker is not None and self._arrived is not None:
+            self._arrived.set()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._arrived = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
+
+    async def _loop(self) -> None:
+        assert self._arrived is not None
+        while True:
+            if not self._groups:
+                if self._closed:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            key = min(self._groups, key=lambda k: self._groups[k][0].enqueued)
+            group = self._groups[key]
+            deadline = group[0].enqueued + self.max_wait_s
+            while len(group) < self.max_batch_size and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = group[: self.max_batch_size]
+            del group[: self.max_batch_size]
+            if not group:
+                del self._groups[key]
+            batch = [item for item in batch if not item.future.done()]  # drop cancelled requests
+            if not batch:
+                continue
+            try:
+                results = await self._run(batch)
+            except Exception as exc:  # one failing batch fails its own requests, not the batcher
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, result in zip(batch, results):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    async def _run(self, batch: list[_Item]) -> list[Arrays]:
+        started = time.monotonic()
+        waits = [started - item.enqueued for item in batch]
+        stacked = {name: np.stack([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self.executor, self.fn, stacked)
+        compute = time.monotonic() - started
+        if self.observer is not None:
+            try:
+                self.observer(len(batch), waits, compute)
+            except Exception:  # metrics must never fail a request
+                log.exception("batch observer failed")
+        arrays = {name: np.asarray(value) for name, value in outputs.items()}
+        return [{name: arr[i] for name, arr in arrays.items()} for i in range(len(batch))]

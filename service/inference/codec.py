@@ -1,0 +1,171 @@
+"""Image ↔ bitstream through a loaded model: size plan, `encode`/`decode` signatures, entropy coding.
+
+The bitstream records the ORIGINAL image size and channels, so `decode` can undo padding or resizing
+and hand back what was sent; bpp is computed from the real stream length over the original pixels.
+Streams are checked against the model before any decoding work: tables hash, plausible sizes, latent
+shapes (a CRC is not a security check, so a crafted stream must not buy a huge allocation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.contract.bitstream import Bitstream, BitstreamError
+from service.contract.card import InputSpec, LatentSpec
+from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
+from service.inference import imaging
+from service.inference.errors import BitstreamModelMismatch, CorruptBitstream, ImageSizeRejected, TooManyPixels
+
+if TYPE_CHECKING:
+    from service.inference.registry import LoadedModel
+
+
+@dataclass(frozen=True)
+class Encoded:
+    stream: bytes
+    plan: imaging.SizePlan
+    channels: int
+
+    @property
+    def bpp(self) -> float:
+        return len(self.stream) * 8 / (self.plan.height * self.plan.width)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    pixels: np.ndarray  # float32 [H, W, original channels], original size
+    plan: imaging.SizePlan
+    mse: float
+    psnr: float | None
+
+
+# ---- encode ----------------------------------------------------------------------------------------
+async def encode(model: LoadedModel, source: imaging.SourceImage) -> Encoded:
+    plan = imaging.plan_size(source.height, source.width, model.card.input)
+    latents = await model.call("encode", {"images": imaging.to_model(source.pixels, plan)})
+    stream = await asyncio.to_thread(pack, model, latents, plan, source.channels)
+    return Encoded(stream, plan, source.channels)
+
+
+def pack(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan, channels: int) -> bytes:
+    """Entropy-code one image's latents (no batch axis) and wrap them in the bitstream header."""
+    payloads = encode_latents(model.card.latents, latents, model.tables, model.scale_fn())
+    return Bitstream(
+        model.name, model.version, model.tables_hash, plan.height, plan.width, channels, payloads
+    ).to_bytes()
+
+
+# ---- decode ----------------------------------------------------------------------------------------
+def parse(data: bytes) -> Bitstream:
+    try:
+        return Bitstream.from_bytes(data)
+    except BitstreamError as exc:
+        raise CorruptBitstream(f"invalid bitstream: {exc}") from exc
+
+
+def check(model: LoadedModel, stream: Bitstream, max_pixels: int) -> imaging.SizePlan:
+    """Refuse a stream this model did not make, or one whose sizes are implausible, before decoding."""
+    if stream.tables_hash != model.tables_hash:
+        raise BitstreamModelMismatch(
+            f"the bitstream names {stream.model} version {stream.version} but was made with different weights or "
+            f"entropy tables (tables hash {stream.tables_hash.hex()} != {model.tables_hash.hex()})"
+        )
+    if stream.channels not in (1, 3):
+        raise CorruptBitstream(f"bitstream header claims {stream.channels} channels")
+    if stream.height < 1 or stream.width < 1:
+        raise CorruptBitstream(f"bitstream header claims an empty image {stream.width}x{stream.height}")
+    if stream.height * stream.width > max_pixels:
+        raise TooManyPixels(f"bitstream decodes to {stream.width}x{stream.height} pixels; the limit is {max_pixels}")
+    try:
+        plan = imaging.plan_size(stream.height, stream.width, model.card.input)
+    except ImageSizeRejected as exc:
+        raise CorruptBitstream(f"bitstream image size does not fit this model: {exc.message}") from exc
+    if len(stream.latents) != len(model.card.latents):
+        raise CorruptBitstream(f"bitstream holds {len(stream.latents)} latents, the model codes {len(model.card.latents)}")
+    for spec, (shape, _) in zip(model.card.latents, stream.latents):
+        want = expected_latent_shape(spec, plan)
+        if want is not None and tuple(shape) != want:
+            raise CorruptBitstream(f"latent {spec.name!r} is shaped {tuple(shape)} in the stream, expected {want}")
+        if want is None and (not shape or math.prod(shape) > 64 * plan.model_height * plan.model_width * 4):
+            raise CorruptBitstream(f"latent {spec.name!r} shape {tuple(shape)} is implausible")
+    return plan
+
+
+def expected_latent_shape(spec: LatentSpec, plan: imaging.SizePlan) -> tuple[int, ...] | None:
+    if spec.shape:
+        return tuple(spec.shape)
+    if spec.stride:
+        return (math.ceil(plan.model_height / spec.stride), math.ceil(plan.model_width / spec.stride), spec.channels)
+    return None
+
+
+def unpack(model: LoadedModel, stream: Bitstream) -> dict[str, np.ndarray]:
+    """Entropy-decode a checked stream; latents come back without a batch axis."""
+    try:
+        latents = decode_latents(model.card.latents, stream.latents, model.tables, model.scale_fn())
+    except EntropyCodingError as exc:
+        raise CorruptBitstream(f"bitstream payload cannot be decoded: {exc}") from exc
+    return {name: value[0] for name, value in latents.items()}
+
+
+async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int) -> tuple[np.ndarray, imaging.SizePlan]:
+    """Bitstream → float pixels at the original size and channels."""
+    plan = check(model, stream, max_pixels)
+    latents = await asyncio.to_thread(unpack, model, stream)
+    images = (await model.call("decode", latents))["images"]
+    return imaging.match_channels(imaging.from_model(images, plan), stream.channels), plan
+
+
+# ---- reconstruct -----------------------------------------------------------------------------------
+async def reconstruct(model: LoadedModel, source: imaging.SourceImage) -> Reconstruction:
+    plan = imaging.plan_size(source.height, source.width, model.card.input)
+    seen = imaging.to_model(source.pixels, plan)
+    output = (await model.call("reconstruct", {"images": seen}))["images"]
+    mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
+    pixels = imaging.match_channels(imaging.from_model(output, plan), source.channels)
+    return Reconstruction(pixels, plan, mse, psnr)
+
+
+# ---- load-time check -------------------------------------------------------------------------------
+def golden_image(height: int, width: int, channels: int) -> np.ndarray:
+    """A fixed, smooth test pattern (gradients and a disc): the same bytes on every machine."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y, x = y / max(height - 1, 1), x / max(width - 1, 1)
+    disc = ((x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.09).astype(np.float32)
+    planes = [0.6 * disc + 0.2 * x + 0.2 * y, 0.5 * x + 0.3 * disc, 0.8 * y * (1 - disc) + 0.1][:channels]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def golden_input_size(spec: InputSpec) -> tuple[int, int]:
+    """Fixed models: their size. Any-size models: an odd size, so padding and cropping are exercised."""
+    return (int(spec.height), int(spec.width)) if not spec.any_size else (43, 37)  # type: ignore[arg-type]
+
+
+def golden_roundtrip(model: LoadedModel, atol: float = 1e-4) -> None:
+    """Warm every signature and prove encode → bitstream → decode reproduces `reconstruct`."""
+    from service.inference.registry import LoadError
+
+    spec = model.card.input
+    height, width = golden_input_size(spec)
+    plan = imaging.plan_size(height, width, spec)
+    batch = imaging.to_model(golden_image(height, width, spec.channels), plan)[None]
+    reference = model.run("reconstruct", {"images": batch})["images"][0]
+    latents = {name: value[0] for name, value in model.run("encode", {"images": batch}).items()}
+    try:
+        stream = parse(pack(model, latents, plan, spec.channels))
+        check(model, stream, max_pixels=height * width)
+        decoded = model.run("decode", {k: v[None] for k, v in unpack(model, stream).items()})["images"][0]
+    except Exception as exc:
+        raise LoadError(f"golden image round trip failed: {exc}") from exc
+    if decoded.shape != reference.shape or not np.allclose(decoded, reference, atol=atol):
+        diff = float(np.max(np.abs(decoded - reference))) if decoded.shape == reference.shape else float("nan")
+        raise LoadError(f"golden image round trip differs from reconstruct (max abs diff {diff:.3g})")
+    if model.card.anomaly is not None:
+        scores = model.run("anomaly_score", {"images": batch})
+        if scores["score"].shape != (1,) or scores["error_map"].shape[:3] != batch.shape[:3]:
+            raise LoadError("anomaly_score must return score [B] and error_map [B, H, W]")

@@ -1,0 +1,358 @@
+"""The model registry: discovers `<models_dir>/<name>/<int version>/`, loads, warms and serves versions.
+
+Loading is all-or-nothing per version: validate the card, load the SavedModel, check its signatures,
+read the entropy tables once, then round-trip a golden image (encode → entropy-code → decode must equal
+`reconstruct`). Only a version that passes is swapped in, by replacing one immutable state object, so a
+request sees either the old set of models or the new one. A broken version is reported (with the
+reason) and skipped; whatever served before keeps serving. The newest loaded version is the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from service.contract.card import CARD_FILENAME, ModelCard
+from service.contract.entropy import ScaleFn
+from service.inference.batcher import Arrays, BatchObserver, MicroBatcher
+from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_FILENAME = "saved_model.pb"
+#: Builds the batch observer (metrics) for one (model, version, signature).
+ObserverFactory = Callable[[str, int, str], BatchObserver]
+
+
+class LoadError(Exception):
+    """A version directory that cannot be served; the message is shown in /models."""
+
+
+def configure_tensorflow() -> None:
+    """Serving defaults: grow GPU memory on demand instead of grabbing it all (tensorflow/serving#249)."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError) as exc:  # already initialised: keep going with TF's setting
+            log.warning("could not enable memory growth on %s: %s", gpu.name, exc)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One loaded, warmed model version: its card, signatures, entropy tables and batchers."""
+
+    card: ModelCard
+    path: Path
+    signatures: Mapping[str, Any]
+    tables: dict[str, np.ndarray]
+    max_batch_size: int = 16
+    max_wait_s: float = 0.005
+    executor: Executor | None = None
+    observer_factory: ObserverFactory | None = None
+    loaded_at: float = field(default_factory=time.time)
+    module: Any = None  # keeps the SavedModel (and its variables) alive
+    _batchers: dict[str, MicroBatcher] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def version(self) -> int:
+        return self.card.version
+
+    @property
+    def tables_hash(self) -> bytes:
+        return bytes.fromhex(self.card.tables_sha256)[:4]
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Call a signature on a whole batch, synchronously (use from a worker thread)."""
+        fn = self.signatures[signature]
+        outputs = fn(**{name: tf.constant(value) for name, value in inputs.items()})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    async def call(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Call a signature on ONE item (no batch axis) through this signature's micro-batcher."""
+        batcher = self._batchers.get(signature)
+        if batcher is None:
+            observer = self.observer_factory(self.name, self.version, signature) if self.observer_factory else None
+            batcher = MicroBatcher(
+                lambda batch, sig=signature: self.run(sig, batch),
+                max_batch_size=self.max_batch_size,
+                max_wait_s=self.max_wait_s,
+                executor=self.executor,
+                observer=observer,
+                name=f"{self.name}/{self.version}/{signature}",
+            )
+            self._batchers[signature] = batcher
+        return await batcher.submit(inputs)
+
+    def scale_fn(self) -> ScaleFn | None:
+        """Scale indices of Gaussian latents from the `hyper_decode` signature (None if not needed)."""
+        if "hyper_decode" not in self.signatures:
+            return None
+        inputs = list(self.signatures["hyper_decode"].structured_input_signature[1])
+
+        def scales(name: str, coded: Mapping[str, np.ndarray]) -> np.ndarray:
+            return self.run("hyper_decode", {key: np.asarray(coded[key], dtype=np.int32) for key in inputs})[name]
+
+        return scales
+
+    async def close(self) -> None:
+        for batcher in list(self._batchers.values()):
+            await batcher.close()
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    name: str
+    version: int
+    path: Path
+    error: str
+    fingerprint: tuple = ()
+    failed_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """Immutable snapshot; the registry swaps a whole new one in on every change."""
+
+    models: Mapping[str, Mapping[int, LoadedModel]] = field(default_factory=dict)
+    failures: Mapping[tuple[str, int], LoadFailure] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    added: list[tuple[str, int]]
+    removed: list[tuple[str, int]]
+    failed: list[LoadFailure]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.failed)
+
+
+class ModelRegistry:
+    """Holds the served versions; `refresh()` is both the initial load and every hot reload."""
+
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        default_model: str | None = None,
+        max_batch_size: int = 16,
+        max_wait_s: float = 0.005,
+        executor: Executor | None = None,
+        observer_factory: ObserverFactory | None = None,
+    ) -> None:
+        self.models_dir = Path(models_dir)
+        self.default_model = default_model
+        self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
+        self.executor, self.observer_factory = executor, observer_factory
+        self._state = RegistryState()
+        self._lock = asyncio.Lock()
+        self.loaded_once = False
+
+    # ---- reading ---------------------------------------------------------------------------------
+    @property
+    def state(self) -> RegistryState:
+        return self._state
+
+    def default_name(self) -> str | None:
+        if self.default_model:
+            return self.default_model
+        names = sorted(self._state.models)
+        return names[0] if len(names) == 1 else None
+
+    def resolve(self, name: str | None = None, version: int | None = None) -> LoadedModel:
+        """The model a request asked for: a name (else the default) and a version (else the newest)."""
+        state = self._state
+        if name is None:
+            if not state.models:
+                raise NoModelsLoaded(f"no model is loaded from {self.models_dir}; see GET /models")
+            name = self.default_name()
+            if name is None:
+                raise ModelRequired(
+                    f"several models are loaded ({', '.join(sorted(state.models))}) and no default is "
+                    "configured (AEC_DEFAULT_MODEL): name one with ?model="
+                )
+        versions = state.models.get(name)
+        if not versions:
+            failed = sorted(v for (n, v) in state.failures if n == name)
+            hint = f" (version(s) {failed} failed to load, see GET /models/{name})" if failed else ""
+            known = ", ".join(sorted(state.models)) or "none"
+            raise ModelNotFound(f"model {name!r} is not loaded{hint}; loaded models: {known}")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            failure = state.failures.get((name, version))
+            why = f": it failed to load ({failure.error})" if failure else ""
+            raise VersionNotFound(
+                f"version {version} of model {name!r} is not loaded{why}; loaded versions: {sorted(versions)}"
+            )
+        return versions[version]
+
+    # ---- loading ---------------------------------------------------------------------------------
+    def scan(self) -> dict[tuple[str, int], Path]:
+        """Integer version directories under `<models_dir>/<name>/` (hidden/staging dirs ignored)."""
+        found: dict[tuple[str, int], Path] = {}
+        if not self.models_dir.is_dir():
+            return found
+        for model_dir in sorted(self.models_dir.iterdir()):
+            if not model_dir.is_dir() or model_dir.name.startswith("."):
+                continue
+            for version_dir in model_dir.iterdir():
+                if version_dir.is_dir() and version_dir.name.isdigit() and int(version_dir.name) >= 1:
+                    found[(model_dir.name, int(version_dir.name))] = version_dir
+        return found
+
+    async def refresh(self) -> ReloadReport:
+        """Load new version dirs (off the event loop), drop removed ones, swap atomically."""
+        async with self._lock:
+            found = await asyncio.to_thread(self.scan)
+            state = self._state
+            loaded = {(n, v) for n, versions in state.models.items() for v in versions}
+            removed = sorted(loaded - set(found))
+            failures = {key: f for key, f in state.failures.items() if key in found}
+            added: list[tuple[str, int]] = []
+            new_failures: list[LoadFailure] = []
+            fresh: dict[tuple[str, int], LoadedModel] = {}
+            for key in sorted(set(found) - loaded):
+                path = found[key]
+                fingerprint = await asyncio.to_thread(_fingerprint, path)
+                previous = failures.get(key)
+                if previous is not None and previous.fingerprint == fingerprint:
+                    continue  # same broken files as last time: do not retry every poll
+                try:
+                    fresh[key] = await asyncio.to_thread(self._load, key[0], key[1], path)
+                except Exception as exc:  # any reason a version cannot be served is reported, not raised
+                    failure = LoadFailure(key[0], key[1], path, _describe(exc), fingerprint)
+                    failures[key] = failure
+                    new_failures.append(failure)
+                    log.warning("skipping model %s version %s: %s", key[0], key[1], failure.error)
+                else:
+                    failures.pop(key, None)
+                    added.append(key)
+                    log.info("loaded model %s version %s from %s", key[0], key[1], path)
+            models: dict[str, dict[int, LoadedModel]] = {}
+            for name, versions in state.models.items():
+                for version, model in versions.items():
+                    if (name, version) not in removed:
+                        models.setdefault(name, {})[version] = model
+            for (name, version), model in fresh.items():
+                models.setdefault(name, {})[version] = model
+            self._state = RegistryState(models, failures)
+            self.loaded_once = True
+            for name, version in removed:
+                log.info("unloaded model %s version %s (directory removed)", name, version)
+                await state.models[name][version].close()
+            return ReloadReport(added, removed, new_failures)
+
+    async def watch(self, interval_s: float, on_report: Callable[[ReloadReport], None] | None = None) -> None:
+        """Poll forever (run as a background task); errors are logged, never fatal."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                report = await self.refresh()
+                if on_report is not None:
+                    on_report(report)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model reload failed; keeping the current models")
+
+    async def close(self) -> None:
+        for versions in self._state.models.values():
+            for model in versions.values():
+                await model.close()
+
+    def _load(self, name: str, version: int, path: Path) -> LoadedModel:
+        from service.inference.codec import golden_roundtrip  # codec builds on LoadedModel
+
+        missing = [f for f in (CARD_FILENAME, SAVED_MODEL_FILENAME) if not (path / f).is_file()]
+        if missing:
+            raise LoadError(f"incomplete version directory {path}: missing {', '.join(missing)}")
+        try:
+            card = ModelCard.read(path)
+        except Exception as exc:
+            raise LoadError(f"invalid {CARD_FILENAME}: {_describe(exc)}") from exc
+        if (card.name, card.version) != (name, version):
+            raise LoadError(f"{CARD_FILENAME} says {card.name} version {card.version} but lives in {name}/{version}")
+        try:
+            module = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise LoadError(f"SavedModel cannot be loaded: {_describe(exc)}") from exc
+        signatures = dict(module.signatures)
+        required = {"encode", "decode", "reconstruct", "entropy_tables"}
+        if card.anomaly is not None:
+            required.add("anomaly_score")
+        if any(spec.coding == "gaussian" for spec in card.latents):
+            required.add("hyper_decode")
+        if missing_sigs := sorted(required - set(signatures)):
+            raise LoadError(f"SavedModel lacks signature(s) {', '.join(missing_sigs)}")
+        _check_signatures(card, signatures)
+        tables = {key: np.asarray(value.numpy(), dtype=np.float64) for key, value in signatures["entropy_tables"]().items()}
+        for spec in card.latents:
+            if spec.coding != "categorical":
+                continue
+            want = (spec.channels, spec.max_symbol - spec.min_symbol + 1)
+            if spec.name not in tables or tables[spec.name].shape != want:
+                got = tables[spec.name].shape if spec.name in tables else "missing"
+                raise LoadError(f"entropy table {spec.name!r} is {got}, the card needs {want}")
+        model = LoadedModel(
+            card=card,
+            path=path,
+            signatures=signatures,
+            tables=tables,
+            max_batch_size=self.max_batch_size,
+            max_wait_s=self.max_wait_s,
+            executor=self.executor,
+            observer_factory=self.observer_factory,
+            module=module,
+        )
+        golden_roundtrip(model)
+        return model
+
+
+def _check_signatures(card: ModelCard, signatures: Mapping[str, Any]) -> None:
+    images = signatures["encode"].structured_input_signature[1].get("images")
+    if images is None:
+        raise LoadError("the encode signature has no 'images' input")
+    dims = images.shape.as_list()
+    spec = card.input
+    want = [None, None, None, spec.channels] if spec.any_size else [None, spec.height, spec.width, spec.channels]
+    if len(dims) != 4 or dims[3] != spec.channels or (not spec.any_size and dims[1:3] != want[1:3]):
+        raise LoadError(f"encode takes images shaped {dims}, the card describes {want}")
+    names = {latent.name for latent in card.latents}
+    outputs = set(signatures["encode"].structured_outputs)
+    if not names <= outputs:
+        raise LoadError(f"encode returns {sorted(outputs)}, the card lists latents {sorted(names)}")
+    decode_inputs = set(signatures["decode"].structured_input_signature[1])
+    if decode_inputs != names:
+        raise LoadError(f"decode takes {sorted(decode_inputs)}, the card lists latents {sorted(names)}")
+
+
+def _fingerprint(path: Path) -> tuple:
+    """Sizes and mtimes of every file: a failed version is retried only once its files change."""
+    try:
+        return tuple(
+            sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+        )
+    except OSError:
+        return (math.nan,)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for /models: the exception type and its message, whitespace collapsed, bounded."""
+    text = " ".join(str(exc).split())
+    return (text if isinstance(exc, LoadError) else f"{type(exc).__name__}: {text}")[:500]
