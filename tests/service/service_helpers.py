@@ -1,0 +1,113 @@
+"""Shared by the service tests: a REAL uvicorn server on a free loopback port, payload builders
+(images, crafted headers) and the one error-shape assertion."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import uvicorn
+from PIL import Image
+
+from service.app.config import Settings
+from service.app.main import create_app
+
+
+MAX_UPLOAD = 256 * 1024
+MAX_PIXELS = 1_000_000
+
+
+class LiveServer:
+    """uvicorn.Server in a background thread, bound to a socket we opened (no port race)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(self.app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn exited during startup")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def live_server(**overrides) -> Iterator[LiveServer]:
+    settings = Settings(_env_file=None, **overrides)
+    server = LiveServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- payload builders ------------------------------------------------------------------------------
+def to_bytes(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) -> bytes:
+    """float [H, W, C] in [0, 1] (or uint8) → encoded image bytes."""
+    arr = pixels if pixels.dtype == np.uint8 else np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    image = Image.fromarray(arr)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def noise_image(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose IHDR claims `width`×`height` (valid CRCs; pixel data far too short)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    """The one error shape: {"error": {"code", "message"}} and nothing else."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body
