@@ -72,6 +72,7 @@ def read_image(data: bytes, channels: int, max_pixels: int) -> SourceImage:
         raise UnsupportedImage("the bytes are not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF)") from exc
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedImage(f"image format {image.format} is not supported; send PNG, JPEG, WebP, BMP or TIFF")
+    fmt = str(image.format)
     width, height = image.size
     if width < 1 or height < 1:
         raise CorruptImage(f"image header claims an empty size {width}x{height}")
@@ -79,13 +80,13 @@ def read_image(data: bytes, channels: int, max_pixels: int) -> SourceImage:
         raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     try:
         image.load()
-        image = ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)  # phone photos: apply the EXIF orientation
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(f"image is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        raise CorruptImage(f"{image.format} data is truncated or corrupt: {exc}") from exc
+        raise CorruptImage(f"{fmt} data is truncated or corrupt: {exc}") from exc
     pixels, source_channels = _to_float(image)
-    return SourceImage(match_channels(pixels, channels), source_channels, str(image.format))
+    return SourceImage(match_channels(pixels, channels), source_channels, fmt)
 
 
 def _to_float(image: Image.Image) -> tuple[np.ndarray, int]:

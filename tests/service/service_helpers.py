@@ -39,14 +39,14 @@ class LiveServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, probe: str = "/readyz") -> None:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.thread.is_alive():
                 raise RuntimeError("uvicorn exited during startup")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{probe}", timeout=2).status_code == 200:
                     return
             time.sleep(0.05)
         raise TimeoutError("server did not become ready")
@@ -58,10 +58,11 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(**overrides) -> Iterator[LiveServer]:
+def live_server(probe: str = "/readyz", **overrides) -> Iterator[LiveServer]:
+    """Start a server with these settings and wait until `probe` answers 200."""
     settings = Settings(_env_file=None, **overrides)
     server = LiveServer(settings)
-    server.start()
+    server.start(probe=probe)
     try:
         yield server
     finally:

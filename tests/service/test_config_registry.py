@@ -1,0 +1,105 @@
+"""Settings from the environment, and the registry on its own (resolution rules, load failures)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import httpx
+from pydantic import ValidationError
+from service_helpers import assert_error, live_server
+
+from service.app.config import Settings
+from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
+from service.inference.registry import ModelRegistry
+
+
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AEC_MODELS_DIR", "/srv/models")
+    monkeypatch.setenv("AEC_DEFAULT_MODEL", "mnist-cae")
+    monkeypatch.setenv("AEC_MAX_BATCH_SIZE", "32")
+    monkeypatch.setenv("AEC_MAX_WAIT_MS", "2.5")
+    monkeypatch.setenv("AEC_API_KEYS", "k1, k2")
+    monkeypatch.setenv("AEC_LOG_FORMAT", "json")
+    monkeypatch.setenv("AEC_LOG_LEVEL", "debug")
+    settings = Settings(_env_file=None)
+    assert settings.models_dir == Path("/srv/models") and settings.default_model == "mnist-cae"
+    assert (settings.max_batch_size, settings.max_wait_ms) == (32, 2.5)
+    assert settings.api_keys == ["k1", "k2"] and settings.log_format == "json" and settings.log_level == "DEBUG"
+
+
+def test_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AEC_MODELS_DIR", "AEC_DEFAULT_MODEL", "AEC_MAX_BATCH_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    defaults = Settings(_env_file=None)
+    assert defaults.models_dir == Path("models_store") and defaults.default_model is None
+    monkeypatch.setenv("AEC_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)
+    monkeypatch.setenv("AEC_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("AEC_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)
+
+
+@pytest.fixture(scope="module")
+def registry_store(model_store, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny/1 and tiny-reject/1, plus a version whose card names the wrong directory."""
+    store = tmp_path_factory.mktemp("registry_store")
+    for name in ("tiny", "tiny-reject"):
+        shutil.copytree(model_store.path / name, store / name)
+    shutil.copytree(model_store.path / "tiny" / "1", store / "tiny" / "5")  # card still says version 1
+    (store / "tiny" / "6").mkdir()  # incomplete: nothing in it yet
+    (store / "tiny" / ".staging-7").mkdir()  # hidden: ignored
+    return store
+
+
+def test_registry_resolution_and_failures(registry_store: Path) -> None:
+    async def main():
+        registry = ModelRegistry(registry_store)
+        report = await registry.refresh()
+        try:
+            assert sorted(report.added) == [("tiny", 1), ("tiny-reject", 1)]
+            failures = {(f.name, f.version): f.error for f in report.failed}
+            assert "says tiny version 1" in failures[("tiny", 5)]
+            assert "missing model.json, saved_model.pb" in failures[("tiny", 6)]
+            with pytest.raises(ModelRequired):  # two models, no default configured
+                registry.resolve()
+            assert registry.resolve("tiny").version == 1
+            with pytest.raises(VersionNotFound, match="failed to load"):
+                registry.resolve("tiny", 5)
+            with pytest.raises(ModelNotFound):
+                registry.resolve("ghost")
+            registry.default_model = "tiny-reject"
+            assert registry.resolve().name == "tiny-reject"
+            # Unchanged broken dirs are not retried on every poll; a fixed one is.
+            again = await registry.refresh()
+            assert not again.changed
+            card = json.loads((registry_store / "tiny" / "5" / "model.json").read_text())
+            card["version"] = 5
+            (registry_store / "tiny" / "5" / "model.json").write_text(json.dumps(card))
+            fixed = await registry.refresh()
+            assert fixed.added == [("tiny", 5)] and registry.resolve("tiny").version == 5
+        finally:
+            await registry.close()
+
+    asyncio.run(main())
+
+
+def test_empty_store_not_ready_and_api_keys(tmp_path: Path) -> None:
+    with (
+        live_server(probe="/healthz", models_dir=tmp_path, api_keys=["s3cret"], reload_interval_s=0) as srv,
+        httpx.Client(base_url=srv.url) as client,
+    ):
+        assert client.get("/healthz").status_code == 200  # probes need no key
+        assert_error(client.get("/readyz"), 503, "not_ready")
+        assert_error(client.post("/encode", content=b"x"), 401, "unauthorized")
+        assert_error(client.get("/models", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
+        assert client.get("/models", headers={"X-API-Key": "s3cret"}).json()["models"] == []
+        authorised = client.post("/encode", content=b"x", headers={"Authorization": "Bearer s3cret"})
+        assert_error(authorised, 503, "no_models_loaded")
+    with pytest.raises(NoModelsLoaded):
+        ModelRegistry(tmp_path).resolve()
