@@ -134,7 +134,7 @@ def _build_codec(store: Path) -> str | None:
         from training.models.registry import get_architecture
 
         codec_cls = get_architecture("codec")
-    except Exception as exc:  # being written by another developer: skip its tests, not the suite
+    except Exception as exc:  # noqa: BLE001 -- not written yet: skip its tests, not the suite
         return f"codec architecture unavailable: {exc}"
     import keras
     import tensorflow as tf
@@ -164,7 +164,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> StoreInfo:
     normal, threshold = _build_cae(store)
     try:
         skip_reason = _build_codec(store)
-    except Exception as exc:  # a half-finished architecture must not break the service tests
+    except Exception as exc:  # noqa: BLE001 -- a half-finished architecture must not break these tests
         shutil.rmtree(store / CODEC, ignore_errors=True)
         skip_reason = f"codec fixture failed: {type(exc).__name__}: {exc}"
     return StoreInfo(

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models_store"), description="Root of <name>/<int version>/ model dirs.")
     default_model: str | None = Field(None, description="Model served when a request names none.")
     max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Request body limit, checked while reading.")
-    max_pixels: int = Field(40_000_000, gt=0, description="Largest width*height accepted, checked from the header.")
+    max_pixels: int = Field(
+        2048 * 2048, gt=0, description="Largest width*height accepted, checked from the image header (no tiling yet)."
+    )
     max_files: int = Field(64, ge=1, description="Most images (or streams) in one multipart request.")
     max_batch_size: int = Field(16, ge=1, description="Most images per TensorFlow call of the micro-batcher.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for company.")

@@ -13,11 +13,11 @@ from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id", "color_message"}
 _HANDLER_MARK = "_aec_handler"
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
@@ -47,7 +47,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler()
     setattr(handler, _HANDLER_MARK, True)
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -6,7 +6,14 @@ apart from compute (the TensorFlow call), so a wait budget that adds latency sho
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from service.inference.batcher import BatchObserver
 from service.inference.registry import RegistryState, ReloadReport

@@ -29,7 +29,11 @@ class Upload:
 
 
 async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> list[Upload]:
-    """All files of a multipart request (in order), or the raw body as one upload."""
+    """All files of a multipart request (in order), or the raw body as one upload.
+
+    Any other content type is a raw body, whatever it claims: `curl --data-binary @x.png` without -H
+    sends application/x-www-form-urlencoded, and the bytes themselves say what they are.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -41,12 +45,6 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> l
     try:
         if media_type == "multipart/form-data":
             return await _multipart(limited, max_files)
-        if media_type == "application/x-www-form-urlencoded":
-            raise ServiceError(
-                "send files as multipart/form-data (curl -F file=@x.png) or as a raw body (--data-binary)",
-                code="unsupported_media_type",
-                status=415,
-            )
         body = bytearray()
         async for chunk in limited.stream():
             body += chunk

@@ -122,7 +122,7 @@ class MicroBatcher:
                 continue
             try:
                 results = await self._run(batch)
-            except Exception as exc:  # one failing batch fails its own requests, not the batcher
+            except Exception as exc:  # noqa: BLE001 -- one failing batch fails its own requests only
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)

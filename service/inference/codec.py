@@ -19,7 +19,12 @@ from service.contract.bitstream import Bitstream, BitstreamError
 from service.contract.card import InputSpec, LatentSpec
 from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
 from service.inference import imaging
-from service.inference.errors import BitstreamModelMismatch, CorruptBitstream, ImageSizeRejected, TooManyPixels
+from service.inference.errors import (
+    BitstreamModelMismatch,
+    CorruptBitstream,
+    ImageSizeRejected,
+    TooManyPixels,
+)
 
 if TYPE_CHECKING:
     from service.inference.registry import LoadedModel

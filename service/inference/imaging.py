@@ -18,7 +18,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.contract.card import InputSpec
-from service.inference.errors import CorruptImage, EmptyBody, ImageSizeRejected, TooManyPixels, UnsupportedImage
+from service.inference.errors import (
+    CorruptImage,
+    EmptyBody,
+    ImageSizeRejected,
+    TooManyPixels,
+    UnsupportedImage,
+)
 
 #: Pillow format names we accept (MPO is the multi-picture JPEG that phone cameras write; DIB is BMP).
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF"})

@@ -235,7 +235,7 @@ class ModelRegistry:
                     continue  # same broken files as last time: do not retry every poll
                 try:
                     fresh[key] = await asyncio.to_thread(self._load, key[0], key[1], path)
-                except Exception as exc:  # any reason a version cannot be served is reported, not raised
+                except Exception as exc:  # noqa: BLE001 -- any reason a version cannot serve is reported
                     failure = LoadFailure(key[0], key[1], path, _describe(exc), fingerprint)
                     failures[key] = failure
                     new_failures.append(failure)

@@ -13,7 +13,7 @@ import pytest
 # test modules can share `service_helpers`.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service_helpers import MAX_PIXELS, MAX_UPLOAD, LiveServer, live_server  # noqa: E402
+from service_helpers import MAX_PIXELS, MAX_UPLOAD, LiveServer, live_server
 
 
 @pytest.fixture(scope="session")

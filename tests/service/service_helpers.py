@@ -20,7 +20,6 @@ from PIL import Image
 from service.app.config import Settings
 from service.app.main import create_app
 
-
 MAX_UPLOAD = 256 * 1024
 MAX_PIXELS = 1_000_000
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 from pydantic import ValidationError
 from service_helpers import assert_error, live_server
 
 from service.app.config import Settings
+from service.app.logs import JsonFormatter, RequestIdFilter, request_id_var
 from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
 from service.inference.registry import ModelRegistry
 
@@ -29,6 +32,25 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.models_dir == Path("/srv/models") and settings.default_model == "mnist-cae"
     assert (settings.max_batch_size, settings.max_wait_ms) == (32, 2.5)
     assert settings.api_keys == ["k1", "k2"] and settings.log_format == "json" and settings.log_level == "DEBUG"
+
+
+def test_json_logs_carry_the_request_id() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("test.jsonlogs")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = request_id_var.set("req-42")
+    try:
+        logger.warning("hello %s", "there", extra={"model": "tiny"})
+    finally:
+        request_id_var.reset(token)
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "hello there" and line["request_id"] == "req-42" and line["model"] == "tiny"
+    assert line["level"] == "WARNING" and line["ts"].endswith("Z")
 
 
 def test_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:

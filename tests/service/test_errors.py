@@ -156,8 +156,9 @@ def test_framework_errors_use_the_same_shape(client: httpx.Client, digit: bytes)
     assert_error(client.get("/encode"), 405, "method_not_allowed")
     assert_error(client.post("/encode?version=abc", content=digit), 422, "invalid_request")
     assert_error(client.post("/reconstruct?format=gif", content=digit), 422, "invalid_request")
+    # curl --data-binary without -H says application/x-www-form-urlencoded: the bytes decide.
     assert_error(client.post("/encode", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}),
-                 415, "unsupported_media_type")
+                 415, "unsupported_image")
     broken = client.post("/encode", content=b"--xx\r\nnonsense", headers={"Content-Type": "multipart/form-data"})
     assert_error(broken, 400, "invalid_multipart")
 

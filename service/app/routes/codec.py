@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.app import negotiate
-from service.app.deps import ApiKeyDep, MetricsDep, ModelDep, ModelName, ModelVersion, RegistryDep, SettingsDep
+from service.app.deps import (
+    ApiKeyDep,
+    MetricsDep,
+    ModelDep,
+    ModelName,
+    ModelVersion,
+    RegistryDep,
+    SettingsDep,
+)
 from service.app.openapi import BINARY, IMAGE_BODY, STREAM_BODY, errors
 from service.app.routes.common import for_each, model_headers, read_images, size_headers
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
