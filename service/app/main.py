@@ -21,6 +21,7 @@ from service.app.logs import setup_logging
 from service.app.metrics import Metrics
 from service.app.middleware import RequestContextMiddleware
 from service.app.routes import api_router
+from service.inference.imaging import configure_pillow
 from service.inference.registry import ModelRegistry, ReloadReport, configure_tensorflow
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     setup_logging(settings.log_format, settings.log_level)
+    configure_pillow(settings.max_pixels)
     metrics = Metrics()
 
     @contextlib.asynccontextmanager

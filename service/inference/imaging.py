@@ -66,6 +66,12 @@ class SizePlan:
     action: SizeAction
 
 
+def configure_pillow(max_pixels: int) -> None:
+    """Align Pillow's decompression-bomb guard with our limit, so the operator's setting governs: our
+    own header check refuses first (413), and Pillow never refuses an image the operator allowed."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def read_image(data: bytes, channels: int, max_pixels: int) -> SourceImage:
     """Decode `data` (any accepted format, any mode) to float pixels with `channels` channels."""
     if not data:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from service_helpers import assert_error, live_server
 
 from service.app.config import Settings
+from service.app.deps import get_registry
 from service.app.logs import JsonFormatter, RequestIdFilter, request_id_var
 from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
 from service.inference.registry import ModelRegistry
@@ -123,5 +124,14 @@ def test_empty_store_not_ready_and_api_keys(tmp_path: Path) -> None:
         assert client.get("/models", headers={"X-API-Key": "s3cret"}).json()["models"] == []
         authorised = client.post("/encode", content=b"x", headers={"Authorization": "Bearer s3cret"})
         assert_error(authorised, 503, "no_models_loaded")
+
+        def broken_registry() -> ModelRegistry:
+            raise RuntimeError("a bug")
+
+        srv.app.dependency_overrides[get_registry] = broken_registry  # the seam tests can override
+        bug = client.get("/models", headers={"X-API-Key": "s3cret", "X-Request-ID": "bug-1"})
+        body = assert_error(bug, 500, "internal_error")
+        assert "bug-1" in body["error"]["message"] and bug.headers["x-request-id"] == "bug-1"
+        srv.app.dependency_overrides.clear()
     with pytest.raises(NoModelsLoaded):
         ModelRegistry(tmp_path).resolve()
