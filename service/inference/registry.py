@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -348,8 +347,8 @@ def _fingerprint(path: Path) -> tuple:
         return tuple(
             sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
         )
-    except OSError:
-        return (math.nan,)
+    except OSError:  # files vanishing mid-scan (a copy in progress): never equal, so retried next poll
+        return (("unreadable", time.monotonic_ns()),)
 
 
 def _describe(exc: BaseException) -> str:

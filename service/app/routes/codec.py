@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -67,6 +67,15 @@ async def encode(request: Request, model: ModelDep, settings: SettingsDep, metri
     return JSONResponse(body if len(body) > 1 else body[0], headers=headers)
 
 
+class _Decoded(NamedTuple):
+    model: str
+    version: int
+    height: int
+    width: int
+    channels: int
+    data: bytes
+
+
 @router.post(
     "/decode",
     summary="Decompress bitstreams to images",
@@ -91,7 +100,7 @@ async def decode(
     uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
     fmt = negotiate.image_format(request, format)
 
-    async def one(upload: Upload) -> tuple[str, int, bytes, tuple[int, int, int]]:
+    async def one(upload: Upload) -> _Decoded:
         stream = codec.parse(upload.data)
         if model is not None and model != stream.model:
             raise BitstreamModelMismatch(f"the bitstream was made by model {stream.model!r}, not {model!r}")
@@ -100,21 +109,21 @@ async def decode(
         loaded = registry.resolve(stream.model, stream.version)
         pixels, _ = await codec.decode(loaded, stream, settings.max_pixels)
         data = await asyncio.to_thread(imaging.encode_image, pixels, fmt)
-        return loaded.name, loaded.version, data, (stream.height, stream.width, stream.channels)
+        return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data)
 
     decoded = await for_each(uploads, one)
-    name, ver = decoded[0][0], decoded[0][1]
-    headers = {"X-Model": name, "X-Model-Version": str(ver)}
+    headers = {"X-Model": decoded[0].model, "X-Model-Version": str(decoded[0].version)}
     if len(uploads) == 1 and not negotiate.wants_json(request):
-        _, _, data, (h, w, c) = decoded[0]
-        headers |= {"X-Original-Width": str(w), "X-Original-Height": str(h), "X-Original-Channels": str(c)}
-        return Response(data, media_type=negotiate.media_type(fmt), headers=headers)
+        d = decoded[0]
+        headers |= {"X-Original-Width": str(d.width), "X-Original-Height": str(d.height),
+                    "X-Original-Channels": str(d.channels)}
+        return Response(d.data, media_type=negotiate.media_type(fmt), headers=headers)
     body = [
         DecodeResult(
-            model=n, version=v, height=h, width=w, channels=c, media_type=negotiate.media_type(fmt),
-            image=negotiate.b64(data), filename=upload.filename,
+            model=d.model, version=d.version, height=d.height, width=d.width, channels=d.channels,
+            media_type=negotiate.media_type(fmt), image=negotiate.b64(d.data), filename=upload.filename,
         ).model_dump(mode="json")
-        for upload, (n, v, data, (h, w, c)) in zip(uploads, decoded)
+        for upload, d in zip(uploads, decoded)
     ]
     return JSONResponse(body if len(body) > 1 else body[0], headers=headers)
 
