@@ -89,7 +89,11 @@ _ARCH_FLAGS = {"latent_dim": "--latent-dim", "lmbda": "--lmbda", "l2_penalty": "
 
 
 def model_kwargs(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: type) -> dict:
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "input_shape", "kwargs"}
+    accepted = set()
+    for klass in cls.__mro__:  # constructor arguments of the architecture and of its base classes
+        if "__init__" in vars(klass) and klass.__module__.startswith("training."):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    accepted -= {"self", "input_shape", "kwargs"}
     kwargs = {}
     for attr, flag in _ARCH_FLAGS.items():
         value = getattr(args, attr)

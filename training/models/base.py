@@ -105,14 +105,22 @@ class Autoencoder(keras.Model):
 
 
 class QuantizedLatentAutoencoder(Autoencoder):
-    """A classic autoencoder whose continuous latent is uniformly quantised to 8 bits per value.
+    """A classic autoencoder whose continuous latent is uniformly quantised to `latent_bits` (default 8).
 
     The range per channel is frozen by `finalize` from training latents (0.1/99.9 percentiles), and a
     per-channel histogram of the symbols becomes the categorical entropy table, so even the seeds'
     models produce real, entropy-coded bitstreams.
     """
 
-    levels: ClassVar[int] = 256
+    def __init__(self, input_shape: tuple[int | None, int | None, int], latent_bits: int = 8, **kwargs) -> None:
+        super().__init__(input_shape, **kwargs)
+        if not 1 <= latent_bits <= 12:
+            raise ValueError("latent_bits must be between 1 and 12")
+        self.latent_bits = latent_bits
+        self.levels = 2**latent_bits
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "latent_bits": self.latent_bits}
 
     def build_quantizer(self, channels: int) -> None:
         self.latent_lo = self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name="latent_lo")
