@@ -1,0 +1,235 @@
+"""Learned image codec: Ballé et al. 2018 hyperprior (scale, or Minnen et al. 2018 mean-scale).
+
+    x ─g_a─▶ y ─h_a─▶ z ─Q─▶ ẑ ─h_s─▶ (σ, μ)          ŷ = Q(y − μ) + μ ─g_s─▶ x̂
+              4× conv 5×5/2 + GDN        3 convs (stride 1, 2, 2)      mirror with IGDN
+
+Training state (`call`, `compute_losses`): Q is additive uniform noise U(−½, ½); z's rate comes from
+a learned factorized density (entropy bottleneck), y's from N(0, σ²) ⊛ U(−½, ½) of y − μ with σ
+lower-bounded at 0.11. Loss = lmbda · 255² · MSE + bpp, MSE on pixels in [0, 1] (so lmbda is TFC's
+and CompressAI's λ: MSE measured on 0..255 pixels; 0.01 ≈ mid rate, larger λ = higher quality/rate).
+bpp = −Σ log2(likelihoods) / (batch · H · W).
+
+Coding state (after `finalize`): z symbols are round(z − median) clipped to [−z_radius, z_radius]
+and coded with frozen per-channel tables (`entropy_tables()["z"]`, tails folded into the edge bins);
+y symbols are round(y − μ) clipped to [−255, 255] and coded with a zero-mean quantised Gaussian of
+scale `scale_table[i]`, where i = `hyper_decode({"z"})["y"]` is the index of the smallest table scale
+not below the predicted σ. μ is never transmitted: `encode` and `decode` both recompute it from ẑ.
+
+Spatial sizes must be multiples of `size_multiple` = 64 (the service pads by edge replication and
+crops back): y has stride 16 and z stride 64, and h_s must upsample z exactly onto y's grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from service.contract.card import LatentSpec
+from training.entropy_models import (
+    SCALE_BOUND,
+    FactorizedDensity,
+    gaussian_likelihood,
+    scale_index,
+    scale_table,
+)
+from training.layers.bound import lower_bound
+from training.layers.gdn import GDN
+from training.models.base import Autoencoder
+from training.models.registry import register
+
+Y_SYMBOL_RANGE = 255  # y symbols are clipped to [−255, 255]
+Z_TAIL_MASS = 1e-6  # finalize warns when the z support leaves out more than this per side
+
+
+def _conv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2D:
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", **kwargs)
+
+
+def _deconv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2DTranspose:
+    return layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", **kwargs)
+
+
+@register("codec")
+class Codec(Autoencoder):
+    """Hyperprior codec; see the module docstring for the training and coding states."""
+
+    architecture = "codec"
+    size_multiple = 64
+
+    def __init__(self, input_shape=(None, None, 3), num_filters: int = 64, latent_channels: int = 96,
+                 lmbda: float = 0.01, mean_scale: bool = True, z_radius: int = 32, **kwargs) -> None:
+        super().__init__(tuple(input_shape), **kwargs)
+        n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
+        self.num_filters, self.latent_channels = n, m
+        self.lmbda = float(lmbda)
+        self.mean_scale = bool(mean_scale)
+        self.z_radius = int(z_radius)
+        if self.z_radius < 1:
+            raise ValueError("z_radius must be at least 1")
+
+        self.g_a = keras.Sequential(
+            [_conv(n, 5, 2), GDN(), _conv(n, 5, 2), GDN(), _conv(n, 5, 2), GDN(), _conv(m, 5, 2)],
+            name="analysis")
+        self.g_s = keras.Sequential(
+            [_deconv(n, 5, 2), GDN(inverse=True), _deconv(n, 5, 2), GDN(inverse=True),
+             _deconv(n, 5, 2), GDN(inverse=True), _deconv(c, 5, 2)],
+            name="synthesis")
+        self.h_a = keras.Sequential(
+            [_conv(n, 3, 1, activation="relu"), _conv(n, 5, 2, activation="relu"), _conv(n, 5, 2, use_bias=False)],
+            name="hyper_analysis")
+        self.h_s = keras.Sequential(
+            [_deconv(n, 5, 2, activation="relu"), _deconv(n, 5, 2, activation="relu"),
+             _deconv(2 * m if self.mean_scale else m, 3, 1)],
+            name="hyper_synthesis")
+        self.z_density = FactorizedDensity(name="z_density")
+        self.z_density.build((None, n))
+        # Coding state, frozen by `finalize` and saved with the model.
+        k = 2 * self.z_radius + 1
+        self.z_medians = self.add_weight(name="z_medians", shape=(n,), initializer="zeros", trainable=False)
+        self.z_table = self.add_weight(name="z_table", shape=(n, k),
+                                       initializer=keras.initializers.Constant(1.0 / k), trainable=False)
+        self._scales = tf.constant(scale_table(), tf.float32)
+        self.finalize_stats: dict[str, float] = {}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_filters": self.num_filters, "latent_channels": self.latent_channels,
+                "lmbda": self.lmbda, "mean_scale": self.mean_scale, "z_radius": self.z_radius}
+
+    # ---- transforms ------------------------------------------------------------------------------
+    def _analysis(self, images: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        y = self.g_a(images, training=training)
+        z = self.h_a(y if self.mean_scale else tf.abs(y), training=training)
+        return y, z
+
+    def _hyper(self, z_hat: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """(σ, μ) of y from ẑ; μ is 0 for the scale-only hyperprior."""
+        params = self.h_s(z_hat, training=training)
+        if self.mean_scale:
+            raw_scale, mean = tf.split(params, 2, axis=-1)
+        else:
+            raw_scale, mean = params, tf.zeros_like(params)
+        return lower_bound(raw_scale, SCALE_BOUND, training), mean
+
+    def _z_symbols(self, z: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(tf.round(z - self.z_medians), -self.z_radius, self.z_radius)
+
+    @staticmethod
+    def _y_symbols(y: tf.Tensor, mean: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(tf.round(y - mean), -Y_SYMBOL_RANGE, Y_SYMBOL_RANGE)
+
+    def _forward(self, images: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(x̂, likelihoods of y, likelihoods of z): noisy when training, quantised as coded otherwise."""
+        y, z = self._analysis(images, training)
+        if training:
+            z_hat = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
+        else:
+            z_hat = self._z_symbols(z) + self.z_medians
+        scale, mean = self._hyper(z_hat, training)
+        if training:
+            y_hat = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
+        else:
+            y_hat = self._y_symbols(y, mean) + mean
+        x_hat = self.g_s(y_hat, training=training)
+        y_likelihood = gaussian_likelihood(y_hat - mean, scale, training)
+        z_likelihood = self.z_density.likelihood(z_hat, training)
+        return x_hat, y_likelihood, z_likelihood
+
+    # ---- training state --------------------------------------------------------------------------
+    def call(self, images, training=False):
+        x_hat = self._forward(images, bool(training))[0]
+        return x_hat if training else tf.clip_by_value(x_hat, 0.0, 1.0)
+
+    def compute_losses(self, images, training=True):
+        images = tf.convert_to_tensor(images, tf.float32)
+        x_hat, y_likelihood, z_likelihood = self._forward(images, bool(training))
+        if not training:
+            x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
+        shape = tf.shape(images)
+        num_pixels = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+        bpp_y = -tf.reduce_sum(tf.math.log(y_likelihood)) / (np.log(2.0) * num_pixels)
+        bpp_z = -tf.reduce_sum(tf.math.log(z_likelihood)) / (np.log(2.0) * num_pixels)
+        bpp = bpp_y + bpp_z
+        mse = tf.reduce_mean(tf.square(images - x_hat))
+        loss = self.lmbda * 255.0**2 * mse + bpp
+        psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
+        return {"loss": loss, "mse": mse, "bpp": bpp, "bpp_y": bpp_y, "bpp_z": bpp_z, "psnr": psnr}
+
+    # ---- coding state ----------------------------------------------------------------------------
+    def finalize(self, dataset: tf.data.Dataset | None = None, max_batches: int = 8) -> None:
+        """Freeze the z tables from the learned density (medians by bisection on its CDF).
+
+        `dataset` (optional, batches of images) only measures how often symbols hit the clipping
+        range, reported in `finalize_stats`; the tables themselves come from the density alone.
+        """
+        c = self.image_shape[-1]
+        if not self.built:
+            self(tf.zeros([1, self.size_multiple, self.size_multiple, c]))
+        quantiles = self.z_density.quantiles([Z_TAIL_MASS, 0.5, 1.0 - Z_TAIL_MASS])
+        medians = quantiles[:, 1]
+        self.z_medians.assign(medians.astype(np.float32))
+        self.z_table.assign(self.z_density.pmf_table(medians, self.z_radius).astype(np.float32))
+        needed = float(np.max(np.maximum(medians - quantiles[:, 0], quantiles[:, 2] - medians)))
+        self.finalize_stats = {"z_support_needed": needed, "z_radius": float(self.z_radius)}
+        if dataset is not None:
+            clipped_z = clipped_y = total_z = total_y = 0
+            for batch in dataset.take(max_batches):
+                images = batch[0] if isinstance(batch, (tuple, list)) else batch
+                y, z = self._analysis(images, training=False)
+                _, mean = self._hyper(self._z_symbols(z) + self.z_medians, training=False)
+                clipped_z += int(tf.reduce_sum(tf.cast(tf.abs(tf.round(z - self.z_medians)) > self.z_radius, tf.int32)))
+                clipped_y += int(tf.reduce_sum(tf.cast(tf.abs(tf.round(y - mean)) > Y_SYMBOL_RANGE, tf.int32)))
+                total_z += int(tf.size(z))
+                total_y += int(tf.size(y))
+            self.finalize_stats["z_clipped_fraction"] = clipped_z / max(total_z, 1)
+            self.finalize_stats["y_clipped_fraction"] = clipped_y / max(total_y, 1)
+            if self.finalize_stats["z_clipped_fraction"] > 1e-3:
+                warnings.warn(f"{self.finalize_stats['z_clipped_fraction']:.2%} of z symbols fall outside "
+                              f"±{self.z_radius}; consider a larger z_radius", stacklevel=2)
+        self.finalized = True
+
+    def latent_specs(self) -> list[LatentSpec]:
+        return [
+            LatentSpec(name="z", channels=self.num_filters, stride=64, coding="categorical",
+                       min_symbol=-self.z_radius, max_symbol=self.z_radius),
+            LatentSpec(name="y", channels=self.latent_channels, stride=16, coding="gaussian",
+                       min_symbol=-Y_SYMBOL_RANGE, max_symbol=Y_SYMBOL_RANGE,
+                       scale_table=[float(s) for s in scale_table()], scale_source="hyper_decode"),
+        ]
+
+    def entropy_tables(self) -> dict[str, tf.Tensor]:
+        return {"z": tf.convert_to_tensor(self.z_table)}
+
+    def encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        y, z = self._analysis(images, training=False)
+        z_symbols = self._z_symbols(z)
+        _, mean = self._hyper(z_symbols + self.z_medians, training=False)
+        return {"z": tf.cast(z_symbols, tf.int32), "y": tf.cast(self._y_symbols(y, mean), tf.int32)}
+
+    def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        scale, _ = self._hyper(tf.cast(latents["z"], tf.float32) + self.z_medians, training=False)
+        return {"y": scale_index(scale, self._scales)}
+
+    def decode(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
+        _, mean = self._hyper(tf.cast(latents["z"], tf.float32) + self.z_medians, training=False)
+        y_hat = tf.cast(latents["y"], tf.float32) + mean
+        return tf.clip_by_value(self.g_s(y_hat, training=False), 0.0, 1.0)
+
+    def coded_bits(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Information content (bits, per image) of integer latents under the exact coding models.
+
+        What an ideal coder would spend with the frozen z tables and the table-quantised y scales;
+        the real range-coded payloads are this plus a few bytes of word overhead per latent.
+        """
+        z = tf.cast(latents["z"], tf.int32)
+        table = self.z_table / tf.reduce_sum(self.z_table, axis=1, keepdims=True)
+        index = tf.reshape(tf.transpose(z + self.z_radius, [3, 0, 1, 2]), [self.num_filters, -1])
+        z_probs = tf.reshape(tf.gather(table, index, batch_dims=1), tf.shape(tf.transpose(z, [3, 0, 1, 2])))
+        z_bits = -tf.reduce_sum(tf.math.log(z_probs), axis=[0, 2, 3]) / np.log(2.0)
+        scales = tf.gather(self._scales, self.hyper_decode({"z": z})["y"])
+        y_probs = gaussian_likelihood(tf.cast(latents["y"], tf.float32), scales)
+        y_bits = -tf.reduce_sum(tf.math.log(y_probs), axis=[1, 2, 3]) / np.log(2.0)
+        return {"z": z_bits, "y": y_bits}
