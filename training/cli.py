@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                             f"instead of downloading (env {DEFAULT_DATA_DIR_ENV})")
     train.add_argument("--split", type=int, help="with a single t10k IDX pair: first N images train/validate, the rest test")
     train.add_argument("--test-dataset", help="measure on another dataset, e.g. folder:<dir> of held-out photos")
+    train.add_argument("--val-fraction", type=float, default=0.1,
+                       help="share of the training images held out for validation and threshold calibration")
     train.add_argument("--classes", type=_classes, help="train on these labels only (one-class anomaly models), e.g. 3")
     train.add_argument("--epochs", type=int, default=10, help="passes over the training set (or of --steps-per-epoch)")
     train.add_argument("--steps-per-epoch", type=int, help="steps per epoch; required for photo folders (endless crops)")
@@ -64,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lmbda", type=float, help="rate-distortion trade-off λ of the codec (higher: better quality, more bits)")
     train.add_argument("--model-args", type=_json_object, default={},
                        help='other architecture arguments as JSON, e.g. \'{"downsample": "strided"}\'')
+    train.add_argument("--anomaly-score", choices=["mse", "ssim", "bits", "combined"], default="mse",
+                       help="anomaly score: reconstruction MSE, 1-SSIM, code length per pixel under the learned "
+                            "prior, or their sum z-normalised on held-out normal images")
     train.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the anomaly threshold")
     train.add_argument("--seed", type=int, default=0, help="seed for weights, splits, shuffling and crops")
     train.add_argument("--out", type=Path, default=Path("models_store"), help="models_store to export into")
@@ -141,9 +146,9 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     keras.utils.set_random_seed(args.seed)
     try:
         splits = data.load(args.dataset, split=args.split, seed=args.seed, classes=args.classes,
-                           test_spec=args.test_dataset, data_dir=args.data_dir)
+                           test_spec=args.test_dataset, data_dir=args.data_dir, val_fraction=args.val_fraction)
         optimizer = make_optimizer(args.optimizer, args.optimizer_args)
-        model = cls(input_shape=splits.image_shape(), **kwargs)
+        model = cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         parser.error(str(exc))
     if not splits.fixed_size and not args.steps_per_epoch:
@@ -167,7 +172,11 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     coder = coder_from_keras(model, name, version)
     print("calibrating the anomaly threshold on held-out normal images...")
     val_eval = evaluate(coder, splits.val, with_bpp=False)
-    anomaly = calibrate(val_eval.scores, target_fpr=args.target_fpr, score=model.score_kind,
+    if model.score_kind == "combined":  # normalise the components first, then score again
+        model.set_score_normalization(val_eval.components)
+        coder = coder_from_keras(model, name, version)
+        val_eval = evaluate(coder, splits.val, with_bpp=False)
+    anomaly = calibrate(val_eval.scores, target_fpr=args.target_fpr, score=args.anomaly_score,
                         calibrated_on=f"validation split of {splits.name} ({len(val_eval.scores)} images)",
                         normal_classes=args.classes)
     print("measuring on the test split with real bitstreams...")

@@ -91,12 +91,14 @@ def pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
 class Evaluation:
     metrics: dict[str, float]
     scores: np.ndarray  # per-image anomaly scores, in input order
+    components: dict[str, np.ndarray]  # every score component (mse, ssim, bits, combined), in input order
 
 
 def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_classes: list[int] | None = None,
              batch_size: int = 256, with_bpp: bool = True) -> Evaluation:
     """MSE/PSNR on [0,1] pixels, real bpp and code bytes, anomaly scores (+ AUROC when labelled)."""
     sq_err, psnrs, bits, pixels, code_bytes, scores = [], [], 0, 0, [], []
+    components: dict[str, list[np.ndarray]] = {}
     for batch in eval_batches(images, batch_size):
         h, w, c = batch.shape[1:]
         padded = pad_to_multiple(batch, coder.size_multiple)
@@ -105,7 +107,11 @@ def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_clas
         per_image = np.mean((recon.astype(np.float64) - batch) ** 2, axis=(1, 2, 3))
         sq_err.append(per_image)
         psnrs.append(10 * np.log10(1.0 / np.maximum(per_image, 1e-12)))
-        scores.append(coder.anomaly_score(padded)["score"])
+        outputs = coder.anomaly_score(padded)
+        scores.append(outputs["score"])
+        for key, value in outputs.items():
+            if key not in {"score", "error_map"}:
+                components.setdefault(key, []).append(np.asarray(value))
         if with_bpp:
             for i in range(len(batch)):
                 n = coder.stream_bytes(latents, i, h, w, c)
@@ -122,10 +128,13 @@ def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_clas
     if with_bpp:
         metrics |= {"bpp": bits / pixels, "code_bytes_mean": float(np.mean(code_bytes))}
     score_all = np.concatenate(scores)
+    parts = {key: np.concatenate(values) for key, values in components.items()}
     if labels is not None and normal_classes is not None:
         from sklearn.metrics import roc_auc_score
 
         anomalous = ~np.isin(labels, normal_classes)
         if 0 < anomalous.sum() < len(anomalous):
             metrics["auroc"] = float(roc_auc_score(anomalous, score_all))
-    return Evaluation(metrics, score_all)
+            for key, values in parts.items():
+                metrics[f"auroc_{key}"] = float(roc_auc_score(anomalous, values))
+    return Evaluation(metrics, score_all, parts)

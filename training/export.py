@@ -7,6 +7,7 @@ into place, so the service's hot reload never sees a half-written version.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -39,18 +40,21 @@ def build_module(model: Autoencoder) -> tf.Module:
 
     module = tf.Module()
     module.model = model
+    # autograph=False: the model code has no tensor-dependent Python control flow, and autograph would
+    # re-read source files from disk at trace time (wrong functions if they changed since import).
+    function = functools.partial(tf.function, autograph=False)
 
     def as_images(x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"images": tf.clip_by_value(x, 0.0, 1.0)}
 
-    module.encode = tf.function(lambda images: model.encode(images), input_signature=[image_spec])
-    module.decode = tf.function(
+    module.encode = function(lambda images: model.encode(images), input_signature=[image_spec])
+    module.decode = function(
         lambda *latents: as_images(model.decode(dict(zip(names, latents)))), input_signature=int_specs
     )
-    module.reconstruct = tf.function(lambda images: as_images(model.reconstruct(images)), input_signature=[image_spec])
-    module.anomaly_score = tf.function(lambda images: model.anomaly_score(images), input_signature=[image_spec])
+    module.reconstruct = function(lambda images: as_images(model.reconstruct(images)), input_signature=[image_spec])
+    module.anomaly_score = function(lambda images: model.anomaly_score(images), input_signature=[image_spec])
     tables = {name: tf.constant(value) for name, value in model.entropy_tables().items()}
-    module.entropy_tables = tf.function(lambda: {k: tf.identity(v) for k, v in tables.items()}, input_signature=[])
+    module.entropy_tables = function(lambda: {k: tf.identity(v) for k, v in tables.items()}, input_signature=[])
     signatures = {
         "encode": module.encode.get_concrete_function(),
         "decode": module.decode.get_concrete_function(),
@@ -63,7 +67,7 @@ def build_module(model: Autoencoder) -> tf.Module:
     if conditioned:
         cond_inputs = [int_specs[i] for i, s in enumerate(specs) if s.coding == "categorical"]
         cond_names = [s.name for s in specs if s.coding == "categorical"]
-        module.hyper_decode = tf.function(
+        module.hyper_decode = function(
             lambda *latents: model.hyper_decode(dict(zip(cond_names, latents))), input_signature=cond_inputs
         )
         signatures["hyper_decode"] = module.hyper_decode.get_concrete_function()

@@ -56,7 +56,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
             ckpt.restore(manager.latest_checkpoint)
             print(f"resumed from {manager.latest_checkpoint} (epoch {int(start_epoch)}, step {int(step)})")
 
-    @tf.function
+    @tf.function(autograph=False)  # pure TF ops; autograph would re-read (possibly edited) sources
     def train_step(batch):
         with tf.GradientTape() as tape:
             losses = model.compute_losses(batch, training=True)
@@ -64,7 +64,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
         return losses
 
-    @tf.function
+    @tf.function(autograph=False)
     def val_step(batch):
         return model.compute_losses(batch, training=False)
 

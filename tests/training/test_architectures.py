@@ -176,7 +176,8 @@ def test_all_architectures_are_registered():
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_config_reports_every_constructor_argument(name):
     cls = get_architecture(name)
-    params = [p for p in inspect.signature(cls.__init__).parameters.values()
+    params = [p for klass in cls.__mro__ if "__init__" in vars(klass) and klass.__module__.startswith("training.")
+              for p in inspect.signature(klass.__init__).parameters.values()
               if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     model = cls()
     config = model.get_config()

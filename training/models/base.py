@@ -19,21 +19,32 @@ import tensorflow as tf
 from service.contract.card import InputSpec, LatentSpec
 
 
+SCORE_COMPONENTS = ("mse", "ssim", "bits")
+SCORE_KINDS = (*SCORE_COMPONENTS, "combined")
+
+
 class Autoencoder(keras.Model):
     """Base class: subclasses build `encoder` and `decoder` and may override the loss and coding."""
 
     architecture: ClassVar[str] = ""
-    #: Score kind written into the card for `anomaly_score` (see service.contract.card.ScoreKind).
-    score_kind: ClassVar[str] = "mse"
 
-    def __init__(self, input_shape: tuple[int | None, int | None, int], **kwargs) -> None:
+    def __init__(self, input_shape: tuple[int | None, int | None, int], score_kind: str = "mse", **kwargs) -> None:
         super().__init__(**kwargs)
+        if score_kind not in SCORE_KINDS:
+            raise ValueError(f"anomaly score must be one of {', '.join(SCORE_KINDS)}, not {score_kind!r}")
         self.image_shape = tuple(input_shape)
         self.finalized = False
+        #: Which score `anomaly_score` returns as "score" (written into the card).
+        self.score_kind = score_kind
+        # z-normalisation of the components for the "combined" score, set from held-out normal images.
+        self.score_center = self.add_weight(shape=(len(SCORE_COMPONENTS),), initializer="zeros",
+                                            trainable=False, name="score_center")
+        self.score_scale = self.add_weight(shape=(len(SCORE_COMPONENTS),), initializer="ones",
+                                           trainable=False, name="score_scale")
 
     # ---- configuration ---------------------------------------------------------------------------
     def get_config(self) -> dict:
-        return {"input_shape": list(self.image_shape)}
+        return {"input_shape": list(self.image_shape), "score_kind": self.score_kind}
 
     def input_spec_card(self) -> InputSpec:
         h, w, c = self.image_shape
@@ -87,11 +98,41 @@ class Autoencoder(keras.Model):
     def reconstruct(self, images: tf.Tensor) -> tf.Tensor:
         return self.decode(self.encode(images))
 
+    def coded_bits(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Information content [B] of integer latents under the frozen entropy model, in bits."""
+        raise NotImplementedError
+
     def anomaly_score(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Per-image score and per-pixel error map (mean squared error over channels)."""
-        recon = self.reconstruct(images)
+        """Per-image score components, the chosen `score`, and a per-pixel squared-error map.
+
+        mse: reconstruction error; ssim: 1 - SSIM (structure-aware); bits: code length per pixel under
+        the learned prior (what the model cannot compress is unusual); combined: the sum of the three,
+        each z-normalised on held-out normal images (`set_score_normalization`).
+        """
+        latents = self.encode(images)
+        recon = tf.clip_by_value(self.decode(latents), 0.0, 1.0)
         error_map = tf.reduce_mean(tf.square(images - recon), axis=-1)
-        return {"score": tf.reduce_mean(error_map, axis=[1, 2]), "error_map": error_map}
+        h, w = self.image_shape[0], self.image_shape[1]
+        filter_size = min(7, h, w) if h and w else 7
+        bits = self.coded_bits(latents)
+        if isinstance(bits, dict):  # models with several latents report bits per latent
+            bits = tf.add_n(list(bits.values()))
+        components = {
+            "mse": tf.reduce_mean(error_map, axis=[1, 2]),
+            "ssim": 1.0 - tf.image.ssim(images, recon, max_val=1.0, filter_size=filter_size),
+            "bits": bits / tf.cast(tf.shape(images)[1] * tf.shape(images)[2], tf.float32),
+        }
+        stacked = tf.stack([components[name] for name in SCORE_COMPONENTS], axis=-1)
+        components["combined"] = tf.reduce_sum((stacked - self.score_center) / self.score_scale, axis=-1)
+        return {"score": components[self.score_kind], "error_map": error_map, **components}
+
+    def set_score_normalization(self, components: dict[str, np.ndarray]) -> None:
+        """Centre and scale each component by its median and spread on held-out normal images."""
+        values = np.stack([np.asarray(components[name], np.float64) for name in SCORE_COMPONENTS], axis=-1)
+        center = np.median(values, axis=0)
+        spread = np.maximum(np.quantile(values, 0.75, axis=0) - np.quantile(values, 0.25, axis=0), 1e-9)
+        self.score_center.assign(center.astype(np.float32))
+        self.score_scale.assign(spread.astype(np.float32))
 
     def fingerprint(self) -> str:
         """sha256 over weights and entropy tables: identifies exactly which model made a stream."""
@@ -167,3 +208,11 @@ class QuantizedLatentAutoencoder(Autoencoder):
 
     def decode(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
         return self.decode_latent(self._from_symbols(latents["y"]), training=False)
+
+    def coded_bits(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
+        symbols = tf.reshape(latents["y"], [tf.shape(latents["y"])[0], -1, self.latent_shape[-1]])
+        table = self.latent_table / tf.reduce_sum(self.latent_table, axis=1, keepdims=True)
+        log_p = tf.math.log(tf.transpose(table))  # [levels, channels]
+        channel = tf.broadcast_to(tf.range(self.latent_shape[-1]), tf.shape(symbols))
+        bits = -tf.gather_nd(log_p, tf.stack([symbols, channel], axis=-1)) / np.log(2.0)
+        return tf.reduce_sum(bits, axis=[1, 2])
