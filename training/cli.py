@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--description", default="", help="one line for the model card")
     train.add_argument("--log-dir", type=Path, default=Path("runs"), help="TensorBoard runs folder")
     train.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here and resume from it")
+    train.add_argument("--init-from", type=Path,
+                       help="start from the weights of an exported version (same --model and arguments)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
 
     evaluate = sub.add_parser("evaluate", help="measure an exported model version on a dataset",
@@ -162,7 +164,7 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     started = time.time()
     history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,
                   steps_per_epoch=args.steps_per_epoch, log_dir=log_dir, checkpoint_dir=args.checkpoint_dir,
-                  progress=not args.no_progress)
+                  init_from=args.init_from, progress=not args.no_progress)
     duration = time.time() - started
 
     print("freezing the coding state (quantiser ranges, entropy tables)...")

@@ -42,9 +42,19 @@ def val_images_for(model: Autoencoder, images, crop: int | None, limit: int = 25
 
 def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *, epochs: int,
         optimizer: keras.optimizers.Optimizer, steps_per_epoch: int | None = None, log_dir: Path | None = None,
-        checkpoint_dir: Path | None = None, progress: bool = True) -> list[dict[str, float]]:
-    """Train; returns one dict of mean train and validation loss terms per epoch."""
+        checkpoint_dir: Path | None = None, init_from: Path | None = None,
+        progress: bool = True) -> list[dict[str, float]]:
+    """Train; returns one dict of mean train and validation loss terms per epoch.
+
+    `init_from` starts from the weights of an exported version of the same architecture and config
+    (its SavedModel variables are a checkpoint of `module.model`), so training can go on in a later
+    session from what was shipped.
+    """
     model(val_images[:1])  # build variables before the optimizer sees them
+    if init_from:
+        status = tf.train.Checkpoint(model=model).read(str(Path(init_from) / "variables" / "variables"))
+        status.assert_existing_objects_matched()
+        print(f"initialised from {init_from}")
     writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     start_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -82,6 +92,8 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
                 sums[key] = sums.get(key, 0.0) + float(value)
             if count % 20 == 0:
                 bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()})
+            if not progress and count % 100 == 0:  # plain log lines for background runs
+                print(f"  step {count}: " + " ".join(f"{k}={v / count:.4g}" for k, v in sums.items()), flush=True)
         record = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
         val_sums, val_n = {}, 0
         for batch in eval_batches(val_images, 64):

@@ -81,6 +81,19 @@ def test_train_exports_a_served_version_with_card(idx_dir, tmp_path):
     assert measured["bpp"] == pytest.approx(card.metrics["bpp"], rel=1e-6)
 
 
+def test_training_continues_from_an_exported_version(idx_dir, tmp_path):
+    common = ["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200", "--batch-size", "32",
+              "--latent-dim", "4", "--out", str(tmp_path), "--log-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main([*common, "--epochs", "3"]) == 0
+    first = json.loads((tmp_path / "keras_cae" / "1" / "evaluation.json").read_text())["history"]
+    assert main([*common, "--epochs", "1", "--init-from", str(tmp_path / "keras_cae" / "1"),
+                 "--optimizer-args", '{"learning_rate": 1e-6}']) == 0
+    resumed = json.loads((tmp_path / "keras_cae" / "2" / "evaluation.json").read_text())["history"]
+    # with a tiny learning rate the continued model stays where the first run ended, far from a fresh start
+    assert resumed[0]["val_mse"] == pytest.approx(first[-1]["val_mse"], rel=0.05)
+    assert resumed[0]["val_mse"] < first[0]["val_mse"]
+
+
 def test_one_class_training_records_normal_classes(idx_dir, tmp_path):
     assert main(["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200",
                  "--epochs", "1", "--batch-size", "16", "--latent-dim", "4", "--classes", "0",
