@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     )
     max_files: int = Field(64, ge=1, description="Most images (or streams) in one multipart request.")
     max_batch_size: int = Field(16, ge=1, description="Most images per TensorFlow call of the micro-batcher.")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for company.")
+    max_wait_ms: float = Field(
+        1.0, ge=0, description="How long the first request of a batch waits for company (under load batches "
+        "fill while the previous one computes, so a long wait only adds latency; bench/serve.py)."
+    )
     inference_threads: int = Field(2, ge=1, description="Threads running TensorFlow calls off the event loop.")
     reload_interval_s: float = Field(10.0, ge=0, description="Poll models_dir for new/removed versions; 0 = off.")
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -13,15 +13,15 @@ from service.inference.errors import Unauthorized
 from service.inference.registry import LoadedModel, ModelRegistry
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -38,7 +38,7 @@ ModelVersion = Annotated[
 ]
 
 
-def select_model(registry: RegistryDep, model: ModelName = None, version: ModelVersion = None) -> LoadedModel:
+async def select_model(registry: RegistryDep, model: ModelName = None, version: ModelVersion = None) -> LoadedModel:
     return registry.resolve(model, version)
 
 
@@ -57,4 +57,11 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
         raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
 
 
-ApiKeyDep = Depends(require_api_key)
+async def check_api_key(request: Request, settings: SettingsDep) -> None:
+    """`require_api_key` as the routes' dependency. `async def` on purpose, like the providers above:
+    FastAPI runs a plain `def` dependency in a worker thread, and those hops (four per request) cost
+    more than everything these functions do (bench/serve.py)."""
+    require_api_key(request, settings)
+
+
+ApiKeyDep = Depends(check_api_key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, NamedTuple
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +18,7 @@ from service.app.deps import (
     SettingsDep,
 )
 from service.app.openapi import BINARY, IMAGE_BODY, STREAM_BODY, errors
-from service.app.routes.common import for_each, model_headers, read_images, size_headers
+from service.app.routes.common import encode_image, for_each, model_headers, read_images, size_headers
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
 from service.app.uploads import Upload, read_uploads
 from service.inference import codec, imaging
@@ -108,7 +107,7 @@ async def decode(
             raise BitstreamModelMismatch(f"the bitstream was made by version {stream.version}, not {version}")
         loaded = registry.resolve(stream.model, stream.version)
         pixels, _ = await codec.decode(loaded, stream, settings.max_pixels)
-        data = await asyncio.to_thread(imaging.encode_image, pixels, fmt)
+        data = await encode_image(pixels, fmt)
         return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data)
 
     decoded = await for_each(uploads, one)
@@ -150,7 +149,7 @@ async def reconstruct(
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
         result = await codec.reconstruct(model, item[1])
-        return result, await asyncio.to_thread(imaging.encode_image, result.pixels, fmt)
+        return result, await encode_image(result.pixels, fmt)
 
     results = await for_each(items, one)
     headers = model_headers(model)

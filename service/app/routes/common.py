@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
 from fastapi import Request
+from PIL import Image
 
 from service.app.config import Settings
 from service.app.uploads import Upload, read_uploads
 from service.inference import imaging
 from service.inference.errors import ServiceError
 from service.inference.registry import LoadedModel
+
+#: Images up to this many pixels are decoded and encoded on the event loop: for a small image (an MNIST
+#: digit) the hop to a worker thread costs more than the work itself (bench/serve.py). Bigger ones, and
+#: uploads whose header claims more (a 1 KB PNG can hold a megapixel), go to a worker thread.
+INLINE_MAX_PIXELS = 64 * 64
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -21,13 +29,18 @@ U = TypeVar("U")
 async def read_images(
     request: Request, settings: Settings, model: LoadedModel
 ) -> list[tuple[Upload, imaging.SourceImage]]:
-    """Uploads decoded (off the event loop) to the model's channel count, limits checked first."""
+    """Uploads decoded (big ones off the event loop) to the model's channel count, limits checked first."""
     uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
 
     def decode(upload: Upload) -> imaging.SourceImage:
         return imaging.read_image(upload.data, model.card.input.channels, settings.max_pixels)
 
-    sources = await for_each(uploads, lambda u: asyncio.to_thread(decode, u))
+    async def decode_one(upload: Upload) -> imaging.SourceImage:
+        if _small_image(upload.data):
+            return decode(upload)
+        return await asyncio.to_thread(decode, upload)
+
+    sources = await for_each(uploads, decode_one)
     return list(zip(uploads, sources))
 
 
@@ -43,6 +56,24 @@ async def for_each(items: Sequence[T], work: Callable[[T], Awaitable[U]]) -> lis
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
+
+
+def _small_image(data: bytes) -> bool:
+    """Whether the image header claims at most INLINE_MAX_PIXELS (Pillow reads only the header here).
+    Bytes that are no image (or a bomb) count as small: read_image refuses them before decoding anything."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 -- read_image raises the proper 4xx for these, at no cost
+        return True
+    return width * height <= INLINE_MAX_PIXELS
+
+
+async def encode_image(pixels: np.ndarray, fmt: imaging.OutputFormat) -> bytes:
+    """`imaging.encode_image`: inline for small results, in a worker thread for big ones."""
+    if pixels.shape[0] * pixels.shape[1] <= INLINE_MAX_PIXELS:
+        return imaging.encode_image(pixels, fmt)
+    return await asyncio.to_thread(imaging.encode_image, pixels, fmt)
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:
