@@ -50,6 +50,9 @@ class Bitstream:
             raise ValueError("model name must be 1-255 bytes")
         if len(self.tables_hash) != TABLES_HASH_BYTES:
             raise ValueError(f"tables_hash must be {TABLES_HASH_BYTES} bytes")
+        sizes = [self.version, self.height, self.width] + [d for shape, _ in self.latents for d in shape]
+        if any(size >= _MAX_DIM for size in sizes) or any(len(p) >= _MAX_DIM for _, p in self.latents):
+            raise ValueError("a version, size or payload length is too large for from_bytes to accept")
         out = bytearray(MAGIC)
         out.append(FORMAT_VERSION)
         out.append(len(name))
