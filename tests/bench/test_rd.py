@@ -1,0 +1,147 @@
+"""bench/bdrate.py against known cases, and bench/rd.py end to end on two tiny synthetic images."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import bdrate, rd
+
+RATES = np.array([0.12, 0.25, 0.5, 1.0, 2.0])
+PSNRS = np.array([26.0, 28.5, 31.0, 33.8, 36.9])
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_a_curve_needing_20_percent_fewer_bits_has_bd_rate_minus_20(method: str) -> None:
+    assert bdrate.bd_rate(RATES, PSNRS, RATES * 0.8, PSNRS, method=method) == pytest.approx(-20.0, abs=1e-9)
+    assert bdrate.bd_rate(RATES, PSNRS, RATES * 1.5, PSNRS, method=method) == pytest.approx(50.0, abs=1e-9)
+    # Restricted to 0.25-1.0 bpp: still exactly the same factor.
+    ranged = bdrate.bd_rate(RATES, PSNRS, RATES * 0.8, PSNRS, method=method, rate_range=(0.25, 1.0))
+    assert ranged == pytest.approx(-20.0, abs=1e-9)
+
+
+def test_rate_range_limits_the_psnr_interval() -> None:
+    """The test curve saves 50% below 0.5 bpp and nothing from 0.5 up: the BD-rate over 1-2 bpp (where the
+    interpolants coincide) is 0, over 0.5-2 bpp close to 0, over the whole range clearly negative."""
+    test_rates = np.where(RATES < 0.5, RATES * 0.5, RATES)
+    full = bdrate.bd_rate(RATES, PSNRS, test_rates, PSNRS)
+    assert full is not None and full < -10
+    assert bdrate.bd_rate(RATES, PSNRS, test_rates, PSNRS, rate_range=(1.0, 2.0)) == pytest.approx(0.0, abs=1e-9)
+    assert abs(bdrate.bd_rate(RATES, PSNRS, test_rates, PSNRS, rate_range=(0.5, 2.0))) < 2
+
+
+def test_bd_rate_and_bd_psnr_match_the_reference_implementation() -> None:
+    """Values from FAU-LMS/bjontegaard 1.x (whose PCHIP matches the JCT-VC CTC Excel sheet) on its own
+    example (libx265 presets) and on the classic VCEG-M33 four-point example."""
+    r1, p1 = [9487.76, 4593.60, 2486.44, 1358.24], [40.037, 38.615, 36.845, 34.851]
+    r2, p2 = [9787.80, 4469.00, 2451.52, 1356.24], [40.121, 38.651, 36.970, 34.987]
+    assert bdrate.bd_rate(r1, p1, r2, p2, method="pchip") == pytest.approx(-4.417485350589, abs=1e-7)
+    assert bdrate.bd_rate(r1, p1, r2, p2, method="cubic") == pytest.approx(-4.420462706026, abs=1e-7)
+    assert bdrate.bd_psnr(r1, p1, r2, p2, method="pchip") == pytest.approx(0.119692785425, abs=1e-8)
+    r1, p1 = [686.76, 309.58, 157.11, 85.95], [40.28, 37.18, 34.24, 31.42]
+    r2, p2 = [893.34, 407.8, 204.93, 112.75], [40.39, 37.21, 34.17, 31.24]
+    assert bdrate.bd_rate(r1, p1, r2, p2, method="pchip") == pytest.approx(31.379878202398, abs=1e-7)
+    assert bdrate.bd_rate(r1, p1, r2, p2, method="cubic") == pytest.approx(31.397374054909, abs=1e-7)
+    assert bdrate.bd_psnr(r1, p1, r2, p2, method="cubic") == pytest.approx(-1.184897921770, abs=1e-8)
+
+
+def test_bd_psnr_of_a_curve_one_db_better() -> None:
+    assert bdrate.bd_psnr(RATES, PSNRS, RATES, PSNRS + 1.0) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_no_bd_rate_without_a_shared_psnr_range_or_enough_points() -> None:
+    assert bdrate.bd_rate(RATES, PSNRS, RATES, PSNRS - 20.0) is None
+    assert bdrate.bd_rate(RATES, PSNRS, [0.5], [31.0]) is None
+    assert bdrate.bd_rate(RATES, PSNRS, RATES[:3], PSNRS[:3], method="cubic") is None  # cubic needs 4
+    assert bdrate.bd_rate(RATES, PSNRS, RATES * 0.8, PSNRS, rate_range=(3.0, 4.0)) is None
+
+
+def test_frontier_and_interpolation_at_a_rate() -> None:
+    r, p = bdrate.frontier([0.5, 0.1, 0.3, 0.4, 0.3, 0.0, 0.6], [30, 20, 27, 26, 25, 99, math.inf])
+    assert r.tolist() == [0.1, 0.3, 0.5] and p.tolist() == [20, 27, 30]  # dominated, zero-rate, inf dropped
+    assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.2) == pytest.approx(23.5)
+    assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.05) is None
+    assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.6) is None
+
+
+def test_quality_lists() -> None:
+    assert rd.parse_qualities("1-10:4") == [1, 5, 9, 10]
+    assert rd.parse_qualities("90,10,50-52") == [10, 50, 51, 52, 90]
+
+
+def test_summaries_of_several_operating_points() -> None:
+    """Two images, three operating points: PSNR at a target per image then averaged, n/a outside a
+    curve's range, and BD-rate on the mean curves (here exactly 20% fewer bits than the anchor)."""
+    def points(key: str, scale: float) -> dict[str, list[dict]]:
+        return {
+            "a.png": [{key: k, "bpp": r * scale, "psnr": p} for k, r, p in zip("xyz", [0.2, 0.4, 0.8], [30, 33, 36])],
+            "b.png": [{key: k, "bpp": r * scale, "psnr": p} for k, r, p in zip("xyz", [0.3, 0.6, 1.2], [28, 31, 34])],
+        }
+    ours, anchor = points("model", 0.8), points("quality", 1.0)
+    at = rd.psnr_at_targets(rd.image_curves(anchor), [0.25, 0.5, 1.0])
+    assert [(e["images"], e["of"]) for e in at] == [(1, 2), (2, 2), (1, 2)]
+    assert at[0]["mean_psnr"] == pytest.approx(30.75) and at[2]["mean_psnr"] == pytest.approx(33.0)
+    assert at[1]["mean_psnr"] == pytest.approx((33.75 + 30.0) / 2)
+    mean = rd.mean_curve(ours, "model")
+    assert [c["model"] for c in mean] == ["x", "y", "z"] and mean[0]["bpp"] == pytest.approx(0.2)
+    bd = rd.bd_pair(rd.mean_curve(anchor, "quality"), mean, "pchip")
+    assert bd["full"] == pytest.approx(-20.0) and bd["0.25-1.0"] == pytest.approx(-20.0)
+    assert rd.per_image_bd(anchor, ours, "pchip")["full"] == {"mean": pytest.approx(-20.0), "images": 2, "of": 2}
+
+
+def _write_images(folder: Path) -> None:
+    folder.mkdir()
+    for (h, w), seed in (((40, 56), 0), ((17, 33), 1)):
+        rng = np.random.default_rng(seed)
+        coarse = Image.fromarray(rng.integers(0, 256, size=(3, 4, 3), dtype=np.uint8))
+        coarse.resize((w, h), Image.Resampling.BICUBIC).save(folder / f"smooth-{w}x{h}.png")
+    (folder / "notes.txt").write_text("not an image: skipped")
+
+
+def test_model_selection_by_name_glob_and_prefix(model_store) -> None:
+    names = lambda spec: [p.name for p in rd.select_models(model_store.path, spec)]
+    assert names("tiny") == ["tiny"]
+    assert names("tiny-") == ["tiny-reject"]
+    assert set(names("tiny*")) == {"tiny", "tiny-reject"}
+    with pytest.raises(SystemExit):
+        rd.select_models(model_store.path, "no-such-model")
+
+
+def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> None:
+    if model_store.codec is None:
+        pytest.skip(model_store.codec_skip_reason or "no codec")
+    images = tmp_path / "images"
+    _write_images(images)
+    out_json, out_png = tmp_path / "rd.json", tmp_path / "rd.png"
+    code = rd.main([
+        str(images), "--models-dir", str(model_store.path), "--models", model_store.codec,
+        "--qualities", "10,30,50,70,90", "--avif-qualities", "20,60", "--no-cache", "--quiet",
+        "--json", str(out_json), "--plot", str(out_png),
+    ])
+    assert code == 0
+    table = capsys.readouterr().out
+    rows = {line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")}
+    assert {f"ours ({model_store.codec})", "JPEG", "WebP"} <= rows
+    assert "BD vs JPEG" in table and "enc s/MP" in table
+    assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    doc = json.loads(out_json.read_text())
+    assert [(i["width"], i["height"]) for i in doc["images"]] == [(33, 17), (56, 40)]
+    assert doc["unreadable"] == ["notes.txt"]
+    for image in doc["images"]:
+        (ours,) = image["ours"]
+        assert ours["model"] == model_store.codec and ours["bytes"] > 0
+        assert ours["bpp"] == pytest.approx(ours["bytes"] * 8 / (image["width"] * image["height"]))
+        assert math.isfinite(ours["psnr"]) and ours["psnr"] > 0
+        assert ours["enc_s_per_mp"] > 0 and ours["dec_s_per_mp"] > 0
+        for codec in ("jpeg", "webp"):
+            assert [p["quality"] for p in image[codec]] == [10, 30, 50, 70, 90]
+            assert all(p["bpp"] > 0 and math.isfinite(p["psnr"]) for p in image[codec])
+    row = {r["codec"]: r for r in doc["table"]}
+    assert row["jpeg"]["bd"]["jpeg"]["full"] == pytest.approx(0.0, abs=1e-9)
+    assert row["ours"]["enc_s_per_mp"] > 0
