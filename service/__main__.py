@@ -1,4 +1,8 @@
-"""`python -m service`: one uvicorn worker (throughput comes from batching, not from model copies)."""
+"""`python -m service`: one uvicorn worker (throughput comes from batching, not from model copies).
+
+On SIGTERM/SIGINT uvicorn stops accepting connections, lets in-flight requests finish (up to
+AEC_SHUTDOWN_TIMEOUT_S), then runs the app's shutdown, which drains the batch queues.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ def main() -> None:
         workers=1,
         log_config=None,  # our handler (service.app.logs) formats uvicorn's lines too
         access_log=False,  # the middleware logs each request with its request id
+        timeout_graceful_shutdown=settings.shutdown_timeout_s or None,
     )
 
 

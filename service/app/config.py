@@ -5,6 +5,7 @@ Unsafe or nonsensical values fail fast here instead of surfacing as odd behaviou
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,21 +32,44 @@ class Settings(BaseSettings):
         1.0, ge=0, description="How long the first request of a batch waits for company (under load batches "
         "fill while the previous one computes, so a long wait only adds latency; bench/serve.py)."
     )
+    max_queue: int = Field(
+        256, ge=1, description="Most items waiting per model batcher; beyond it requests get 503 + Retry-After."
+    )
+    request_timeout_s: float = Field(
+        30.0, ge=0, description="Inference budget per request (queue + compute); over it answers 504. 0 = off."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish (0 = no limit)."
+    )
     inference_threads: int = Field(2, ge=1, description="Threads running TensorFlow calls off the event loop.")
     reload_interval_s: float = Field(10.0, ge=0, description="Poll models_dir for new/removed versions; 0 = off.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated keys; when set, POST and /models need X-API-Key."
+    )
+    probes_require_key: bool = Field(False, description="Whether /healthz and /readyz also need the API key.")
+    metrics_require_key: bool = Field(False, description="Whether /metrics also needs the API key.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed to call from browsers; empty = no CORS."
     )
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        """An origin is scheme://host[:port] with no path (a trailing slash never matches the browser's)."""
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"CORS origin {origin!r} must look like https://host[:port] (no path), or be *")
         return value
 
     @field_validator("log_level", mode="before")

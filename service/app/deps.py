@@ -46,15 +46,35 @@ ModelDep = Annotated[LoadedModel, Depends(select_model)]
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """When AEC_API_KEYS is set, require `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
+    """When AEC_API_KEYS is set, require `X-API-Key: <key>` or `Authorization: Bearer <key>`.
+
+    Every configured key is compared in constant time (hmac.compare_digest) and the loop never stops
+    early, so the response time says nothing about how much of a key, or which key, matched.
+    """
     if not settings.api_keys:
         return
     offered = request.headers.get("x-api-key", "")
     auth = request.headers.get("authorization", "")
     if not offered and auth.lower().startswith("bearer "):
         offered = auth[7:].strip()
-    if not any(hmac.compare_digest(offered.encode(), key.encode()) for key in settings.api_keys):
+    candidate = offered.encode("utf-8")
+    matched = False
+    for key in settings.api_keys:
+        matched |= hmac.compare_digest(candidate, key.encode("utf-8"))
+    if not matched:
         raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
+
+
+async def require_api_key_for_probes(request: Request, settings: SettingsDep) -> None:
+    """/healthz and /readyz stay open for orchestrators unless AEC_PROBES_REQUIRE_KEY is set."""
+    if settings.probes_require_key:
+        require_api_key(request, settings)
+
+
+async def require_api_key_for_metrics(request: Request, settings: SettingsDep) -> None:
+    """/metrics stays open for scrapers unless AEC_METRICS_REQUIRE_KEY is set."""
+    if settings.metrics_require_key:
+        require_api_key(request, settings)
 
 
 async def check_api_key(request: Request, settings: SettingsDep) -> None:
@@ -65,3 +85,5 @@ async def check_api_key(request: Request, settings: SettingsDep) -> None:
 
 
 ApiKeyDep = Depends(check_api_key)
+ProbeKeyDep = Depends(require_api_key_for_probes)
+MetricsKeyDep = Depends(require_api_key_for_metrics)

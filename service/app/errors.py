@@ -31,7 +31,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

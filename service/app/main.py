@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 
 from service.app.config import Settings
 from service.app.errors import install_error_handlers
 from service.app.logs import setup_logging
 from service.app.metrics import Metrics
 from service.app.middleware import RequestContextMiddleware
-from service.app.routes import api_router
+from service.app.openapi import install_openapi
+from service.app.routes import api_router, demo
 from service.inference.imaging import configure_pillow
 from service.inference.registry import ModelRegistry, ReloadReport, configure_tensorflow
 
@@ -35,6 +38,12 @@ Learned image compression and anomaly scoring over REST.
 * `?model=` and `?version=` pick the model (GET /models lists them); every route is also served under `/v1`.
 * Errors: `{"error": {"code": "...", "message": "..."}}`.
 """
+
+#: Response headers a browser page on another origin may read (the figures of the raw-bytes answers).
+EXPOSED_HEADERS = [
+    "X-Request-ID", "X-Model", "X-Model-Version", "X-Bpp", "X-Bytes", "X-MSE", "X-PSNR", "X-Original-Width",
+    "X-Original-Height", "X-Original-Channels", "X-Size-Policy", "X-Size-Action", "Retry-After",
+]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -56,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_model=settings.default_model,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
             executor=executor,
             observer_factory=metrics.batch_observer,
         )
@@ -96,7 +106,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_openapi(app, settings)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if settings.cors_origins:  # outermost: preflights are answered before auth, errors carry CORS headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept", "Authorization", "X-API-Key", "X-Request-ID"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
     app.include_router(api_router)
     app.include_router(api_router, prefix="/v1", include_in_schema=False)
+    app.include_router(demo.router)
+    app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     return app

@@ -12,6 +12,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -30,6 +31,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "aec_requests", "HTTP requests by endpoint, model and status.", ["endpoint", "model", "status"], registry=r
+        )
+        self.in_flight = Gauge(
+            "aec_requests_in_flight", "HTTP requests being served (this one included); drains to 0 on shutdown.",
+            registry=r,
         )
         self.latency = Histogram(
             "aec_request_duration_seconds", "HTTP request latency.", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
@@ -53,6 +58,8 @@ class Metrics:
         self.versions_loaded = Gauge("aec_model_versions_loaded", "Model versions currently served.", registry=r)
         self.versions_failed = Gauge("aec_model_versions_failed", "Version dirs that failed to load.", registry=r)
         self.load_failures = Counter("aec_model_load_failures", "Failed version loads.", ["model"], registry=r)
+        # process_resident_memory_bytes & co.: RSS under load is what the soak test (bench/load.py) watches.
+        ProcessCollector(registry=r)
 
     def batch_observer(self, model: str, version: int, signature: str) -> BatchObserver:
         labels = (model, str(version), signature)

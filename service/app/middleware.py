@@ -33,6 +33,7 @@ class RequestContextMiddleware:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        self.metrics.in_flight.inc()
         started = time.perf_counter()
         status, model, response_started = 500, "", False
 
@@ -65,6 +66,7 @@ class RequestContextMiddleware:
             )
             await send({"type": "http.response.body", "body": body})
         finally:
+            self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"

@@ -6,19 +6,25 @@ Throughput comes from here (one uvicorn worker, bigger batches), so the rules ar
 - one batch per batcher is in flight at a time, run in a thread executor; while it runs the next batch
   fills up, so under load batches grow without extra waiting and when idle a request waits at most
   `max_wait_s`;
-- queue wait and compute time are reported separately to an observer (the metrics).
+- queue wait and compute time are reported separately to an observer (the metrics);
+- the queue is bounded (`max_queue` waiting items): past it `submit` raises `Overloaded` (503 with a
+  Retry-After estimated from recent batch times) at once, so overload shows up as fast refusals a
+  client or load balancer can act on, not as memory and latency growing without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from service.inference.errors import Overloaded
 
 Arrays = dict[str, np.ndarray]
 #: Runs a whole batch: inputs and outputs carry a leading batch axis.
@@ -30,7 +36,7 @@ ShapeKey = tuple[tuple[str, tuple[int, ...], str], ...]
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: `item in group` must never compare arrays
 class _Item:
     inputs: Arrays
     future: asyncio.Future[Arrays]
@@ -53,9 +59,12 @@ class MicroBatcher:
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
         name: str = "batcher",
+        max_queue: int | None = None,
     ) -> None:
         self.fn, self.name = fn, name
         self.max_batch_size, self.max_wait_s = max(1, max_batch_size), max(0.0, max_wait_s)
+        self.max_queue = max_queue
+        self._recent_compute_s = 0.0  # moving average of one batch's compute time, for Retry-After
         self.executor, self.observer = executor, observer
         self._groups: dict[ShapeKey, list[_Item]] = {}
         self._arrived: asyncio.Event | None = None
@@ -67,15 +76,31 @@ class MicroBatcher:
         arrays = {name: np.asarray(value) for name, value in inputs.items()}
         if self._closed:  # a version swapped out while this request held it: run alone, still correct
             return (await self._run([_Item(arrays, asyncio.get_running_loop().create_future())]))[0]
+        if self.max_queue is not None and self.pending() >= self.max_queue:
+            raise Overloaded(
+                f"{self.name}: {self.pending()} items already wait for inference (limit {self.max_queue}); retry later",
+                retry_after_s=self.retry_after_s(),
+            )
         self._ensure_worker()
         item = _Item(arrays, asyncio.get_running_loop().create_future())
-        self._groups.setdefault(shape_key(arrays), []).append(item)
+        group = self._groups.setdefault(shape_key(arrays), [])
+        group.append(item)
         assert self._arrived is not None
         self._arrived.set()
-        return await item.future
+        try:
+            return await item.future
+        except asyncio.CancelledError:  # timed out or disconnected: free its queue slot now
+            if item in group:
+                group.remove(item)  # an emptied group is dropped by the worker, its only deleter
+            raise
 
     def pending(self) -> int:
         return sum(len(group) for group in self._groups.values())
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the current backlog is likely computed (at least 1)."""
+        batches = math.ceil(self.pending() / self.max_batch_size) + 1
+        return max(1, math.ceil(batches * (self._recent_compute_s + self.max_wait_s)))
 
     async def close(self) -> None:
         """Stop taking new items into batches; items already queued are still computed."""
@@ -95,6 +120,8 @@ class MicroBatcher:
     async def _loop(self) -> None:
         assert self._arrived is not None
         while True:
+            for key in [key for key, group in self._groups.items() if not group]:
+                del self._groups[key]
             if not self._groups:
                 if self._closed:
                     return
@@ -138,6 +165,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         outputs = await loop.run_in_executor(self.executor, self.fn, stacked)
         compute = time.monotonic() - started
+        self._recent_compute_s = compute if not self._recent_compute_s else 0.8 * self._recent_compute_s + 0.2 * compute
         if self.observer is not None:
             try:
                 self.observer(len(batch), waits, compute)

@@ -13,9 +13,17 @@ class ServiceError(Exception):
     code: str = "bad_request"
     status: int = 400
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After on 503
         if code is not None:
             self.code = code
         if status is not None:
@@ -94,3 +102,16 @@ class AnomalyNotCalibrated(ServiceError):
 
 class Unauthorized(ServiceError):
     code, status = "unauthorized", 401
+
+
+class Overloaded(ServiceError):
+    """The batch queue is full: refuse now (the client retries later) rather than queue without bound."""
+
+    code, status = "overloaded", 503
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+class InferenceTimeout(ServiceError):
+    code, status = "timeout", 504

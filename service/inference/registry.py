@@ -56,6 +56,7 @@ class LoadedModel:
     tables: dict[str, np.ndarray]
     max_batch_size: int = 16
     max_wait_s: float = 0.005
+    max_queue: int | None = None
     executor: Executor | None = None
     observer_factory: ObserverFactory | None = None
     loaded_at: float = field(default_factory=time.time)
@@ -92,6 +93,7 @@ class LoadedModel:
                 executor=self.executor,
                 observer=observer,
                 name=f"{self.name}/{self.version}/{signature}",
+                max_queue=self.max_queue,
             )
             self._batchers[signature] = batcher
         return await batcher.submit(inputs)
@@ -151,12 +153,13 @@ class ModelRegistry:
         default_model: str | None = None,
         max_batch_size: int = 16,
         max_wait_s: float = 0.005,
+        max_queue: int | None = None,
         executor: Executor | None = None,
         observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.default_model = default_model
-        self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
+        self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self.executor, self.observer_factory = executor, observer_factory
         self._state = RegistryState()
         self._lock = asyncio.Lock()
@@ -315,6 +318,7 @@ class ModelRegistry:
             tables=tables,
             max_batch_size=self.max_batch_size,
             max_wait_s=self.max_wait_s,
+            max_queue=self.max_queue,
             executor=self.executor,
             observer_factory=self.observer_factory,
             module=module,

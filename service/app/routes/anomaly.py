@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.app import negotiate
 from service.app.deps import ApiKeyDep, ModelDep, SettingsDep
-from service.app.openapi import IMAGE_BODY, errors
+from service.app.openapi import BUSY, IMAGE_BODY, errors
 from service.app.routes.common import for_each, model_headers, read_images
 from service.app.schemas import AnomalyScore
 from service.app.uploads import Upload
@@ -26,8 +26,8 @@ router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
         "threshold comes from the model card (calibrated at export); a model without one answers 409. "
         "`?heatmap=true` adds the per-pixel error as a base64 PNG at the original image size."
     ),
-    response_model=AnomalyScore,
-    responses=errors(400, 404, 409, 413, 415, 422),
+    response_model=AnomalyScore | list[AnomalyScore],
+    responses=errors(400, 404, 409, 413, 415, 422, *BUSY),
     openapi_extra=IMAGE_BODY,
 )
 async def anomaly_score(
@@ -53,5 +53,6 @@ async def anomaly_score(
             is_anomaly=result.is_anomaly, score_kind=model.card.anomaly.score, heatmap=png,
         )
 
-    results = [r.model_dump(mode="json") for r in await for_each(items, one)]
+    scored = await for_each(items, one, timeout_s=settings.request_timeout_s)
+    results = [r.model_dump(mode="json") for r in scored]
     return JSONResponse(results if len(results) > 1 else results[0], headers=model_headers(model))

@@ -17,7 +17,7 @@ from service.app.deps import (
     RegistryDep,
     SettingsDep,
 )
-from service.app.openapi import BINARY, IMAGE_BODY, STREAM_BODY, errors
+from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
 from service.app.routes.common import encode_image, for_each, model_headers, read_images, size_headers
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
 from service.app.uploads import Upload, read_uploads
@@ -40,13 +40,16 @@ FormatParam = Annotated[
         "stream in base64 (a list for several files). bpp = bytes*8/(H*W) of the original image."
     ),
     response_model=None,
-    responses={200: {"model": EncodeResult, "content": {"application/octet-stream": {"schema": BINARY}}},
-               **errors(400, 404, 413, 415, 422)},
+    responses={200: {"model": EncodeResult | list[EncodeResult],
+                     "content": {"application/octet-stream": {"schema": BINARY}}},
+               **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra=IMAGE_BODY,
 )
 async def encode(request: Request, model: ModelDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
     items = await read_images(request, settings, model)
-    encoded = await for_each(items, lambda item: codec.encode(model, item[1]))
+    encoded = await for_each(
+        items, lambda item: codec.encode(model, item[1]), timeout_s=settings.request_timeout_s
+    )
     for result in encoded:
         metrics.bpp.labels(model.name).observe(result.bpp)
     headers = model_headers(model)
@@ -84,8 +87,9 @@ class _Decoded(NamedTuple):
         "Accept asks for WebP/JPEG), or JSON with base64 images (`Accept: application/json`, several files)."
     ),
     response_model=None,
-    responses={200: {"model": DecodeResult, "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
-               **errors(400, 404, 413, 422)},
+    responses={200: {"model": DecodeResult | list[DecodeResult],
+                     "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
+               **errors(400, 404, 413, 422, *BUSY)},
     openapi_extra=STREAM_BODY,
 )
 async def decode(
@@ -110,7 +114,7 @@ async def decode(
         data = await encode_image(pixels, fmt)
         return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data)
 
-    decoded = await for_each(uploads, one)
+    decoded = await for_each(uploads, one, timeout_s=settings.request_timeout_s)
     headers = {"X-Model": decoded[0].model, "X-Model-Version": str(decoded[0].version)}
     if len(uploads) == 1 and not negotiate.wants_json(request):
         d = decoded[0]
@@ -136,9 +140,9 @@ async def decode(
         "JSON with base64 images (`Accept: application/json`, several files)."
     ),
     response_model=None,
-    responses={200: {"model": ReconstructResult,
+    responses={200: {"model": ReconstructResult | list[ReconstructResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
-               **errors(400, 404, 413, 415, 422)},
+               **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra=IMAGE_BODY,
 )
 async def reconstruct(
@@ -151,7 +155,7 @@ async def reconstruct(
         result = await codec.reconstruct(model, item[1])
         return result, await encode_image(result.pixels, fmt)
 
-    results = await for_each(items, one)
+    results = await for_each(items, one, timeout_s=settings.request_timeout_s)
     headers = model_headers(model)
     if len(items) == 1 and not negotiate.wants_json(request):
         result, data = results[0]

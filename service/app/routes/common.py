@@ -14,7 +14,7 @@ from PIL import Image
 from service.app.config import Settings
 from service.app.uploads import Upload, read_uploads
 from service.inference import imaging
-from service.inference.errors import ServiceError
+from service.inference.errors import InferenceTimeout, ServiceError
 from service.inference.registry import LoadedModel
 
 #: Images up to this many pixels are decoded and encoded on the event loop: for a small image (an MNIST
@@ -44,11 +44,25 @@ async def read_images(
     return list(zip(uploads, sources))
 
 
-async def for_each(items: Sequence[T], work: Callable[[T], Awaitable[U]]) -> list[U]:
+async def for_each(
+    items: Sequence[T], work: Callable[[T], Awaitable[U]], *, timeout_s: float = 0.0
+) -> list[U]:
     """Run `work` on every item concurrently (so the batcher can group them); the first failure wins,
-    and with several items its message names the file."""
+    and with several items its message names the file. Past `timeout_s` (0 = none) the work is
+    cancelled (queued items leave their batch) and the request answers 504."""
     many = len(items) > 1
-    results = await asyncio.gather(*(work(item) for item in items), return_exceptions=True)
+    gathered = asyncio.gather(*(work(item) for item in items), return_exceptions=True)
+    if timeout_s > 0:
+        try:
+            async with asyncio.timeout(timeout_s):
+                results = await gathered
+        except TimeoutError as exc:
+            raise InferenceTimeout(
+                f"inference did not finish within {timeout_s:g} s (AEC_REQUEST_TIMEOUT_S); the service is busy "
+                "or the images are large"
+            ) from exc
+    else:
+        results = await gathered
     for item, result in zip(items, results):
         if isinstance(result, ServiceError) and many and isinstance(item, Upload):
             result.message = f"{item.label}: {result.message}"
