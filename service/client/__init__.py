@@ -1,0 +1,41 @@
+"""Python client for the aecodec service (httpx): `Client` (blocking) and `AsyncClient` (asyncio).
+
+    from service.client import Client
+    with Client("http://127.0.0.1:8000", api_key=None) as client:
+        encoded = client.encode("photo.png")          # EncodedImage: .data, .bpp, .model, ...
+        image = client.decode(encoded)                # PIL.Image at the original size
+        result = client.reconstruct("photo.png")      # Reconstruction: .image, .psnr, .mse
+        verdict = client.anomaly_score("photo.png", heatmap=True)
+
+Images may be paths, bytes, PIL images, numpy arrays or open files. The command line is
+`python -m service.client` (installed as `aecodec`). Imports no TensorFlow and no service code.
+"""
+
+from service.client.async_client import AsyncClient
+from service.client.errors import (
+    AnomalyNotCalibrated,
+    BitstreamMismatch,
+    ConnectionFailed,
+    InternalError,
+    InvalidBitstream,
+    InvalidImage,
+    InvalidInput,
+    ModelNotFound,
+    ModelRequired,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    ServiceUnavailable,
+    Timeout,
+    Unauthorized,
+    VersionNotFound,
+)
+from service.client.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction, VersionInfo
+from service.client.sync import Client
+
+__all__ = [
+    "AnomalyNotCalibrated", "AnomalyResult", "AsyncClient", "BitstreamMismatch", "Client", "ConnectionFailed",
+    "EncodedImage", "InternalError", "InvalidBitstream", "InvalidImage", "InvalidInput", "ModelInfo",
+    "ModelNotFound", "ModelRequired", "Overloaded", "PayloadTooLarge", "Reconstruction", "ServiceError",
+    "ServiceUnavailable", "Timeout", "Unauthorized", "VersionInfo", "VersionNotFound",
+]

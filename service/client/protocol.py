@@ -1,0 +1,203 @@
+"""The HTTP conversation, without doing any I/O: each call is a `Call` (request parts + a parser of
+the response), which the sync and async clients send the same way. One place knows the API."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+from PIL import Image
+
+from service.client.inputs import ImageInput, StreamInput, Upload, image_upload, stream_upload
+from service.client.results import (
+    AnomalyResult,
+    EncodedImage,
+    ModelInfo,
+    Reconstruction,
+    VersionInfo,
+    psnr_value,
+)
+
+T = TypeVar("T")
+JSON = "application/json"
+
+
+@dataclass
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"params": self.params, "headers": self.headers}
+        if self.files is not None:
+            kwargs["files"] = self.files
+        elif self.content is not None:
+            kwargs["content"] = self.content
+        return kwargs
+
+
+def _params(model: str | None, version: int | None, **extra: Any) -> dict[str, str]:
+    params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in extra.items() if v is not None}
+    if model is not None:
+        params["model"] = model
+    if version is not None:
+        params["version"] = str(version)
+    return params
+
+
+def _raw(upload: Upload) -> dict[str, Any]:
+    return {"content": upload.data, "headers": {"Content-Type": upload.content_type}}
+
+
+def _multipart(uploads: Sequence[Upload]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("file", (u.filename, u.data, u.content_type)) for u in uploads]
+
+
+def _items(response: httpx.Response) -> list[dict[str, Any]]:
+    body = response.json()
+    return body if isinstance(body, list) else [body]
+
+
+def _image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+# ---- encode ---------------------------------------------------------------------------------------
+def encode(image: ImageInput, model: str | None, version: int | None) -> Call[EncodedImage]:
+    upload = image_upload(image)
+
+    def parse(response: httpx.Response) -> EncodedImage:
+        h = response.headers
+        return EncodedImage(
+            data=response.content, bpp=float(h["x-bpp"]), model=h["x-model"], version=int(h["x-model-version"]),
+            width=int(h["x-original-width"]), height=int(h["x-original-height"]),
+            channels=int(h["x-original-channels"]), size_policy=h.get("x-size-policy"),
+            size_action=h.get("x-size-action"), filename=upload.filename,
+        )
+
+    raw = _raw(upload)
+    return Call("POST", "/encode", parse, _params(model, version), raw["content"],
+                headers=raw["headers"] | {"Accept": "application/octet-stream"})
+
+
+def encode_batch(images: Sequence[ImageInput], model: str | None, version: int | None) -> Call[list[EncodedImage]]:
+    uploads = [image_upload(image, i) for i, image in enumerate(images)]
+
+    def parse(response: httpx.Response) -> list[EncodedImage]:
+        return [
+            EncodedImage(
+                data=base64.b64decode(item["bitstream"]), bpp=item["bpp"], model=item["model"],
+                version=item["version"], width=item["width"], height=item["height"], channels=item["channels"],
+                size_policy=item["size_policy"], size_action=item["size_action"], filename=item.get("filename"),
+            )
+            for item in _items(response)
+        ]
+
+    return Call("POST", "/encode", parse, _params(model, version), files=_multipart(uploads), headers={"Accept": JSON})
+
+
+# ---- decode ---------------------------------------------------------------------------------------
+def decode(stream: StreamInput, fmt: str | None) -> Call[Image.Image]:
+    upload = stream_upload(stream)
+    return Call("POST", "/decode", lambda r: _image(r.content), _params(None, None, format=fmt), upload.data,
+                headers={"Content-Type": "application/octet-stream", "Accept": "image/png"})
+
+
+def decode_batch(streams: Sequence[StreamInput], fmt: str | None) -> Call[list[Image.Image]]:
+    uploads = [stream_upload(stream, i) for i, stream in enumerate(streams)]
+
+    def parse(response: httpx.Response) -> list[Image.Image]:
+        return [_image(base64.b64decode(item["image"])) for item in _items(response)]
+
+    return Call("POST", "/decode", parse, _params(None, None, format=fmt), files=_multipart(uploads),
+                headers={"Accept": JSON})
+
+
+# ---- reconstruct ----------------------------------------------------------------------------------
+def reconstruct(image: ImageInput, model: str | None, version: int | None) -> Call[Reconstruction]:
+    upload = image_upload(image)
+
+    def parse(response: httpx.Response) -> Reconstruction:
+        h = response.headers
+        return Reconstruction(
+            image=_image(response.content), psnr=psnr_value(h.get("x-psnr")), mse=float(h["x-mse"]),
+            model=h["x-model"], version=int(h["x-model-version"]), width=int(h["x-original-width"]),
+            height=int(h["x-original-height"]), channels=int(h["x-original-channels"]), filename=upload.filename,
+        )
+
+    raw = _raw(upload)
+    return Call("POST", "/reconstruct", parse, _params(model, version, format="png"), raw["content"],
+                headers=raw["headers"] | {"Accept": "image/png"})
+
+
+def reconstruct_batch(
+    images: Sequence[ImageInput], model: str | None, version: int | None
+) -> Call[list[Reconstruction]]:
+    uploads = [image_upload(image, i) for i, image in enumerate(images)]
+
+    def parse(response: httpx.Response) -> list[Reconstruction]:
+        return [
+            Reconstruction(
+                image=_image(base64.b64decode(item["image"])),
+                psnr=psnr_value(None if item["psnr"] is None else str(item["psnr"])), mse=item["mse"],
+                model=item["model"], version=item["version"], width=item["width"], height=item["height"],
+                channels=item["channels"], filename=item.get("filename"),
+            )
+            for item in _items(response)
+        ]
+
+    return Call("POST", "/reconstruct", parse, _params(model, version, format="png"), files=_multipart(uploads),
+                headers={"Accept": JSON})
+
+
+# ---- anomaly score --------------------------------------------------------------------------------
+def _anomaly(item: dict[str, Any]) -> AnomalyResult:
+    heatmap = _image(base64.b64decode(item["heatmap"])) if item.get("heatmap") else None
+    return AnomalyResult(
+        score=item["score"], threshold=item["threshold"], is_anomaly=item["is_anomaly"],
+        score_kind=item["score_kind"], model=item["model"], version=item["version"], width=item["width"],
+        height=item["height"], channels=item["channels"], heatmap=heatmap, filename=item.get("filename"),
+    )
+
+
+def anomaly_score(image: ImageInput, model: str | None, version: int | None, heatmap: bool) -> Call[AnomalyResult]:
+    raw = _raw(image_upload(image))
+    return Call("POST", "/anomaly-score", lambda r: _anomaly(_items(r)[0]), _params(model, version, heatmap=heatmap),
+                raw["content"], headers=raw["headers"] | {"Accept": JSON})
+
+
+def anomaly_score_batch(
+    images: Sequence[ImageInput], model: str | None, version: int | None, heatmap: bool
+) -> Call[list[AnomalyResult]]:
+    uploads = [image_upload(image, i) for i, image in enumerate(images)]
+    return Call("POST", "/anomaly-score", lambda r: [_anomaly(item) for item in _items(r)],
+                _params(model, version, heatmap=heatmap), files=_multipart(uploads), headers={"Accept": JSON})
+
+
+# ---- models and health ----------------------------------------------------------------------------
+def _model_info(item: dict[str, Any]) -> ModelInfo:
+    versions = [
+        VersionInfo(version=v["version"], state=v["state"], architecture=v.get("architecture"), input=v.get("input"),
+                    anomaly_threshold=v.get("anomaly_threshold"), metrics=v.get("metrics") or {}, error=v.get("error"))
+        for v in item["versions"]
+    ]
+    return ModelInfo(item["name"], item["is_default"], item["default_version"], versions)
+
+
+def models() -> Call[list[ModelInfo]]:
+    return Call("GET", "/models", lambda r: [_model_info(m) for m in r.json()["models"]], headers={"Accept": JSON})
+
+
+def ready() -> Call[bool]:
+    return Call("GET", "/readyz", lambda r: r.json().get("status") == "ready", headers={"Accept": JSON})

@@ -1,0 +1,114 @@
+"""`Client`: the blocking client (one httpx.Client, keep-alive connections; use it as a context manager)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Self, TypeVar
+
+import httpx
+from PIL import Image
+
+from service.client import protocol
+from service.client.errors import ServiceUnavailable, connection_failed, error_from_response
+from service.client.inputs import ImageInput, StreamInput
+from service.client.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def client_headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    merged = {"User-Agent": "aecodec-client/0.1"} | (headers or {})
+    if api_key:
+        merged["X-API-Key"] = api_key
+    return merged
+
+
+class Client:
+    """Calls the service; `model`/`version` set here are the defaults for every call.
+
+    Errors come back as `service.client.errors.ServiceError` subclasses (ModelNotFound, InvalidImage, ...).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url, self.model, self.version = base_url.rstrip("/"), model, version
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers=client_headers(api_key, headers), transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: protocol.Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, **call.request_kwargs())
+        except httpx.TransportError as exc:
+            raise connection_failed(exc, self.base_url) from exc
+        if response.is_error:
+            raise error_from_response(response)
+        return call.parse(response)
+
+    def _pick(self, model: str | None, version: int | None) -> tuple[str | None, int | None]:
+        return (model or self.model, version if version is not None else (self.version if model is None else None))
+
+    # ---- one image per call ----------------------------------------------------------------------
+    def encode(self, image: ImageInput, *, model: str | None = None, version: int | None = None) -> EncodedImage:
+        return self._send(protocol.encode(image, *self._pick(model, version)))
+
+    def decode(self, stream: StreamInput, *, format: str | None = None) -> Image.Image:
+        """The model comes from the stream's header; `format` is png (default), webp or jpeg."""
+        return self._send(protocol.decode(stream, format))
+
+    def reconstruct(self, image: ImageInput, *, model: str | None = None, version: int | None = None) -> Reconstruction:
+        return self._send(protocol.reconstruct(image, *self._pick(model, version)))
+
+    def anomaly_score(
+        self, image: ImageInput, heatmap: bool = False, *, model: str | None = None, version: int | None = None
+    ) -> AnomalyResult:
+        return self._send(protocol.anomaly_score(image, *self._pick(model, version), heatmap))
+
+    # ---- several images in one multipart request (up to the service's AEC_MAX_FILES) --------------
+    def encode_batch(
+        self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None
+    ) -> list[EncodedImage]:
+        return self._send(protocol.encode_batch(images, *self._pick(model, version)))
+
+    def decode_batch(self, streams: Sequence[StreamInput], *, format: str | None = None) -> list[Image.Image]:
+        return self._send(protocol.decode_batch(streams, format))
+
+    def reconstruct_batch(
+        self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None
+    ) -> list[Reconstruction]:
+        return self._send(protocol.reconstruct_batch(images, *self._pick(model, version)))
+
+    def anomaly_score_batch(
+        self, images: Sequence[ImageInput], heatmap: bool = False, *, model: str | None = None,
+        version: int | None = None,
+    ) -> list[AnomalyResult]:
+        return self._send(protocol.anomaly_score_batch(images, *self._pick(model, version), heatmap))
+
+    # ---- metadata ---------------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        return self._send(protocol.models())
+
+    def ready(self) -> bool:
+        """True when models are loaded and warm; False while loading or when none could be loaded."""
+        try:
+            return self._send(protocol.ready())
+        except ServiceUnavailable:
+            return False
