@@ -1,0 +1,82 @@
+"""bench/load.py, briefly (5 s at concurrency 16) against the fixture server, plus proof that its
+checks catch answers delivered to the wrong request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench import load
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))  # the live-server helpers
+from service_helpers import LiveServer, live_server
+
+
+@pytest.fixture(scope="module")
+def server(model_store) -> Iterator[LiveServer]:
+    """Settings like tests/service's server: the fixture store, small batches, no reload."""
+    with live_server(models_dir=model_store.path, default_model=model_store.tiny, max_batch_size=8,
+                     max_wait_ms=20, reload_interval_s=0, log_level="WARNING") as srv:
+        yield srv
+
+
+def test_short_load_run_is_clean(server, model_store, tmp_path) -> None:
+    report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=5, concurrency=16, n_images=8))
+    table = report.table()
+    print(table)
+    assert report.ok, table
+    assert set(report.stats) == set(load.ENDPOINTS)
+    for endpoint, stats in report.stats.items():
+        assert stats.requests > 0 and stats.errors == 0 and stats.mismatches == 0, (endpoint, table)
+        assert stats.percentile(50) <= stats.percentile(99)
+    assert report.rss_start and report.rss_end  # the server's /metrics reports its RSS
+    assert len(report.sizes) > 2  # mixed sizes (the fixture model resizes), grey and colour
+    assert json.loads(json.dumps(report.to_json()))["ok"] is True
+
+
+def test_max_requests_bounds_the_count(server, model_store) -> None:
+    report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=60, concurrency=4,
+                                       max_requests=20, n_images=4))
+    assert report.total.requests == 20 and report.ok
+    assert report.duration_s < 60
+
+
+def test_checker_catches_mixed_up_answers(server, model_store) -> None:
+    images = load.make_images({"height": 28, "width": 28, "channels": 1, "size_policy": "resize"}, 4, seed=1)
+
+    async def references():
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            return await load._references(client, images, {"model": model_store.tiny}, calibrated=True)
+
+    refs = asyncio.run(references())
+    checker = load.Checker(images, refs)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        recon = [client.post("/reconstruct", content=image.png) for image in images]
+        scores = [client.post("/anomaly-score", content=image.png) for image in images]
+        streams = [client.post("/encode", content=image.png) for image in images]
+        decoded = [client.post("/decode", content=s.content) for s in streams]
+    for i in range(4):  # the right answers pass...
+        assert checker.image("reconstruct", i, recon[i]) is None
+        assert checker.image("decode", i, decoded[i]) is None
+        assert checker.score(i, scores[i]) is None
+        assert checker.encode(i, streams[i]) is None
+    for i, j in [(0, 1), (1, 2), (2, 3), (3, 0)]:  # ...and another image's answer never does
+        assert checker.image("reconstruct", i, recon[j]) is not None
+        assert checker.image("decode", i, decoded[j]) is not None
+        assert checker.score(i, scores[j]) is not None
+        assert checker.encode(i, streams[j]) is not None
+
+
+def test_refuses_non_loopback_urls() -> None:
+    try:
+        asyncio.run(load.run_load("http://example.com:8000", duration=1))
+    except ValueError as exc:
+        assert "loopback" in str(exc)
+    else:
+        raise AssertionError("a non-loopback URL must be refused")
