@@ -35,7 +35,8 @@ def run_one(model: str, digit: int, seed: int, args: argparse.Namespace, store: 
     argv = ["train", "--model", model, "--dataset", args.dataset, "--classes", str(digit), "--seed", str(seed),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--anomaly-score", "combined",
             "--target-fpr", str(args.target_fpr), "--val-fraction", str(args.val_fraction),
-            "--out", str(store), "--name", name, "--log-dir", str(store / "runs"), "--no-progress"]
+            "--out", str(store), "--name", name, "--log-dir", str(store / "runs"), "--no-progress",
+            "--skip-bitstreams"]
     if args.split:
         argv += ["--split", str(args.split)]
     if args.model_args.get(model):

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here and resume from it")
     train.add_argument("--init-from", type=Path,
                        help="start from the weights of an exported version (same --model and arguments)")
+    train.add_argument("--skip-bitstreams", action="store_true",
+                       help="do not entropy-code the test split to measure real bpp (faster, for benchmarks)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
 
     evaluate = sub.add_parser("evaluate", help="measure an exported model version on a dataset",
@@ -182,7 +184,8 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
                         calibrated_on=f"validation split of {splits.name} ({len(val_eval.scores)} images)",
                         normal_classes=args.classes)
     print("measuring on the test split with real bitstreams...")
-    test_eval = evaluate(coder, splits.test, labels=splits.test_labels, normal_classes=args.classes)
+    test_eval = evaluate(coder, splits.test, labels=splits.test_labels, normal_classes=args.classes,
+                         with_bpp=not args.skip_bitstreams)
     metrics = dict(test_eval.metrics)
     metrics["observed_fpr_test"] = _observed_fpr(test_eval.scores, splits.test_labels, args.classes,
                                                  anomaly.threshold)

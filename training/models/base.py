@@ -106,8 +106,9 @@ class Autoencoder(keras.Model):
         """Per-image score components, the chosen `score`, and a per-pixel squared-error map.
 
         mse: reconstruction error; ssim: 1 - SSIM (structure-aware); bits: code length per pixel under
-        the learned prior (what the model cannot compress is unusual); combined: the sum of the three,
-        each z-normalised on held-out normal images (`set_score_normalization`).
+        the learned prior (what the model cannot compress is unusual); combined: the sum of the three
+        components' absolute deviations from their median on held-out normal images, each divided by
+        its interquartile range (`set_score_normalization`).
         """
         latents = self.encode(images)
         recon = tf.clip_by_value(self.decode(latents), 0.0, 1.0)
@@ -123,7 +124,8 @@ class Autoencoder(keras.Model):
             "bits": bits / tf.cast(tf.shape(images)[1] * tf.shape(images)[2], tf.float32),
         }
         stacked = tf.stack([components[name] for name in SCORE_COMPONENTS], axis=-1)
-        components["combined"] = tf.reduce_sum((stacked - self.score_center) / self.score_scale, axis=-1)
+        # Two-sided: an image coded in unusually *few* bits (e.g. a near-blank one) is unusual too.
+        components["combined"] = tf.reduce_sum(tf.abs(stacked - self.score_center) / self.score_scale, axis=-1)
         return {"score": components[self.score_kind], "error_map": error_map, **components}
 
     def set_score_normalization(self, components: dict[str, np.ndarray]) -> None:
