@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-serve: setup  ## run the service on models_store at http://127.0.0.1:8000
-	$(BIN)/python -m service
+serve: setup  ## run the service on models_store at http://127.0.0.1:8000 (default model: mnist)
+	AEC_DEFAULT_MODEL=$${AEC_DEFAULT_MODEL:-mnist} $(BIN)/python -m service
 
 test: setup  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
