@@ -8,6 +8,7 @@ sides feed the coder the same model parameters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import constriction
@@ -35,7 +36,14 @@ def _unpack(payload: bytes) -> np.ndarray:
 
 
 def _categorical_models(table: np.ndarray) -> list:
-    probs = np.asarray(table, dtype=np.float64)
+    """Constriction models per channel, built once per distinct table (every request reuses them)."""
+    probs = np.ascontiguousarray(table, dtype=np.float64)
+    return _categorical_models_cached(probs.tobytes(), probs.shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _categorical_models_cached(data: bytes, shape: tuple[int, ...]) -> list:
+    probs = np.frombuffer(data, dtype=np.float64).reshape(shape)
     if probs.ndim != 2 or np.any(probs <= 0):
         raise EntropyCodingError("categorical tables must be [channels, symbols] and strictly positive")
     probs = probs / probs.sum(axis=1, keepdims=True)
