@@ -76,7 +76,8 @@ class AnomalyScore(_ImageFacts):
         json_schema_extra={
             "examples": [
                 {
-                    "score": 0.0123, "threshold": 0.031, "is_anomaly": False, "score_kind": "mse",
+                    "score": 0.0123, "threshold": 0.031, "is_anomaly": False, "normalized_score": 0.31,
+                    "score_kind": "mse",
                     "model": "mnist-cae", "version": 1, "height": 28, "width": 28, "channels": 1,
                     "size_policy": "resize", "size_action": "none", "filename": None, "heatmap": None,
                 }
@@ -86,6 +87,10 @@ class AnomalyScore(_ImageFacts):
     score: float
     threshold: float = Field(description="Calibrated at export on held-out normal data (see the model card).")
     is_anomaly: bool = Field(description="score > threshold")
+    normalized_score: float = Field(
+        description="The score mapped into [0, 1] with the threshold at 0.5, scaled by the spread of "
+        "held-out normal scores (comparable across models and score kinds)."
+    )
     score_kind: str = Field(description="What the score measures (model card anomaly.score).")
     heatmap: str | None = Field(None, description="Per-pixel error as a PNG heat map, base64 (?heatmap=true).")
 
@@ -97,6 +102,7 @@ class VersionStatus(BaseModel):
     architecture: str | None = None
     input: InputSpec | None = None
     anomaly_threshold: float | None = None
+    normal_classes: list[int] | None = Field(None, description="Labels the model was trained on as normal.")
     metrics: dict[str, float] = Field(default_factory=dict)
     since: str = Field(description="When it was loaded or failed (UTC, ISO 8601).")
 

@@ -123,6 +123,7 @@ def _score(client: Client, args: argparse.Namespace) -> int:
     _emit(args, f"{args.image}: {verdict} (score {result.score:.6g} vs threshold {result.threshold:.6g}, "
                 f"{result.score_kind}; {result.model} v{result.version})",
           {"score": result.score, "threshold": result.threshold, "is_anomaly": result.is_anomaly,
+           "normalized_score": result.normalized_score,
            "score_kind": result.score_kind, "model": result.model, "version": result.version})
     return 0
 

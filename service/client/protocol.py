@@ -166,7 +166,7 @@ def _anomaly(item: dict[str, Any]) -> AnomalyResult:
     heatmap = _image(base64.b64decode(item["heatmap"])) if item.get("heatmap") else None
     return AnomalyResult(
         score=item["score"], threshold=item["threshold"], is_anomaly=item["is_anomaly"],
-        score_kind=item["score_kind"], model=item["model"], version=item["version"], width=item["width"],
+        normalized_score=item["normalized_score"], score_kind=item["score_kind"], model=item["model"], version=item["version"], width=item["width"],
         height=item["height"], channels=item["channels"], heatmap=heatmap, filename=item.get("filename"),
     )
 

@@ -58,6 +58,7 @@ class AnomalyResult:
     score: float
     threshold: float
     is_anomaly: bool
+    normalized_score: float  # threshold at 0.5, in [0, 1]
     score_kind: str
     model: str
     version: int

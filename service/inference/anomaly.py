@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.contract.card import AnomalySpec
 from service.inference import imaging
 from service.inference.errors import AnomalyNotCalibrated
 
@@ -23,6 +24,7 @@ class AnomalyResult:
     score: float
     threshold: float
     is_anomaly: bool
+    normalized_score: float
     plan: imaging.SizePlan
     error_map: np.ndarray | None  # float32 [H, W] at the original image size, when asked for
 
@@ -45,4 +47,15 @@ async def score(model: LoadedModel, source: imaging.SourceImage, *, with_map: bo
     error_map = None
     if with_map:
         error_map = imaging.from_model(np.asarray(outputs["error_map"], dtype=np.float32)[..., None], plan)[..., 0]
-    return AnomalyResult(value, threshold, value > threshold, plan, error_map)
+    return AnomalyResult(value, threshold, value > threshold, normalize(value, model.card.anomaly), plan, error_map)
+
+
+def normalize(score: float, anomaly: AnomalySpec) -> float:
+    """Map a raw score into [0, 1] with the threshold at exactly 0.5 (anomalib's convention).
+
+    The spread of held-out normal scores (their max - min, from the card) sets the scale, so the
+    same normalised value means the same distance from the threshold for every model and score kind.
+    """
+    stats = anomaly.calibration
+    spread = max(stats.max - stats.min, 1e-12)
+    return float(min(1.0, max(0.0, 0.5 + (score - anomaly.threshold) / spread)))

@@ -188,6 +188,8 @@ def test_anomaly_score(client: httpx.Client, model_store, digit: bytes) -> None:
     assert normal["is_anomaly"] is False and normal["heatmap"] is None
     strange = client.post("/anomaly-score", content=to_bytes(noise_image(28, 28, seed=9))).json()
     assert strange["is_anomaly"] is True and strange["score"] > normal["score"]
+    # normalised: the threshold sits at 0.5, normal below, anomalous above, all within [0, 1]
+    assert 0.0 <= normal["normalized_score"] <= 0.5 < strange["normalized_score"] <= 1.0
 
 
 def test_anomaly_heatmap_at_original_size_and_batch(client: httpx.Client, digit: bytes) -> None:

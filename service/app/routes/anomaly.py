@@ -50,7 +50,8 @@ async def anomaly_score(
             model=model.name, version=model.version, height=source.height, width=source.width,
             channels=source.channels, size_policy=result.plan.policy, size_action=result.plan.action,
             filename=upload.filename, score=result.score, threshold=result.threshold,
-            is_anomaly=result.is_anomaly, score_kind=model.card.anomaly.score, heatmap=png,
+            is_anomaly=result.is_anomaly, normalized_score=result.normalized_score,
+            score_kind=model.card.anomaly.score, heatmap=png,
         )
 
     scored = await for_each(items, one, timeout_s=settings.request_timeout_s)
