@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from service.contract.card import InputSpec, LatentSpec
 
-
 SCORE_COMPONENTS = ("mse", "ssim", "bits")
 SCORE_KINDS = (*SCORE_COMPONENTS, "combined")
 
@@ -218,3 +217,26 @@ class QuantizedLatentAutoencoder(Autoencoder):
         channel = tf.broadcast_to(tf.range(self.latent_shape[-1]), tf.shape(symbols))
         bits = -tf.gather_nd(log_p, tf.stack([symbols, channel], axis=-1)) / np.log(2.0)
         return tf.reduce_sum(bits, axis=[1, 2])
+
+
+class SigmoidBCEAutoencoder(QuantizedLatentAutoencoder):
+    """`encoder` → latent, `decoder` → logits; sigmoid output, cross-entropy on the logits.
+
+    Cross-entropy on logits is the numerically stable form of "sigmoid output + binary cross-entropy".
+    """
+
+    def encode_latent(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.encoder(images, training=training)
+
+    def decode_logits(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.decoder(latent, training=training)
+
+    def decode_latent(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return tf.sigmoid(self.decode_logits(latent, training=training))
+
+    def compute_losses(self, images: tf.Tensor, training: bool = True) -> dict[str, tf.Tensor]:
+        logits = self.decode_logits(self.encode_latent(images, training=training), training=training)
+        bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits))
+        mse = tf.reduce_mean(tf.square(images - tf.sigmoid(logits)))
+        reg = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+        return {"loss": bce + reg, "bce": bce, "mse": mse}

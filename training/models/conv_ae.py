@@ -15,17 +15,16 @@ import math
 from typing import Literal
 
 import keras
-import tensorflow as tf
 from keras import layers
 
-from training.models.base import QuantizedLatentAutoencoder
+from training.models.base import SigmoidBCEAutoencoder
 from training.models.registry import register
 
 Downsample = Literal["maxpool", "strided"]
 
 
 @register("conv_ae")
-class ConvAE(QuantizedLatentAutoencoder):
+class ConvAE(SigmoidBCEAutoencoder):
     architecture = "conv_ae"
 
     def __init__(
@@ -86,19 +85,3 @@ class ConvAE(QuantizedLatentAutoencoder):
     @property
     def latent_shape(self) -> tuple[int, ...]:
         return (*self._latent_hw, self.latent_channels)
-
-    def encode_latent(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.encoder(images, training=training)
-
-    def decode_logits(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.decoder(latent, training=training)
-
-    def decode_latent(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return tf.sigmoid(self.decode_logits(latent, training=training))
-
-    def compute_losses(self, images: tf.Tensor, training: bool = True) -> dict[str, tf.Tensor]:
-        logits = self.decode_logits(self.encode_latent(images, training=training), training=training)
-        bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits))
-        mse = tf.reduce_mean(tf.square(images - tf.sigmoid(logits)))
-        reg = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
-        return {"loss": bce + reg, "bce": bce, "mse": mse}

@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
 from keras import layers
 
-from training.models.base import QuantizedLatentAutoencoder
+from training.models.base import SigmoidBCEAutoencoder
 from training.models.registry import register
 
 
@@ -30,7 +29,7 @@ def _dense_bn_relu(units: int, momentum: float, name: str) -> list[layers.Layer]
 
 
 @register("dense_ae")
-class DenseAE(QuantizedLatentAutoencoder):
+class DenseAE(SigmoidBCEAutoencoder):
     architecture = "dense_ae"
 
     def __init__(
@@ -89,19 +88,3 @@ class DenseAE(QuantizedLatentAutoencoder):
     def effective_ratio(self) -> float:
         """Latent values per input value (before quantisation)."""
         return self.latent_dim / math.prod(self.image_shape)
-
-    def encode_latent(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.encoder(images, training=training)
-
-    def decode_logits(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.decoder(latent, training=training)
-
-    def decode_latent(self, latent: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return tf.sigmoid(self.decode_logits(latent, training=training))
-
-    def compute_losses(self, images: tf.Tensor, training: bool = True) -> dict[str, tf.Tensor]:
-        logits = self.decode_logits(self.encode_latent(images, training=training), training=training)
-        bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits))
-        mse = tf.reduce_mean(tf.square(images - tf.sigmoid(logits)))
-        reg = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
-        return {"loss": bce + reg, "bce": bce, "mse": mse}
