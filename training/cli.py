@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_DATA_DIR_ENV = "AEC_DATA_DIR"
@@ -121,7 +121,7 @@ def model_kwargs(parser: argparse.ArgumentParser, args: argparse.Namespace, cls:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -159,7 +159,7 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         parser.error("photo folders stream endless random crops: give --steps-per-epoch")
 
     name = args.name or args.model
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     log_dir = args.log_dir / f"{name}-{stamp}"
     train_ds = data.train_dataset(splits, args.batch_size, args.seed, crop=args.crop)
     val_images = val_images_for(model, splits.val, args.crop)
@@ -200,7 +200,7 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             command="python -m training " + shlex.join(argv), epochs=args.epochs,
             steps=history[-1]["steps"] if history else None, seed=args.seed, git_commit=_git_commit(),
             tensorflow_version=tf.__version__, trained_at=stamp, duration_s=round(duration, 1)),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     evaluation = {"test": metrics, "validation": val_eval.metrics, "history": history, "tensorboard": str(log_dir)}
     target = export_model(model, card, args.out, {"evaluation.json": json.dumps(evaluation, indent=2) + "\n"})

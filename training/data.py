@@ -99,7 +99,7 @@ def _as_float(images: np.ndarray) -> np.ndarray:
 
 def _split_val(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(len(x) * fraction)))
+    n_val = max(1, round(len(x) * fraction))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     pick = (lambda a, i: None if a is None else a[i])
     return x[train_idx], x[val_idx], pick(y, train_idx), pick(y, val_idx)
@@ -122,7 +122,7 @@ def _idx(directory: Path, split: int | None, val_fraction: float, seed: int) -> 
     if not directory.is_dir():
         raise ValueError(f"IDX directory {directory} does not exist")
     files = sorted(p for p in directory.iterdir() if "idx" in p.name)
-    pick = lambda part, kind: next((p for p in files if part in p.name and kind in p.name), None)  # noqa: E731
+    pick = lambda part, kind: next((p for p in files if part in p.name and kind in p.name), None)
     train_x, train_y = pick("train", "idx3"), pick("train", "idx1")
     test_x, test_y = pick("t10k", "idx3"), pick("t10k", "idx1")
     if test_x is None:
@@ -166,7 +166,7 @@ def _folder_images(directories: list[Path]) -> list[np.ndarray]:
 def _folder(directories: list[Path], val_fraction: float, seed: int) -> Splits:
     images = _folder_images(directories)
     order = np.random.default_rng(seed).permutation(len(images))
-    n_val = max(1, int(round(len(images) * val_fraction)))
+    n_val = max(1, round(len(images) * val_fraction))
     val = [images[i] for i in sorted(order[:n_val])]
     train = [images[i] for i in sorted(order[n_val:])]
     name = "folder:" + ",".join(map(str, directories))

@@ -50,7 +50,7 @@ class Coder:
 
 def coder_from_keras(model, name: str, version: int = 1) -> Coder:
     """Coder around an in-memory Autoencoder (the training side)."""
-    as_np = lambda d: {k: v.numpy() for k, v in d.items()}  # noqa: E731
+    as_np = lambda d: {k: v.numpy() for k, v in d.items()}
     has_hyper = any(s.coding == "gaussian" for s in model.latent_specs())
     return Coder(
         name, version, bytes.fromhex(model.fingerprint())[:4], model.size_multiple, model.latent_specs(),
@@ -68,8 +68,8 @@ def coder_from_saved_model(version_dir: Path) -> Coder:
     card = ModelCard.read(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
     sig = loaded.signatures
-    as_np = lambda d: {k: v.numpy() for k, v in d.items()}  # noqa: E731
-    call = lambda name, **kw: as_np(sig[name](**{k: tf.constant(v) for k, v in kw.items()}))  # noqa: E731
+    as_np = lambda d: {k: v.numpy() for k, v in d.items()}
+    call = lambda name, **kw: as_np(sig[name](**{k: tf.constant(v) for k, v in kw.items()}))
     return Coder(
         card.name, card.version, bytes.fromhex(card.tables_sha256)[:4], card.input.size_multiple, card.latents,
         call("entropy_tables"),

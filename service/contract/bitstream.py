@@ -72,7 +72,7 @@ class Bitstream:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Bitstream":
+    def from_bytes(cls, data: bytes) -> Bitstream:
         if len(data) < len(MAGIC) + 1 + 4:
             raise BitstreamError("stream too short to hold a header")
         if data[: len(MAGIC)] != MAGIC:

@@ -36,7 +36,7 @@ class InputSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _fixed_or_any(self) -> "InputSpec":
+    def _fixed_or_any(self) -> InputSpec:
         if not self.any_size and (self.height is None or self.width is None):
             raise ValueError("a fixed-size model needs height and width")
         if self.any_size and self.size_policy != "pad":
@@ -63,7 +63,7 @@ class LatentSpec(_Strict):
     scale_source: str | None = Field(None, description="Signature computing scale indices, e.g. hyper_decode.")
 
     @model_validator(mode="after")
-    def _coding_fields(self) -> "LatentSpec":
+    def _coding_fields(self) -> LatentSpec:
         if self.max_symbol <= self.min_symbol:
             raise ValueError("max_symbol must exceed min_symbol")
         if self.coding == "gaussian" and (not self.scale_table or not self.scale_source):
@@ -126,5 +126,5 @@ class ModelCard(_Strict):
         return path
 
     @classmethod
-    def read(cls, version_dir: Path) -> "ModelCard":
+    def read(cls, version_dir: Path) -> ModelCard:
         return cls.model_validate_json((Path(version_dir) / CARD_FILENAME).read_text())

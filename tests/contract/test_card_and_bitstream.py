@@ -12,13 +12,14 @@ from service.contract.entropy import EntropyCodingError, decode_latents, encode_
 
 
 def _card(**overrides) -> ModelCard:
-    fields = dict(
-        name="mnist", version=3, architecture="keras_cae",
-        input=InputSpec(height=28, width=28, channels=1),
-        latents=[LatentSpec(name="y", channels=4, shape=[4], coding="categorical", min_symbol=0, max_symbol=255)],
-        tables_sha256="ab" * 32, training=Provenance(dataset="synthetic", command="python -m training train ..."),
-        metrics={"mse": 0.01},
-    )
+    fields = {
+        "name": "mnist", "version": 3, "architecture": "keras_cae",
+        "input": InputSpec(height=28, width=28, channels=1),
+        "latents": [LatentSpec(name="y", channels=4, shape=[4], coding="categorical", min_symbol=0, max_symbol=255)],
+        "tables_sha256": "ab" * 32,
+        "training": Provenance(dataset="synthetic", command="python -m training train ..."),
+        "metrics": {"mse": 0.01},
+    }
     return ModelCard(**(fields | overrides))
 
 
@@ -45,8 +46,8 @@ def test_gaussian_latent_needs_scales():
 
 
 def _stream(**overrides) -> Bitstream:
-    fields = dict(model="natural", version=2, tables_hash=b"\x01\x02\x03\x04", height=500, width=17, channels=3,
-                  latents=[((2, 3, 4), b"\x00payload"), ((1, 1, 8), b"")])
+    fields = {"model": "natural", "version": 2, "tables_hash": b"\x01\x02\x03\x04", "height": 500, "width": 17,
+              "channels": 3, "latents": [((2, 3, 4), b"\x00payload"), ((1, 1, 8), b"")]}
     return Bitstream(**(fields | overrides))
 
 
