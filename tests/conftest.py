@@ -70,17 +70,9 @@ def _train(model, images: np.ndarray, steps: int, batch: int, lr: float, traced:
     import keras
     import tensorflow as tf
 
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    from training.train import make_train_step
 
-    def step(x):
-        with tf.GradientTape() as tape:
-            loss = model.compute_losses(x, training=True)["loss"]
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    if traced:
-        step = tf.function(step)
+    step = make_train_step(model, keras.optimizers.Adam(learning_rate=lr), traced=traced)
     for i in range(steps):
         start = (i * batch) % (len(images) - batch + 1)
         step(tf.constant(images[start : start + batch]))

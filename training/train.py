@@ -27,6 +27,23 @@ def make_optimizer(name: str, args: dict) -> keras.optimizers.Optimizer:
         raise ValueError(f"cannot build optimizer {name!r} with {json.dumps(args)}: {exc}") from None
 
 
+def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, traced: bool = True):
+    """One optimiser step on `compute_losses(batch)["loss"]`; returns the loss terms.
+
+    Traced without autograph: the model code is pure TF ops, and autograph would re-read (possibly
+    edited) source files at trace time. `traced=False` runs eagerly (cheaper for a handful of steps).
+    """
+
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            losses = model.compute_losses(batch, training=True)
+        grads = tape.gradient(losses["loss"], model.trainable_variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        return losses
+
+    return tf.function(train_step, autograph=False) if traced else train_step
+
+
 def val_images_for(model: Autoencoder, images, crop: int | None, limit: int = 256) -> np.ndarray:
     """A fixed validation batch: the first images, or centre crops for photos of mixed sizes."""
     if isinstance(images, np.ndarray):
@@ -66,13 +83,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
             ckpt.restore(manager.latest_checkpoint)
             print(f"resumed from {manager.latest_checkpoint} (epoch {int(start_epoch)}, step {int(step)})")
 
-    @tf.function(autograph=False)  # pure TF ops; autograph would re-read (possibly edited) sources
-    def train_step(batch):
-        with tf.GradientTape() as tape:
-            losses = model.compute_losses(batch, training=True)
-        grads = tape.gradient(losses["loss"], model.trainable_variables)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
-        return losses
+    train_step = make_train_step(model, optimizer)
 
     @tf.function(autograph=False)
     def val_step(batch):

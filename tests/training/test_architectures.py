@@ -24,6 +24,7 @@ from service.contract.card import ModelCard, Provenance
 from training.export import export_model
 from training.models.base import QuantizedLatentAutoencoder
 from training.models.registry import available, get_architecture
+from training.train import make_train_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURES = ["keras_cae", "single_layer_cae", "conv_ae", "dense_ae"]
@@ -63,13 +64,7 @@ def train(model, images: np.ndarray, steps: int = STEPS) -> tuple[float, float]:
     probe = tf.constant(images[:BATCH])
     before = float(model.compute_losses(probe, training=True)["loss"])
 
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            loss = model.compute_losses(batch, training=True)["loss"]
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    step = make_train_step(model, optimizer)
 
     for i in range(steps):
         start = (i * BATCH) % len(images)

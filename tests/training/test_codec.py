@@ -24,6 +24,7 @@ from training.export import export_model
 from training.layers.gdn import GDN
 from training.models.codec import Codec
 from training.models.registry import get_architecture
+from training.train import make_train_step
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 60
@@ -47,13 +48,7 @@ def trained():
     before = {k: float(v) for k, v in model.compute_losses(images, training=False).items()}
     optimizer = keras.optimizers.Adam(learning_rate=3e-3)
 
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            loss = model.compute_losses(batch, training=True)["loss"]
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    step = make_train_step(model, optimizer)
 
     for i in range(STEPS):
         step(tf.constant(images[(i % 2) * 8:(i % 2) * 8 + 8]))
