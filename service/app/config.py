@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish (0 = no limit)."
     )
+    batches_in_flight: int = Field(
+        2, ge=1, description="Batches per model and signature computed at once (1 keeps a GPU strictly serial)."
+    )
+    tf_intra_op_threads: int = Field(
+        0, ge=0, description="Threads one TensorFlow op may use; 0 = TensorFlow's choice (all cores)."
+    )
     inference_threads: int = Field(2, ge=1, description="Threads running TensorFlow calls off the event loop.")
     reload_interval_s: float = Field(10.0, ge=0, description="Poll models_dir for new/removed versions; 0 = off.")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -50,6 +56,9 @@ class Settings(BaseSettings):
     metrics_require_key: bool = Field(False, description="Whether /metrics also needs the API key.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed to call from browsers; empty = no CORS."
+    )
+    otel_telemetry: bool = Field(
+        False, description="FastAPI's built-in OpenTelemetry spans/metrics (needs a configured OTel provider)."
     )
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -38,8 +38,16 @@ ModelVersion = Annotated[
 ]
 
 
-async def select_model(registry: RegistryDep, model: ModelName = None, version: ModelVersion = None) -> LoadedModel:
+async def select_model(request: Request, model: ModelName = None, version: ModelVersion = None) -> LoadedModel:
+    """The model a request names (or the default). Reads the registry straight from app.state rather than
+    through `RegistryDep`: every dependency FastAPI solves costs measurable time on the hot routes."""
+    registry: ModelRegistry = request.app.state.registry
     return registry.resolve(model, version)
+
+
+def settings_of(request: Request) -> Settings:
+    """Settings for the hot routes, without a dependency to solve (see `select_model`)."""
+    return request.app.state.settings
 
 
 ModelDep = Annotated[LoadedModel, Depends(select_model)]
@@ -77,11 +85,12 @@ async def require_api_key_for_metrics(request: Request, settings: SettingsDep) -
         require_api_key(request, settings)
 
 
-async def check_api_key(request: Request, settings: SettingsDep) -> None:
+async def check_api_key(request: Request) -> None:
     """`require_api_key` as the routes' dependency. `async def` on purpose, like the providers above:
     FastAPI runs a plain `def` dependency in a worker thread, and those hops (four per request) cost
-    more than everything these functions do (bench/serve.py)."""
-    require_api_key(request, settings)
+    more than everything these functions do; and settings straight from app.state, not a sub-dependency,
+    because each dependency FastAPI solves is measurable per request (bench/serve.py)."""
+    require_api_key(request, request.app.state.settings)
 
 
 ApiKeyDep = Depends(check_api_key)

@@ -21,7 +21,7 @@ from service.app.config import Settings
 from service.app.errors import install_error_handlers
 from service.app.logs import setup_logging
 from service.app.metrics import Metrics
-from service.app.middleware import RequestContextMiddleware
+from service.app.middleware import RequestContextMiddleware, VersionPrefixMiddleware
 from service.app.openapi import install_openapi
 from service.app.routes import api_router, demo
 from service.inference.imaging import configure_pillow
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_tensorflow()
+        configure_tensorflow(settings.tf_intra_op_threads)
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
         registry = ModelRegistry(
             settings.models_dir,
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue=settings.max_queue,
+            max_in_flight=settings.batches_in_flight,
             executor=executor,
             observer_factory=metrics.batch_observer,
         )
@@ -102,11 +103,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # FastAPI's own OpenTelemetry hooks look up the global providers on every request; the service
+        # reports through Prometheus (/metrics), so they are on only when an operator asks for them.
+        telemetry=None if settings.otel_telemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
     install_openapi(app, settings)
+    app.add_middleware(VersionPrefixMiddleware)  # innermost: /v1/... routes like /...
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if settings.cors_origins:  # outermost: preflights are answered before auth, errors carry CORS headers
         app.add_middleware(
@@ -118,7 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.include_router(api_router)
-    app.include_router(api_router, prefix="/v1", include_in_schema=False)
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     return app

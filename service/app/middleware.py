@@ -88,3 +88,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+class VersionPrefixMiddleware:
+    """Serve every API route under `/v1/...` too, by stripping the prefix before routing.
+
+    Cheaper than mounting the router twice: Starlette matches routes one by one, so a second copy of
+    every route is a second set of regex matches on each request (bench/serve.py).
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "/v1") -> None:
+        self.app, self.prefix = app, prefix
+        self._slash = prefix + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._slash):
+            path = scope["path"][len(self.prefix):]
+            scope = {**scope, "path": path, "raw_path": path.encode("latin-1")}
+        await self.app(scope, receive, send)

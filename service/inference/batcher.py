@@ -3,9 +3,10 @@
 Throughput comes from here (one uvicorn worker, bigger batches), so the rules are explicit:
 - items are grouped by the shapes of their inputs (a batch is one stacked tensor), oldest group first;
 - a batch closes when it holds `max_batch_size` items or its oldest item has waited `max_wait_s`;
-- one batch per batcher is in flight at a time, run in a thread executor; while it runs the next batch
-  fills up, so under load batches grow without extra waiting and when idle a request waits at most
-  `max_wait_s`;
+- at most `max_in_flight` batches per batcher run at a time, in a thread executor; while they run the
+  next batch fills up, so under load batches grow without extra waiting and when idle a request waits
+  at most `max_wait_s`. Two in flight let a CPU keep computing one batch while the event loop answers
+  the previous one and decodes the next (bench/serve.py); one keeps GPU calls strictly serial;
 - queue wait and compute time are reported separately to an observer (the metrics);
 - the queue is bounded (`max_queue` waiting items): past it `submit` raises `Overloaded` (503 with a
   Retry-After estimated from recent batch times) at once, so overload shows up as fast refusals a
@@ -60,6 +61,7 @@ class MicroBatcher:
         observer: BatchObserver | None = None,
         name: str = "batcher",
         max_queue: int | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self.fn, self.name = fn, name
         self.max_batch_size, self.max_wait_s = max(1, max_batch_size), max(0.0, max_wait_s)
@@ -70,6 +72,9 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self.max_in_flight = max(1, max_in_flight)
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """Queue one item and wait for its outputs (each without the batch axis)."""
@@ -111,15 +116,20 @@ class MicroBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._arrived = asyncio.Event()
+            self._slots = asyncio.Semaphore(self.max_in_flight)
             self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
 
     async def _loop(self) -> None:
-        assert self._arrived is not None
+        assert self._arrived is not None and self._slots is not None
         while True:
+            await self._slots.acquire()  # a free compute slot before choosing what fills it
+            self._slots.release()
             for key in [key for key, group in self._groups.items() if not group]:
                 del self._groups[key]
             if not self._groups:
@@ -147,16 +157,26 @@ class MicroBatcher:
             batch = [item for item in batch if not item.future.done()]  # drop cancelled requests
             if not batch:
                 continue
-            try:
-                results = await self._run(batch)
-            except Exception as exc:  # noqa: BLE001 -- one failing batch fails its own requests only
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for item, result in zip(batch, results):
+            await self._slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._complete(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _complete(self, batch: list[_Item]) -> None:
+        """Run one batch and hand each item its outputs (or the batch's error); frees its slot."""
+        assert self._slots is not None
+        try:
+            results = await self._run(batch)
+        except Exception as exc:  # noqa: BLE001 -- one failing batch fails its own requests only
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(result)
+                    item.future.set_exception(exc)
+            return
+        finally:
+            self._slots.release()
+        for item, result in zip(batch, results):
+            if not item.future.done():
+                item.future.set_result(result)
 
     async def _run(self, batch: list[_Item]) -> list[Arrays]:
         started = time.monotonic()

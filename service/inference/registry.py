@@ -37,8 +37,16 @@ class LoadError(Exception):
     """A version directory that cannot be served; the message is shown in /models."""
 
 
-def configure_tensorflow() -> None:
-    """Serving defaults: grow GPU memory on demand instead of grabbing it all (tensorflow/serving#249)."""
+def configure_tensorflow(intra_op_threads: int = 0) -> None:
+    """Serving defaults: grow GPU memory on demand instead of grabbing it all (tensorflow/serving#249);
+    `intra_op_threads` > 0 caps the threads one TF op may use (0 = TF's choice, all cores). A small CPU
+    serving small images does better with 1: batches in flight then run side by side instead of
+    contending with the event loop for every core (bench/serve.py)."""
+    if intra_op_threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        except RuntimeError as exc:  # the runtime was already initialised (e.g. by an earlier app in tests)
+            log.warning("could not set TF intra-op threads to %d: %s", intra_op_threads, exc)
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -57,6 +65,7 @@ class LoadedModel:
     max_batch_size: int = 16
     max_wait_s: float = 0.005
     max_queue: int | None = None
+    max_in_flight: int = 1
     executor: Executor | None = None
     observer_factory: ObserverFactory | None = None
     loaded_at: float = field(default_factory=time.time)
@@ -94,6 +103,7 @@ class LoadedModel:
                 observer=observer,
                 name=f"{self.name}/{self.version}/{signature}",
                 max_queue=self.max_queue,
+                max_in_flight=self.max_in_flight,
             )
             self._batchers[signature] = batcher
         return await batcher.submit(inputs)
@@ -154,10 +164,12 @@ class ModelRegistry:
         max_batch_size: int = 16,
         max_wait_s: float = 0.005,
         max_queue: int | None = None,
+        max_in_flight: int = 1,
         executor: Executor | None = None,
         observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
+        self.max_in_flight = max_in_flight
         self.default_model = default_model
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self.executor, self.observer_factory = executor, observer_factory
@@ -319,6 +331,7 @@ class ModelRegistry:
             max_batch_size=self.max_batch_size,
             max_wait_s=self.max_wait_s,
             max_queue=self.max_queue,
+            max_in_flight=self.max_in_flight,
             executor=self.executor,
             observer_factory=self.observer_factory,
             module=module,

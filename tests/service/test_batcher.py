@@ -147,3 +147,50 @@ def test_multiple_inputs_are_stacked_together(names) -> None:
     out = run(main())
     assert seen == [{"a": (2, 3), "b": (2, 3)}]
     np.testing.assert_array_equal(out[1]["sum"], np.full(3, 2))
+
+
+class Overlap(Recorder):
+    """Records how many calls ran at the same time."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.running = self.peak = 0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return super().__call__(batch)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_at_most_max_in_flight_batches_run_at_once(in_flight: int) -> None:
+    fn = Overlap(delay=0.05)
+    batcher = MicroBatcher(fn, max_batch_size=2, max_wait_s=0.0, executor=ThreadPoolExecutor(4),
+                           max_in_flight=in_flight)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit({"x": np.full(1, i)}) for i in range(12)))
+
+    results = run(main())
+    assert fn.peak == in_flight  # 6 batches of 2 were available: the limit, and only it, held them back
+    assert [float(r["y"][0]) for r in results] == [2.0 * i for i in range(12)]
+    assert sum(shape[0] for shape in fn.calls) == 12
+
+
+def test_close_waits_for_batches_in_flight() -> None:
+    fn = Overlap(delay=0.05)
+    batcher = MicroBatcher(fn, max_batch_size=1, max_wait_s=0.0, executor=ThreadPoolExecutor(2), max_in_flight=2)
+
+    async def main():
+        pending = [asyncio.ensure_future(batcher.submit({"x": np.full(1, i)})) for i in range(4)]
+        await asyncio.sleep(0.01)
+        await batcher.close()
+        assert all(p.done() for p in pending)  # close returned only once every queued item was answered
+        return [p.result() for p in pending]
+
+    assert [float(r["y"][0]) for r in run(main())] == [0.0, 2.0, 4.0, 6.0]

@@ -1,4 +1,4 @@
-"""One router per concern; `api_router` collects them (mounted at / and again under /v1)."""
+"""One router per concern; `api_router` collects them (also served under /v1 by VersionPrefixMiddleware)."""
 
 from fastapi import APIRouter
 

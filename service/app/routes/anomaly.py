@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from service.app import negotiate
-from service.app.deps import ApiKeyDep, ModelDep, SettingsDep
+from service.app.deps import ApiKeyDep, ModelDep, settings_of
 from service.app.openapi import BUSY, IMAGE_BODY, errors
 from service.app.routes.common import for_each, model_headers, read_images
 from service.app.schemas import AnomalyScore
@@ -33,9 +33,9 @@ router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
 async def anomaly_score(
     request: Request,
     model: ModelDep,
-    settings: SettingsDep,
     heatmap: bool = Query(False, description="Include a per-pixel error heat map (base64 PNG)."),
 ) -> JSONResponse:
+    settings = settings_of(request)
     anomaly.require_calibrated(model)  # before reading the body: a clear 409 costs nothing
     items = await read_images(request, settings, model)
 

@@ -8,15 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.app import negotiate
-from service.app.deps import (
-    ApiKeyDep,
-    MetricsDep,
-    ModelDep,
-    ModelName,
-    ModelVersion,
-    RegistryDep,
-    SettingsDep,
-)
+from service.app.deps import ApiKeyDep, ModelDep, ModelName, ModelVersion, settings_of
 from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
 from service.app.routes.common import encode_image, for_each, model_headers, read_images, size_headers
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
@@ -45,7 +37,8 @@ FormatParam = Annotated[
                **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra=IMAGE_BODY,
 )
-async def encode(request: Request, model: ModelDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+async def encode(request: Request, model: ModelDep) -> Response:
+    settings, metrics = settings_of(request), request.app.state.metrics
     items = await read_images(request, settings, model)
     encoded = await for_each(
         items, lambda item: codec.encode(model, item[1]), timeout_s=settings.request_timeout_s
@@ -94,12 +87,11 @@ class _Decoded(NamedTuple):
 )
 async def decode(
     request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
     model: ModelName = None,
     version: ModelVersion = None,
     format: FormatParam = None,
 ) -> Response:
+    settings, registry = settings_of(request), request.app.state.registry
     uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
     fmt = negotiate.image_format(request, format)
 
@@ -145,9 +137,8 @@ async def decode(
                **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra=IMAGE_BODY,
 )
-async def reconstruct(
-    request: Request, model: ModelDep, settings: SettingsDep, format: FormatParam = None
-) -> Response:
+async def reconstruct(request: Request, model: ModelDep, format: FormatParam = None) -> Response:
+    settings = settings_of(request)
     items = await read_images(request, settings, model)
     fmt = negotiate.image_format(request, format)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
 from fastapi import Request
-from PIL import Image
 
 from service.app.config import Settings
 from service.app.uploads import Upload, read_uploads
@@ -32,13 +30,14 @@ async def read_images(
     """Uploads decoded (big ones off the event loop) to the model's channel count, limits checked first."""
     uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
 
-    def decode(upload: Upload) -> imaging.SourceImage:
-        return imaging.read_image(upload.data, model.card.input.channels, settings.max_pixels)
+    channels = model.card.input.channels
 
     async def decode_one(upload: Upload) -> imaging.SourceImage:
-        if _small_image(upload.data):
-            return decode(upload)
-        return await asyncio.to_thread(decode, upload)
+        image = imaging.open_image(upload.data, settings.max_pixels)  # header only: limits, format
+        width, height = image.size
+        if width * height <= INLINE_MAX_PIXELS:
+            return imaging.decode_image(image, channels)
+        return await asyncio.to_thread(imaging.decode_image, image, channels)
 
     sources = await for_each(uploads, decode_one)
     return list(zip(uploads, sources))
@@ -51,7 +50,10 @@ async def for_each(
     and with several items its message names the file. Past `timeout_s` (0 = none) the work is
     cancelled (queued items leave their batch) and the request answers 504."""
     many = len(items) > 1
-    gathered = asyncio.gather(*(work(item) for item in items), return_exceptions=True)
+    if not many:  # the common case: await it here, no Task and no gather to schedule
+        gathered = _settle(work(items[0])) if items else _settle_all([])
+    else:
+        gathered = asyncio.gather(*(work(item) for item in items), return_exceptions=True)
     if timeout_s > 0:
         try:
             async with asyncio.timeout(timeout_s):
@@ -72,15 +74,18 @@ async def for_each(
     return results  # type: ignore[return-value]
 
 
-def _small_image(data: bytes) -> bool:
-    """Whether the image header claims at most INLINE_MAX_PIXELS (Pillow reads only the header here).
-    Bytes that are no image (or a bomb) count as small: read_image refuses them before decoding anything."""
+async def _settle(work: Awaitable[U]) -> list[U | BaseException]:
+    """`gather(work, return_exceptions=True)` for one awaitable, without its Task."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Exception:  # noqa: BLE001 -- read_image raises the proper 4xx for these, at no cost
-        return True
-    return width * height <= INLINE_MAX_PIXELS
+        return [await work]
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- handed back like gather's return_exceptions
+        return [exc]
+
+
+async def _settle_all(results: list[U]) -> list[U]:
+    return results
 
 
 async def encode_image(pixels: np.ndarray, fmt: imaging.OutputFormat) -> bytes:
