@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", default="adam", help="any Keras optimizer name: adam, adamw, sgd, rmsprop...")
     train.add_argument("--optimizer-args", type=_json_object, default={},
                        help='JSON object of optimizer arguments, e.g. \'{"learning_rate": 1e-3}\'')
+    train.add_argument("--lr-decay", type=int, metavar="STEP",
+                       help="divide the learning rate by 10 from this optimizer step on (resumes keep it)")
     train.add_argument("--l2-penalty", type=float, help="L2 weight decay (architectures that take it: single_layer_cae)")
     train.add_argument("--latent-dim", type=int, help="size z of a dense latent (keras_cae, dense_ae)")
     train.add_argument("--lmbda", type=float, help="rate-distortion trade-off λ of the codec (higher: better quality, more bits)")
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="anomaly score: reconstruction MSE, 1-SSIM, code length per pixel under the learned "
                             "prior, or their sum z-normalised on held-out normal images")
     train.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the anomaly threshold")
+    train.add_argument("--threshold-method", choices=["auto", "empirical", "yeo-johnson"], default="auto",
+                       help="estimate the threshold quantile from the held-out scores directly, or through a fitted "
+                            "Yeo-Johnson normal (auto: the fit when there are fewer than 20 expected false positives)")
     train.add_argument("--seed", type=int, default=0, help="seed for weights, splits, shuffling and crops")
     train.add_argument("--out", type=Path, default=Path("models_store"), help="models_store to export into")
     train.add_argument("--name", help="model name in the store (default: the architecture name)")
@@ -138,20 +143,15 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         parser.error("--epochs and --batch-size must be positive")
 
     import keras
-    import tensorflow as tf
 
-    from service.contract.card import ModelCard, Provenance
     from training import data
-    from training.calibrate import calibrate
-    from training.evaluate import coder_from_keras, evaluate
-    from training.export import export_model, next_version
     from training.train import fit, make_optimizer, val_images_for
 
     keras.utils.set_random_seed(args.seed)
     try:
         splits = data.load(args.dataset, split=args.split, seed=args.seed, classes=args.classes,
                            test_spec=args.test_dataset, data_dir=args.data_dir, val_fraction=args.val_fraction)
-        optimizer = make_optimizer(args.optimizer, args.optimizer_args)
+        optimizer = make_optimizer(args.optimizer, args.optimizer_args, decay_at=args.lr_decay)
         model = cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         parser.error(str(exc))
@@ -169,6 +169,27 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
                   init_from=args.init_from, progress=not args.no_progress)
     duration = time.time() - started
 
+    levels = getattr(model, "num_levels", 1)
+    targets = []
+    for level in range(levels):  # a multi-rate codec: one SavedModel per rate level, <name>-q<level>
+        if levels > 1:
+            model.set_rate_level(level)
+            print(f"--- rate level {level + 1}/{levels} (λ = {model.lmbda:g}) ---")
+        targets.append(_export_version(model, f"{name}-q{level + 1}" if levels > 1 else name, args, argv, splits,
+                                       train_ds, history, duration, stamp, log_dir))
+    return targets[-1]
+
+
+def _export_version(model, name: str, args: argparse.Namespace, argv: list[str], splits, train_ds,
+                    history: list[dict], duration: float, stamp: str, log_dir: Path) -> Path:
+    """Freeze the coding state, calibrate, measure on the test split and export the next version."""
+    import tensorflow as tf
+
+    from service.contract.card import ModelCard, Provenance
+    from training.calibrate import calibrate
+    from training.evaluate import coder_from_keras, evaluate
+    from training.export import export_model, next_version
+
     print("freezing the coding state (quantiser ranges, entropy tables)...")
     model.finalize(train_ds.take(64) if not splits.fixed_size else
                    tf.data.Dataset.from_tensor_slices(splits.train).batch(256))
@@ -176,23 +197,26 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     coder = coder_from_keras(model, name, version)
     print("calibrating the anomaly threshold on held-out normal images...")
     val_eval = evaluate(coder, splits.val, with_bpp=False)
-    if model.score_kind == "combined":  # normalise the components first, then score again
-        model.set_score_normalization(val_eval.components)
-        coder = coder_from_keras(model, name, version)
+    # z-normalise the components on held-out normals (so "combined" means the same in every card), then
+    # score again if the model's own score is the combined one
+    model.set_score_normalization(val_eval.components)
+    coder = coder_from_keras(model, name, version)
+    if model.score_kind == "combined":
         val_eval = evaluate(coder, splits.val, with_bpp=False)
     anomaly = calibrate(val_eval.scores, target_fpr=args.target_fpr, score=args.anomaly_score,
                         calibrated_on=f"validation split of {splits.name} ({len(val_eval.scores)} images)",
-                        normal_classes=args.classes)
+                        normal_classes=args.classes, method=args.threshold_method)
     print("measuring on the test split with real bitstreams...")
     test_eval = evaluate(coder, splits.test, labels=splits.test_labels, normal_classes=args.classes,
                          with_bpp=not args.skip_bitstreams)
     metrics = dict(test_eval.metrics)
     metrics["observed_fpr_test"] = _observed_fpr(test_eval.scores, splits.test_labels, args.classes,
                                                  anomaly.threshold)
+    metrics["normal_test_images"] = _normal_count(splits.test_labels, args.classes, len(test_eval.scores))
     metrics = {k: v for k, v in metrics.items() if v is not None}
     metrics["parameters"] = float(sum(int(tf.size(w)) for w in model.trainable_weights))
     card = ModelCard(
-        name=name, version=version, architecture=cls.architecture, description=args.description,
+        name=name, version=version, architecture=model.architecture, description=args.description,
         config=model.get_config(), input=model.input_spec_card(), latents=model.latent_specs(),
         tables_sha256=model.fingerprint(), anomaly=anomaly, metrics=metrics,
         training=Provenance(
@@ -206,6 +230,12 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     target = export_model(model, card, args.out, {"evaluation.json": json.dumps(evaluation, indent=2) + "\n"})
     print(json.dumps({"exported": str(target), **{k: round(v, 6) for k, v in metrics.items()}}, indent=2))
     return target
+
+
+def _normal_count(labels, classes, total: int) -> float:
+    import numpy as np
+
+    return float(total if classes is None or labels is None else np.isin(labels, classes).sum())
 
 
 def _observed_fpr(scores, labels, classes, threshold: float) -> float | None:

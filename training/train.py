@@ -20,7 +20,16 @@ from training.data import eval_batches
 from training.models.base import Autoencoder
 
 
-def make_optimizer(name: str, args: dict) -> keras.optimizers.Optimizer:
+def make_optimizer(name: str, args: dict, decay_at: int | None = None) -> keras.optimizers.Optimizer:
+    """A Keras optimizer by name; `decay_at` divides the learning rate by 10 from that step on.
+
+    The one late drop is what TFC's and CompressAI's codec recipes do; it is a schedule of the
+    optimizer's own step counter, so a run resumed from a checkpoint keeps it.
+    """
+    args = dict(args)
+    if decay_at is not None:
+        rate = float(args.get("learning_rate", 1e-3))
+        args["learning_rate"] = keras.optimizers.schedules.PiecewiseConstantDecay([int(decay_at)], [rate, rate / 10])
     try:
         return keras.optimizers.get({"class_name": name, "config": args})
     except (ValueError, TypeError) as exc:
@@ -69,9 +78,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
     """
     model(val_images[:1])  # build variables before the optimizer sees them
     if init_from:
-        status = tf.train.Checkpoint(model=model).read(str(Path(init_from) / "variables" / "variables"))
-        status.assert_existing_objects_matched()
-        print(f"initialised from {init_from}")
+        _init_from(model, Path(init_from))
     writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     start_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -121,6 +128,22 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         if manager:
             manager.save()
     return history
+
+
+def _init_from(model: Autoencoder, version_dir: Path) -> None:
+    """Load an exported version's weights; variables it lacks (a multi-rate codec's gains when started
+    from a single-rate one) keep their initial values and are named, anything else must match."""
+    before = [v.numpy().copy() for v in model.weights]
+    status = tf.train.Checkpoint(model=model).read(str(version_dir / "variables" / "variables"))
+    try:
+        status.assert_existing_objects_matched()
+        print(f"initialised from {version_dir}")
+        return
+    except AssertionError:
+        kept = [v.path for v, old in zip(model.weights, before) if np.array_equal(v.numpy(), old)]
+        if len(kept) == len(before):
+            raise
+        print(f"initialised from {version_dir}; not in it, left at their initial values: {', '.join(kept)}")
 
 
 def _log_epoch(writer, model: Autoencoder, record: dict, val_images: np.ndarray, step: int) -> None:

@@ -80,6 +80,7 @@ class AnomalyScore(_ImageFacts):
                     "score_kind": "mse",
                     "model": "mnist-cae", "version": 1, "height": 28, "width": 28, "channels": 1,
                     "size_policy": "resize", "size_action": "none", "filename": None, "heatmap": None,
+                    "error_map": None,
                 }
             ]
         }
@@ -92,7 +93,12 @@ class AnomalyScore(_ImageFacts):
         "held-out normal scores (comparable across models and score kinds)."
     )
     score_kind: str = Field(description="What the score measures (model card anomaly.score).")
-    heatmap: str | None = Field(None, description="Per-pixel error as a PNG heat map, base64 (?heatmap=true).")
+    heatmap: str | None = Field(
+        None, description="PNG, base64 (?heatmap=true): the per-pixel error as a heat map laid over a grey copy "
+        "of the image, at the original size; red → yellow → white = larger error, scaled to this image's largest.")
+    error_map: list[list[float]] | None = Field(
+        None, description="The raw per-pixel error values [height][width] at the original size (?error_map=true), "
+        "in the units of the model's reconstruction error (squared error of pixels in [0, 1], or 1 - local SSIM).")
 
 
 class VersionStatus(BaseModel):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
+import numpy as np
 from PIL import Image
 
 from service.client.inputs import ImageInput, StreamInput, Upload, image_upload, stream_upload
@@ -164,25 +165,30 @@ def reconstruct_batch(
 # ---- anomaly score --------------------------------------------------------------------------------
 def _anomaly(item: dict[str, Any]) -> AnomalyResult:
     heatmap = _image(base64.b64decode(item["heatmap"])) if item.get("heatmap") else None
+    errors = np.asarray(item["error_map"], dtype=np.float32) if item.get("error_map") is not None else None
     return AnomalyResult(
         score=item["score"], threshold=item["threshold"], is_anomaly=item["is_anomaly"],
         normalized_score=item["normalized_score"], score_kind=item["score_kind"], model=item["model"], version=item["version"], width=item["width"],
         height=item["height"], channels=item["channels"], heatmap=heatmap, filename=item.get("filename"),
+        error_map=errors,
     )
 
 
-def anomaly_score(image: ImageInput, model: str | None, version: int | None, heatmap: bool) -> Call[AnomalyResult]:
+def anomaly_score(image: ImageInput, model: str | None, version: int | None, heatmap: bool,
+                  error_map: bool = False) -> Call[AnomalyResult]:
     raw = _raw(image_upload(image))
-    return Call("POST", "/anomaly-score", lambda r: _anomaly(_items(r)[0]), _params(model, version, heatmap=heatmap),
+    return Call("POST", "/anomaly-score", lambda r: _anomaly(_items(r)[0]),
+                _params(model, version, heatmap=heatmap, error_map=error_map or None),
                 raw["content"], headers=raw["headers"] | {"Accept": JSON})
 
 
 def anomaly_score_batch(
-    images: Sequence[ImageInput], model: str | None, version: int | None, heatmap: bool
+    images: Sequence[ImageInput], model: str | None, version: int | None, heatmap: bool, error_map: bool = False
 ) -> Call[list[AnomalyResult]]:
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
     return Call("POST", "/anomaly-score", lambda r: [_anomaly(item) for item in _items(r)],
-                _params(model, version, heatmap=heatmap), files=_multipart(uploads), headers={"Accept": JSON})
+                _params(model, version, heatmap=heatmap, error_map=error_map or None), files=_multipart(uploads),
+                headers={"Accept": JSON})
 
 
 # ---- models and health ----------------------------------------------------------------------------

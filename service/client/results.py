@@ -8,6 +8,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 
@@ -65,8 +66,9 @@ class AnomalyResult:
     width: int
     height: int
     channels: int
-    heatmap: Image.Image | None = None  # per-pixel error, colour-mapped, when asked for
+    heatmap: Image.Image | None = None  # per-pixel error as an overlay on the image, when asked for
     filename: str | None = None
+    error_map: np.ndarray | None = None  # raw per-pixel error [height, width], when asked for
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,10 @@ class Client:
         return self._send(protocol.reconstruct(image, *self._pick(model, version)))
 
     def anomaly_score(
-        self, image: ImageInput, heatmap: bool = False, *, model: str | None = None, version: int | None = None
+        self, image: ImageInput, heatmap: bool = False, *, error_map: bool = False, model: str | None = None,
+        version: int | None = None,
     ) -> AnomalyResult:
-        return self._send(protocol.anomaly_score(image, *self._pick(model, version), heatmap))
+        return self._send(protocol.anomaly_score(image, *self._pick(model, version), heatmap, error_map))
 
     # ---- several images in one multipart request (up to the service's AEC_MAX_FILES) --------------
     def encode_batch(
@@ -97,10 +98,10 @@ class Client:
         return self._send(protocol.reconstruct_batch(images, *self._pick(model, version)))
 
     def anomaly_score_batch(
-        self, images: Sequence[ImageInput], heatmap: bool = False, *, model: str | None = None,
-        version: int | None = None,
+        self, images: Sequence[ImageInput], heatmap: bool = False, *, error_map: bool = False,
+        model: str | None = None, version: int | None = None,
     ) -> list[AnomalyResult]:
-        return self._send(protocol.anomaly_score_batch(images, *self._pick(model, version), heatmap))
+        return self._send(protocol.anomaly_score_batch(images, *self._pick(model, version), heatmap, error_map))
 
     # ---- metadata ---------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

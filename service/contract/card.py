@@ -88,6 +88,8 @@ class AnomalySpec(_Strict):
     target_fpr: float = Field(0.01, gt=0, lt=1)
     calibration: ScoreStats
     calibrated_on: str = Field(description="Which held-out normal data set the threshold comes from.")
+    threshold_method: Literal["empirical", "yeo-johnson"] = Field(
+        "empirical", description="How the (1 - target_fpr) quantile was estimated from the held-out scores.")
     normal_classes: list[int] | None = Field(None, description="Labels trained on as normal, if any.")
 
 

@@ -244,6 +244,16 @@ def heatmap(error_map: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
+def heatmap_overlay(image: np.ndarray, error_map: np.ndarray, strength: float = 0.8) -> np.ndarray:
+    """The heat map laid over the image: a dimmed grey copy of `image` [H, W, C], tinted by the ramp
+    where the error is large (alpha ∝ error / this image's max), so one look shows *where* it is odd."""
+    grey = image[..., :1] if image.shape[-1] == 1 else (image @ _LUMA)[..., None]
+    base = np.repeat(0.6 * grey, 3, axis=-1)
+    peak = float(error_map.max())
+    alpha = (np.clip(error_map / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(error_map))[..., None] * strength
+    return np.clip(base * (1 - alpha) + heatmap(error_map) * alpha, 0.0, 1.0).astype(np.float32)
+
+
 def mse_psnr(reference: np.ndarray, output: np.ndarray) -> tuple[float, float | None]:
     """MSE of two float images in [0, 1] and PSNR in dB (None when they are identical)."""
     mse = float(np.mean(np.square(reference.astype(np.float64) - output.astype(np.float64))))

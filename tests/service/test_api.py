@@ -199,6 +199,21 @@ def test_anomaly_heatmap_at_original_size_and_batch(client: httpx.Client, digit:
     assert [item["filename"] for item in body] == ["a.png", "b.png"]
     heat = Image.open(io.BytesIO(base64.b64decode(body[1]["heatmap"])))
     assert heat.format == "PNG" and heat.size == (30, 50) and heat.mode == "RGB"
+    assert body[1]["error_map"] is None  # raw values only when asked for
+
+
+def test_anomaly_raw_error_map_matches_the_overlay(client: httpx.Client, digit: bytes) -> None:
+    image = noise_image(50, 30, seed=4)
+    body = client.post("/anomaly-score?heatmap=true&error_map=true", content=to_bytes(image)).json()
+    values = np.asarray(body["error_map"])
+    assert values.shape == (50, 30) and np.all(values >= 0) and values.max() > 0
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["heatmap"]))), dtype=np.float64)
+    hot, cold = np.unravel_index(values.argmax(), values.shape), np.unravel_index(values.argmin(), values.shape)
+    assert overlay[hot][0] > overlay[cold][0]  # red where the error peaks, dim where it is smallest
+    assert overlay[hot][0] >= 200
+    # the score is the model's reduction of this map: a larger map means a larger score
+    calm = client.post("/anomaly-score?error_map=true", content=digit).json()
+    assert np.mean(calm["error_map"]) < values.mean() and calm["score"] < body["score"]
 
 
 def test_anomaly_without_calibration_is_409(client: httpx.Client, digit: bytes) -> None:

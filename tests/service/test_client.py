@@ -81,7 +81,9 @@ def test_reconstruct_and_anomaly_score(api: Client, client: httpx.Client, digit,
     assert scored.threshold == pytest.approx(model_store.threshold) and scored.is_anomaly is False
     assert scored.score == pytest.approx(client.post("/anomaly-score", content=png).json()["score"])
     assert scored.heatmap is not None and scored.heatmap.size == (28, 28) and scored.heatmap.mode == "RGB"
-    assert api.anomaly_score(png).heatmap is None
+    assert api.anomaly_score(png).heatmap is None and scored.error_map is None
+    raw_map = api.anomaly_score(png, error_map=True).error_map
+    assert raw_map is not None and raw_map.shape == (28, 28) and raw_map.dtype == np.float32
 
 
 def test_batches_keep_order_and_match_single_calls(api: Client, model_store) -> None:

@@ -15,6 +15,14 @@ y symbols are round(y − μ) clipped to [−255, 255] and coded with a zero-mea
 scale `scale_table[i]`, where i = `hyper_decode({"z"})["y"]` is the index of the smallest table scale
 not below the predicted σ. μ is never transmitted: `encode` and `decode` both recompute it from ẑ.
 
+Variable rate (Cui et al. 2021, "asymmetric gained" units): with `lmbdas` = [λ_1 … λ_L] the model learns
+one gain vector g_l and one inverse gain g'_l (M values each) per level; y is scaled by g_l before
+quantisation and ŷ by g'_l before synthesis, so a level picks the quantiser's step size per channel.
+Training draws a level per image and weighs its distortion by that level's λ, so one set of
+transforms learns every rate at the cost of one training. The coding state codes at `rate_level` (a
+saved variable, part of the fingerprint); export writes one SavedModel per level (`<name>-q<l>`).
+With one λ the gains are a harmless per-channel rescaling.
+
 Spatial sizes must be multiples of `size_multiple` = 64 (the service pads by edge replication and
 crops back): y has stride 16 and z stride 64, and h_s must upsample z exactly onto y's grid.
 """
@@ -61,11 +69,15 @@ class Codec(Autoencoder):
     size_multiple = 64
 
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 64, latent_channels: int = 96,
-                 lmbda: float = 0.01, mean_scale: bool = True, z_radius: int = 32, **kwargs) -> None:
+                 lmbda: float = 0.01, lmbdas: list[float] | None = None, mean_scale: bool = True,
+                 z_radius: int = 32, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
-        self.lmbda = float(lmbda)
+        self.lmbdas = sorted(float(v) for v in lmbdas) if lmbdas else [float(lmbda)]
+        if min(self.lmbdas) <= 0:
+            raise ValueError("every λ must be positive")
+        self.lmbda = self.lmbdas[0]  # the λ of `rate_level` (see `set_rate_level`)
         self.mean_scale = bool(mean_scale)
         self.z_radius = int(z_radius)
         if self.z_radius < 1:
@@ -85,6 +97,18 @@ class Codec(Autoencoder):
             [_deconv(n, 5, 2, activation="relu"), _deconv(n, 5, 2, activation="relu"),
              _deconv(2 * m if self.mean_scale else m, 3, 1)],
             name="hyper_synthesis")
+        # Per-level gains, stored as logs so they stay positive. Initialised to sqrt(λ_l / λ_ref): for
+        # MSE the best quantiser step shrinks roughly as 1/sqrt(λ), and the level nearest the geometric
+        # mean starts where a single-λ model at that λ would be (so `--init-from` such a model works).
+        levels = len(self.lmbdas)
+        init = 0.5 * np.log(np.asarray(self.lmbdas) / np.exp(np.mean(np.log(self.lmbdas))))
+        self.log_gain = self.add_weight(name="log_gain", shape=(levels, m), initializer="zeros")
+        self.log_inv_gain = self.add_weight(name="log_inv_gain", shape=(levels, m), initializer="zeros")
+        self.log_gain.assign(np.repeat(init[:, None], m, axis=1).astype(np.float32))
+        self.log_inv_gain.assign(-np.repeat(init[:, None], m, axis=1).astype(np.float32))
+        self.rate_level = self.add_weight(name="rate_level", shape=(), dtype="int32", initializer="zeros",
+                                          trainable=False)
+        self._lmbda_values = tf.constant(self.lmbdas, tf.float32)
         self.z_density = FactorizedDensity(name="z_density")
         self.z_density.build((None, n))
         # Coding state, frozen by `finalize` and saved with the model.
@@ -96,14 +120,47 @@ class Codec(Autoencoder):
         self.finalize_stats: dict[str, float] = {}
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "num_filters": self.num_filters, "latent_channels": self.latent_channels,
-                "lmbda": self.lmbda, "mean_scale": self.mean_scale, "z_radius": self.z_radius}
+        config = {**super().get_config(), "num_filters": self.num_filters, "latent_channels": self.latent_channels,
+                  "lmbda": self.lmbda, "mean_scale": self.mean_scale, "z_radius": self.z_radius}
+        if len(self.lmbdas) > 1:
+            config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
+                       "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
+        return config
+
+    # ---- rate levels -----------------------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return len(self.lmbdas)
+
+    def set_rate_level(self, level: int) -> None:
+        """Choose the level the coding state (encode/decode/export) uses; 0 = lowest rate."""
+        if not 0 <= level < self.num_levels:
+            raise ValueError(f"rate level must be in [0, {self.num_levels - 1}], not {level}")
+        self.rate_level.assign(level)
+        self.lmbda = self.lmbdas[level]
+
+    def _gains(self, levels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(gain, inverse gain) [B, 1, 1, M] for per-image level indices [B]."""
+        gain = tf.exp(tf.gather(self.log_gain, levels))[:, None, None, :]
+        inv_gain = tf.exp(tf.gather(self.log_inv_gain, levels))[:, None, None, :]
+        return gain, inv_gain
+
+    def _coding_levels(self, tensor: tf.Tensor) -> tf.Tensor:
+        return tf.fill(tf.shape(tensor)[:1], tf.convert_to_tensor(self.rate_level))
 
     # ---- transforms ------------------------------------------------------------------------------
-    def _analysis(self, images: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        y = self.g_a(images, training=training)
+    def _analysis(self, images: tf.Tensor, training: bool, gain: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(gained y, z); the coding level's gain unless `gain` is given."""
+        if gain is None:
+            gain = self._gains(self._coding_levels(images))[0]
+        y = self.g_a(images, training=training) * gain
         z = self.h_a(y if self.mean_scale else tf.abs(y), training=training)
         return y, z
+
+    def _synthesis(self, y_hat: tf.Tensor, training: bool, inv_gain: tf.Tensor | None = None) -> tf.Tensor:
+        if inv_gain is None:
+            inv_gain = self._gains(self._coding_levels(y_hat))[1]
+        return self.g_s(y_hat * inv_gain, training=training)
 
     def _hyper(self, z_hat: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """(σ, μ) of y from ẑ; μ is 0 for the scale-only hyperprior."""
@@ -121,9 +178,15 @@ class Codec(Autoencoder):
     def _y_symbols(y: tf.Tensor, mean: tf.Tensor) -> tf.Tensor:
         return tf.clip_by_value(tf.round(y - mean), -Y_SYMBOL_RANGE, Y_SYMBOL_RANGE)
 
-    def _forward(self, images: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(x̂, likelihoods of y, likelihoods of z): noisy when training, quantised as coded otherwise."""
-        y, z = self._analysis(images, training)
+    def _forward(self, images: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(x̂, likelihoods of y, likelihoods of z, λ per image): noisy when training, quantised as coded
+        otherwise; training draws a random rate level per image, the coding state uses `rate_level`."""
+        if training:
+            levels = tf.random.uniform(tf.shape(images)[:1], 0, self.num_levels, tf.int32)
+        else:
+            levels = self._coding_levels(images)
+        gain, inv_gain = self._gains(levels)
+        y, z = self._analysis(images, training, gain)
         if training:
             z_hat = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
         else:
@@ -133,10 +196,10 @@ class Codec(Autoencoder):
             y_hat = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
         else:
             y_hat = self._y_symbols(y, mean) + mean
-        x_hat = self.g_s(y_hat, training=training)
+        x_hat = self._synthesis(y_hat, training, inv_gain)
         y_likelihood = gaussian_likelihood(y_hat - mean, scale, training)
         z_likelihood = self.z_density.likelihood(z_hat, training)
-        return x_hat, y_likelihood, z_likelihood
+        return x_hat, y_likelihood, z_likelihood, tf.gather(self._lmbda_values, levels)
 
     # ---- training state --------------------------------------------------------------------------
     def call(self, images, training=False):
@@ -145,16 +208,18 @@ class Codec(Autoencoder):
 
     def compute_losses(self, images, training=True):
         images = tf.convert_to_tensor(images, tf.float32)
-        x_hat, y_likelihood, z_likelihood = self._forward(images, bool(training))
+        x_hat, y_likelihood, z_likelihood, lmbda = self._forward(images, bool(training))
         if not training:
             x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
         shape = tf.shape(images)
-        num_pixels = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
-        bpp_y = -tf.reduce_sum(tf.math.log(y_likelihood)) / (np.log(2.0) * num_pixels)
-        bpp_z = -tf.reduce_sum(tf.math.log(z_likelihood)) / (np.log(2.0) * num_pixels)
+        pixels = tf.cast(shape[1] * shape[2], tf.float32) * np.log(2.0)  # per image, in nats → bits
+        bits_y = -tf.reduce_sum(tf.math.log(y_likelihood), axis=[1, 2, 3]) / pixels
+        bits_z = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3]) / pixels
+        mse_each = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
+        loss = tf.reduce_mean(lmbda * 255.0**2 * mse_each + bits_y + bits_z)
+        bpp_y, bpp_z = tf.reduce_mean(bits_y), tf.reduce_mean(bits_z)
         bpp = bpp_y + bpp_z
-        mse = tf.reduce_mean(tf.square(images - x_hat))
-        loss = self.lmbda * 255.0**2 * mse + bpp
+        mse = tf.reduce_mean(mse_each)
         psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
         return {"loss": loss, "mse": mse, "bpp": bpp, "bpp_y": bpp_y, "bpp_z": bpp_z, "psnr": psnr}
 
@@ -216,7 +281,7 @@ class Codec(Autoencoder):
     def decode(self, latents: dict[str, tf.Tensor]) -> tf.Tensor:
         _, mean = self._hyper(tf.cast(latents["z"], tf.float32) + self.z_medians, training=False)
         y_hat = tf.cast(latents["y"], tf.float32) + mean
-        return tf.clip_by_value(self.g_s(y_hat, training=False), 0.0, 1.0)
+        return tf.clip_by_value(self._synthesis(y_hat, training=False), 0.0, 1.0)
 
     def coded_bits(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Information content (bits, per image) of integer latents under the exact coding models.

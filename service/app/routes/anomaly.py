@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -24,7 +25,8 @@ router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
     description=(
         "`{score, threshold, is_anomaly, model, version, ...}` per image (a list for several files). The "
         "threshold comes from the model card (calibrated at export); a model without one answers 409. "
-        "`?heatmap=true` adds the per-pixel error as a base64 PNG at the original image size."
+        "`?heatmap=true` adds the per-pixel error as a heat-map overlay (base64 PNG) and `?error_map=true` the raw "
+        "per-pixel values, both at the original image size."
     ),
     response_model=AnomalyScore | list[AnomalyScore],
     responses=errors(400, 404, 409, 413, 415, 422, *BUSY),
@@ -33,7 +35,8 @@ router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
 async def anomaly_score(
     request: Request,
     model: ModelDep,
-    heatmap: bool = Query(False, description="Include a per-pixel error heat map (base64 PNG)."),
+    heatmap: bool = Query(False, description="Include the per-pixel error as a heat-map overlay (base64 PNG)."),
+    error_map: bool = Query(False, description="Include the raw per-pixel error values (a [height][width] list)."),
 ) -> JSONResponse:
     settings = settings_of(request)
     anomaly.require_calibrated(model)  # before reading the body: a clear 409 costs nothing
@@ -41,17 +44,20 @@ async def anomaly_score(
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> AnomalyScore:
         upload, source = item
-        result = await anomaly.score(model, source, with_map=heatmap)
-        png = None
-        if result.error_map is not None:
-            png = negotiate.b64(await asyncio.to_thread(imaging.encode_image, imaging.heatmap(result.error_map)))
+        result = await anomaly.score(model, source, with_map=heatmap or error_map)
+        png = values = None
+        if heatmap and result.error_map is not None:
+            overlay = imaging.heatmap_overlay(source.pixels, result.error_map)
+            png = negotiate.b64(await asyncio.to_thread(imaging.encode_image, overlay))
+        if error_map and result.error_map is not None:
+            values = np.round(result.error_map.astype(np.float64), 6).tolist()
         assert model.card.anomaly is not None
         return AnomalyScore(
             model=model.name, version=model.version, height=source.height, width=source.width,
             channels=source.channels, size_policy=result.plan.policy, size_action=result.plan.action,
             filename=upload.filename, score=result.score, threshold=result.threshold,
             is_anomaly=result.is_anomaly, normalized_score=result.normalized_score,
-            score_kind=model.card.anomaly.score, heatmap=png,
+            score_kind=model.card.anomaly.score, heatmap=png, error_map=values,
         )
 
     scored = await for_each(items, one, timeout_s=settings.request_timeout_s)
