@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.inference.tiling import Tiling
+
 
 class Settings(BaseSettings):
     """Everything an operator can tune; each field maps to `AEC_<FIELD>` (case-insensitive)."""
@@ -24,8 +26,14 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="Model served when a request names none.")
     max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Request body limit, checked while reading.")
     max_pixels: int = Field(
-        2048 * 2048, gt=0, description="Largest width*height accepted, checked from the image header (no tiling yet)."
+        4096 * 4096, gt=0, description="Largest width*height accepted, checked from the image header before "
+        "decoding (a 12 MP phone photo fits; bigger images of any-size models run in tiles)."
     )
+    tile_size: int = Field(
+        1024, ge=64, description="Any-size models (the codec) run images bigger than one tile (plus halos) "
+        "tile by tile: peak memory follows the tile, not the image. One bitstream either way, no seams."
+    )
+    tile_halo: int = Field(192, ge=0, description="Context read around each tile; at least the model's receptive field.")
     max_files: int = Field(64, ge=1, description="Most images (or streams) in one multipart request.")
     max_batch_size: int = Field(16, ge=1, description="Most images per TensorFlow call of the micro-batcher.")
     max_wait_ms: float = Field(
@@ -90,3 +98,7 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @property
+    def tiling(self) -> Tiling:
+        return Tiling(self.tile_size, self.tile_halo)

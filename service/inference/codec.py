@@ -18,7 +18,7 @@ import numpy as np
 from service.contract.bitstream import Bitstream, BitstreamError
 from service.contract.card import InputSpec, LatentSpec
 from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
-from service.inference import imaging
+from service.inference import imaging, tiling
 from service.inference.errors import (
     BitstreamModelMismatch,
     CorruptBitstream,
@@ -49,10 +49,32 @@ class Reconstruction:
     psnr: float | None
 
 
+def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | None) -> bool:
+    """Whether this image goes through the model in tiles (any-size models, bigger than one tile)."""
+    return bool(tiles and model.card.input.any_size and tiles.applies(plan.model_height, plan.model_width))
+
+
+async def _encode_latents(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan,
+                          tiles: tiling.Tiling | None) -> dict[str, np.ndarray]:
+    if _tiled(model, plan, tiles):
+        assert tiles is not None
+        return await tiling.encode(model.call, seen, model.card.latents, tiles, model.card.input.size_multiple)
+    return await model.call("encode", {"images": seen})
+
+
+async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan,
+                          tiles: tiling.Tiling | None) -> np.ndarray:
+    if _tiled(model, plan, tiles):
+        assert tiles is not None
+        return await tiling.decode(model.call, latents, model.card.latents, plan.model_height, plan.model_width,
+                                   tiles, model.card.input.size_multiple)
+    return (await model.call("decode", latents))["images"]
+
+
 # ---- encode ----------------------------------------------------------------------------------------
-async def encode(model: LoadedModel, source: imaging.SourceImage) -> Encoded:
+async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None) -> Encoded:
     plan = imaging.plan_size(source.height, source.width, model.card.input)
-    latents = await model.call("encode", {"images": imaging.to_model(source.pixels, plan)})
+    latents = await _encode_latents(model, imaging.to_model(source.pixels, plan), plan, tiles)
     stream = await asyncio.to_thread(pack, model, latents, plan, source.channels)
     return Encoded(stream, plan, source.channels)
 
@@ -118,19 +140,24 @@ def unpack(model: LoadedModel, stream: Bitstream) -> dict[str, np.ndarray]:
     return {name: value[0] for name, value in latents.items()}
 
 
-async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int) -> tuple[np.ndarray, imaging.SizePlan]:
+async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
+                 tiles: tiling.Tiling | None = None) -> tuple[np.ndarray, imaging.SizePlan]:
     """Bitstream → float pixels at the original size and channels."""
     plan = check(model, stream, max_pixels)
     latents = await asyncio.to_thread(unpack, model, stream)
-    images = (await model.call("decode", latents))["images"]
+    images = await _decode_latents(model, latents, plan, tiles)
     return imaging.match_channels(imaging.from_model(images, plan), stream.channels), plan
 
 
 # ---- reconstruct -----------------------------------------------------------------------------------
-async def reconstruct(model: LoadedModel, source: imaging.SourceImage) -> Reconstruction:
+async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
+                      tiles: tiling.Tiling | None = None) -> Reconstruction:
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = imaging.to_model(source.pixels, plan)
-    output = (await model.call("reconstruct", {"images": seen}))["images"]
+    if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
+        output = await _decode_latents(model, await _encode_latents(model, seen, plan, tiles), plan, tiles)
+    else:
+        output = (await model.call("reconstruct", {"images": seen}))["images"]
     mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
     pixels = imaging.match_channels(imaging.from_model(output, plan), source.channels)
     return Reconstruction(pixels, plan, mse, psnr)

@@ -41,7 +41,7 @@ async def encode(request: Request, model: ModelDep) -> Response:
     settings, metrics = settings_of(request), request.app.state.metrics
     items = await read_images(request, settings, model)
     encoded = await for_each(
-        items, lambda item: codec.encode(model, item[1]), timeout_s=settings.request_timeout_s
+        items, lambda item: codec.encode(model, item[1], settings.tiling), timeout_s=settings.request_timeout_s
     )
     for result in encoded:
         metrics.bpp.labels(model.name).observe(result.bpp)
@@ -102,7 +102,7 @@ async def decode(
         if version is not None and version != stream.version:
             raise BitstreamModelMismatch(f"the bitstream was made by version {stream.version}, not {version}")
         loaded = registry.resolve(stream.model, stream.version)
-        pixels, _ = await codec.decode(loaded, stream, settings.max_pixels)
+        pixels, _ = await codec.decode(loaded, stream, settings.max_pixels, settings.tiling)
         data = await encode_image(pixels, fmt)
         return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data)
 
@@ -143,7 +143,7 @@ async def reconstruct(request: Request, model: ModelDep, format: FormatParam = N
     fmt = negotiate.image_format(request, format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
-        result = await codec.reconstruct(model, item[1])
+        result = await codec.reconstruct(model, item[1], settings.tiling)
         return result, await encode_image(result.pixels, fmt)
 
     results = await for_each(items, one, timeout_s=settings.request_timeout_s)
