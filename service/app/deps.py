@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 
 from service.app.config import Settings
 from service.app.metrics import Metrics
@@ -29,18 +29,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
-ModelName = Annotated[
-    str | None,
-    Query(description="Model name (GET /models); the configured default when omitted.", examples=["mnist-cae"]),
-]
-ModelVersion = Annotated[
-    int | None, Query(ge=1, description="Pin a version; the newest loaded one when omitted.", examples=[1])
-]
-
-
-async def select_model(request: Request, model: ModelName = None, version: ModelVersion = None) -> LoadedModel:
-    """The model a request names (or the default). Reads the registry straight from app.state rather than
-    through `RegistryDep`: every dependency FastAPI solves costs measurable time on the hot routes."""
+def model_for(request: Request, model: str | None, version: int | None) -> LoadedModel:
+    """The hot routes' model lookup (their query is parsed by `service.app.query`, not FastAPI)."""
     registry: ModelRegistry = request.app.state.registry
     return registry.resolve(model, version)
 
@@ -50,7 +40,6 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-ModelDep = Annotated[LoadedModel, Depends(select_model)]
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> None:

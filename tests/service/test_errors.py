@@ -156,6 +156,12 @@ def test_framework_errors_use_the_same_shape(client: httpx.Client, digit: bytes)
     assert_error(client.get("/encode"), 405, "method_not_allowed")
     assert_error(client.post("/encode?version=abc", content=digit), 422, "invalid_request")
     assert_error(client.post("/reconstruct?format=gif", content=digit), 422, "invalid_request")
+    # the hot routes parse their query by hand (service/app/query.py): same codes, messages name the parameter
+    for query, name in (("version=0", "version"), ("version=1.5", "version"), ("heatmap=maybe", "heatmap"),
+                        ("error_map=2", "error_map")):
+        body = assert_error(client.post(f"/anomaly-score?{query}", content=digit), 422, "invalid_request")
+        assert body["error"]["message"].startswith(f"{name}:"), body
+    assert client.post("/anomaly-score?heatmap=1&unknown=x", content=digit).json()["heatmap"] is not None
     # curl --data-binary without -H says application/x-www-form-urlencoded: the bytes decide.
     assert_error(client.post("/encode", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}),
                  415, "unsupported_image")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.app import negotiate
-from service.app.deps import ApiKeyDep, ModelDep, settings_of
+from service.app import negotiate, query
+from service.app.deps import ApiKeyDep, model_for, settings_of
 from service.app.openapi import BUSY, IMAGE_BODY, errors
 from service.app.routes.common import for_each, model_headers, read_images
 from service.app.schemas import AnomalyScore
@@ -30,14 +30,11 @@ router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
     ),
     response_model=AnomalyScore | list[AnomalyScore],
     responses=errors(400, 404, 409, 413, 415, 422, *BUSY),
-    openapi_extra=IMAGE_BODY,
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "heatmap", "error_map")},
 )
-async def anomaly_score(
-    request: Request,
-    model: ModelDep,
-    heatmap: bool = Query(False, description="Include the per-pixel error as a heat-map overlay (base64 PNG)."),
-    error_map: bool = Query(False, description="Include the raw per-pixel error values (a [height][width] list)."),
-) -> JSONResponse:
+async def anomaly_score(request: Request) -> JSONResponse:
+    q = query.parse(request)
+    model, heatmap, error_map = model_for(request, q.model, q.version), q.heatmap, q.error_map
     settings = settings_of(request)
     anomaly.require_calibrated(model)  # before reading the body: a clear 409 costs nothing
     items = await read_images(request, settings, model)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NamedTuple
+from typing import NamedTuple
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.app import negotiate
-from service.app.deps import ApiKeyDep, ModelDep, ModelName, ModelVersion, settings_of
+from service.app import negotiate, query
+from service.app.deps import ApiKeyDep, model_for, settings_of
 from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
 from service.app.routes.common import encode_image, for_each, model_headers, read_images, size_headers
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
@@ -18,9 +18,6 @@ from service.inference.errors import BitstreamModelMismatch
 
 router = APIRouter(tags=["codec"], dependencies=[ApiKeyDep])
 
-FormatParam = Annotated[
-    imaging.OutputFormat | None, Query(description="Image format of the result; else from Accept, else PNG.")
-]
 
 
 @router.post(
@@ -35,9 +32,11 @@ FormatParam = Annotated[
     responses={200: {"model": EncodeResult | list[EncodeResult],
                      "content": {"application/octet-stream": {"schema": BINARY}}},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra=IMAGE_BODY,
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version")},
 )
-async def encode(request: Request, model: ModelDep) -> Response:
+async def encode(request: Request) -> Response:
+    q = query.parse(request)
+    model = model_for(request, q.model, q.version)
     settings, metrics = settings_of(request), request.app.state.metrics
     items = await read_images(request, settings, model)
     encoded = await for_each(
@@ -83,14 +82,11 @@ class _Decoded(NamedTuple):
     responses={200: {"model": DecodeResult | list[DecodeResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
                **errors(400, 404, 413, 422, *BUSY)},
-    openapi_extra=STREAM_BODY,
+    openapi_extra={**STREAM_BODY, "parameters": query.parameters("model", "version", "format")},
 )
-async def decode(
-    request: Request,
-    model: ModelName = None,
-    version: ModelVersion = None,
-    format: FormatParam = None,
-) -> Response:
+async def decode(request: Request) -> Response:
+    q = query.parse(request)
+    model, version, format = q.model, q.version, q.format
     settings, registry = settings_of(request), request.app.state.registry
     uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
     fmt = negotiate.image_format(request, format)
@@ -135,9 +131,11 @@ async def decode(
     responses={200: {"model": ReconstructResult | list[ReconstructResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra=IMAGE_BODY,
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "format")},
 )
-async def reconstruct(request: Request, model: ModelDep, format: FormatParam = None) -> Response:
+async def reconstruct(request: Request) -> Response:
+    q = query.parse(request)
+    model, format = model_for(request, q.model, q.version), q.format
     settings = settings_of(request)
     items = await read_images(request, settings, model)
     fmt = negotiate.image_format(request, format)
