@@ -23,7 +23,7 @@ from service.app.logs import setup_logging
 from service.app.metrics import Metrics
 from service.app.middleware import RequestContextMiddleware, VersionPrefixMiddleware
 from service.app.openapi import install_openapi
-from service.app.routes import api_router, demo
+from service.app.routes import API_ROUTERS, demo
 from service.inference.imaging import configure_pillow
 from service.inference.registry import ModelRegistry, ReloadReport, configure_tensorflow
 
@@ -122,7 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-    app.include_router(api_router)
+    for router in API_ROUTERS:
+        app.include_router(router)
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     return app

@@ -1,9 +1,9 @@
-"""One router per concern; `api_router` collects them (also served under /v1 by VersionPrefixMiddleware)."""
+"""One router per concern; the app includes each directly (also served under /v1 by VersionPrefixMiddleware).
 
-from fastapi import APIRouter
+Directly, not through one umbrella router: FastAPI matches included routers level by level, and a
+level of nesting is measurable per request on the hot routes (bench/serve.py).
+"""
 
 from service.app.routes import anomaly, codec, health, models
 
-api_router = APIRouter()
-for _module in (codec, anomaly, models, health):
-    api_router.include_router(_module.router)
+API_ROUTERS = (codec.router, anomaly.router, models.router, health.router)
