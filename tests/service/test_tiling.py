@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 
 import httpx
 import numpy as np
@@ -12,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from service_helpers import live_server
 
 from service.contract.bitstream import Bitstream
 from service.inference import codec, imaging, tiling
 from service.inference.registry import ModelRegistry
-from service_helpers import live_server
 
 
 def smooth_fields(n: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_spans_partition_the_image_and_add_the_halo(cells: int, tile: int, halo:
     length, m = cells * 64, 64
     spans = tiling.spans(length, tiling.Tiling(tile * 64, halo * 64), m)
     assert spans[0].keep0 == 0 and spans[-1].keep1 == length
-    for a, b in zip(spans, spans[1:]):
+    for a, b in itertools.pairwise(spans):
         assert a.keep1 == b.keep0  # cores partition [0, length)
     for s in spans:
         assert s.read0 == max(0, s.keep0 - halo * 64) and s.read1 == min(length, s.keep1 + halo * 64)

@@ -1,0 +1,120 @@
+"""A multi-rate codec served as one model per operating point: odd sizes, grey and RGBA round trips,
+rates that grow with the level, and streams refused by every operating point but their own."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from service_helpers import assert_error, live_server, to_bytes
+
+from service.contract.bitstream import Bitstream
+
+LEVELS = (0.003, 0.05)
+NAMES = ("codec-vr-q1", "codec-vr-q2")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> object:
+    import keras
+    import tensorflow as tf
+
+    from service.contract.card import ModelCard, Provenance
+    from training.export import export_model
+    from training.models.codec import Codec
+    from training.train import make_train_step
+
+    keras.utils.set_random_seed(1)
+    path = tmp_path_factory.mktemp("rates")
+    model = Codec(input_shape=(None, None, 3), num_filters=8, latent_channels=12, lmbdas=list(LEVELS))
+    rng = np.random.default_rng(0)
+    images = np.clip(tf.image.resize(rng.uniform(size=(8, 4, 4, 3)), (64, 64), method="bicubic").numpy(), 0, 1)
+    model(images[:1])
+    step = make_train_step(model, keras.optimizers.Adam(3e-3), traced=False)
+    for i in range(4):
+        step(tf.constant(images[2 * i : 2 * i + 2], tf.float32))
+    for level, name in enumerate(NAMES):
+        model.set_rate_level(level)
+        model.finalize(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(4))
+        card = ModelCard(
+            name=name, version=1, architecture="codec", description="test fixture", config=model.get_config(),
+            input=model.input_spec_card(), latents=model.latent_specs(), tables_sha256=model.fingerprint(),
+            training=Provenance(dataset="synthetic", command="tests/service/test_codec_rates.py", steps=4, seed=1),
+        )
+        export_model(model, card, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(store) -> Iterator[httpx.Client]:
+    with (live_server(models_dir=store, default_model=NAMES[0], reload_interval_s=0, log_level="WARNING") as srv,
+          httpx.Client(base_url=srv.url, timeout=60) as c):
+        yield c
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    planes = [0.5 + 0.4 * np.sin(x / rng.uniform(3, 9) + y / rng.uniform(3, 9) + c) for c in range(3)]
+    return np.stack(planes, axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (1000, 7), (7, 1000)])
+def test_odd_sizes_round_trip(client: httpx.Client, size: tuple[int, int]) -> None:
+    body = to_bytes(_photo(*size))
+    encoded = client.post("/encode", content=body)
+    assert encoded.status_code == 200, encoded.text
+    stream = Bitstream.from_bytes(encoded.content)
+    assert (stream.height, stream.width, stream.channels) == (*size, 3)
+    assert float(encoded.headers["x-bpp"]) == pytest.approx(len(encoded.content) * 8 / (size[0] * size[1]))
+    decoded = client.post("/decode", content=encoded.content)
+    assert decoded.status_code == 200, decoded.text
+    image = Image.open(io.BytesIO(decoded.content))
+    assert image.size == (size[1], size[0]) and image.mode == "RGB"
+    # the decode of the stream is exactly what /reconstruct shows for that image
+    assert decoded.content == client.post("/reconstruct", content=body).content
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_grey_and_rgba_inputs(client: httpx.Client, mode: str) -> None:
+    pixels = _photo(40, 50, seed=3)
+    if mode == "RGBA":
+        alpha = np.linspace(0, 1, 50, dtype=np.float32)[None, :, None].repeat(40, 0)
+        upload = to_bytes(np.concatenate([pixels, alpha], axis=-1), mode="RGBA")
+        seen = pixels * alpha + (1 - alpha)  # what the service codes: composited on white
+    else:
+        upload = to_bytes(pixels, mode="L")
+        grey = np.asarray(Image.open(io.BytesIO(upload)), dtype=np.float32) / 255
+        seen = np.repeat(grey[..., None], 3, axis=-1)
+    encoded = client.post("/encode", content=upload)
+    assert encoded.status_code == 200, encoded.text
+    assert Bitstream.from_bytes(encoded.content).channels == (1 if mode == "L" else 3)
+    decoded = client.post("/decode", content=encoded.content).content
+    assert np.asarray(Image.open(io.BytesIO(decoded))).shape == ((40, 50) if mode == "L" else (40, 50, 3))
+    assert decoded == client.post("/reconstruct", content=upload).content  # grey comes back grey, RGBA as RGB
+    if mode == "RGBA":  # X-PSNR is measured against the composited input the model saw
+        psnr = float(client.post("/reconstruct", content=upload).headers["x-psnr"])
+        got = np.asarray(Image.open(io.BytesIO(decoded)), dtype=np.float64) / 255
+        assert psnr == pytest.approx(10 * np.log10(1 / np.mean((got - seen) ** 2)), abs=0.1)
+
+
+def test_higher_level_spends_more_bits(client: httpx.Client) -> None:
+    body = to_bytes(_photo(128, 192, seed=5))
+    sizes = [len(client.post(f"/encode?model={name}", content=body).content) for name in NAMES]
+    assert sizes[1] > sizes[0]
+
+
+def test_a_stream_is_refused_by_other_operating_points(client: httpx.Client) -> None:
+    body = to_bytes(_photo(64, 64, seed=6))
+    stream = client.post(f"/encode?model={NAMES[0]}", content=body).content
+    assert client.post(f"/decode?model={NAMES[0]}", content=stream).status_code == 200
+    assert_error(client.post(f"/decode?model={NAMES[1]}", content=stream), 422, "bitstream_model_mismatch")
+    parsed = Bitstream.from_bytes(stream)  # a header relabelled to the other point: its tables hash still differs
+    forged = Bitstream(NAMES[1], 1, parsed.tables_hash, parsed.height, parsed.width, parsed.channels,
+                       parsed.latents).to_bytes()
+    body_json = assert_error(client.post("/decode", content=forged), 422, "bitstream_model_mismatch")
+    assert "tables hash" in body_json["error"]["message"]
