@@ -37,6 +37,16 @@ def _classes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("classes are comma-separated integer labels, e.g. 3 or 1,7") from None
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of numbers, e.g. 0.0025,0.005,0.01,0.02") from None
+    if len(values) < 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError("give at least two positive values")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--l2-penalty", type=float, help="L2 weight decay (architectures that take it: single_layer_cae)")
     train.add_argument("--latent-dim", type=int, help="size z of a dense latent (keras_cae, dense_ae)")
     train.add_argument("--lmbda", type=float, help="rate-distortion trade-off λ of the codec (higher: better quality, more bits)")
+    train.add_argument("--lmbdas", type=_floats, metavar="L1,L2,...",
+                       help="codec: several λ for ONE variable-rate model (per-level gain vectors), exported as "
+                            "<name>-q1 (lowest rate) ... <name>-qN, one served model per operating point")
     train.add_argument("--model-args", type=_json_object, default={},
                        help='other architecture arguments as JSON, e.g. \'{"downsample": "strided"}\'')
     train.add_argument("--anomaly-score", choices=["mse", "ssim", "bits", "combined"], default="mse",
@@ -99,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Flags that map onto architecture constructor arguments.
-_ARCH_FLAGS = {"latent_dim": "--latent-dim", "lmbda": "--lmbda", "l2_penalty": "--l2-penalty"}
+_ARCH_FLAGS = {"latent_dim": "--latent-dim", "lmbda": "--lmbda", "lmbdas": "--lmbdas", "l2_penalty": "--l2-penalty"}
 
 
 def model_kwargs(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: type) -> dict:

@@ -73,25 +73,28 @@ class FactorizedDensity(keras.layers.Layer):
         self.channels = channels
         widths = (1, *self.filters, 1)
         scale = self.init_scale ** (1.0 / (len(self.filters) + 1))
-        self._matrices, self._biases, self._factors = [], [], []
-        for i in range(len(widths) - 1):
+        # One attribute per weight (matrix_0, bias_0, factor_0, ...), not lists: tf.train.Checkpoint does
+        # not follow a Keras 3 layer's list attributes, so weights held only in lists were missing from
+        # training checkpoints (a resumed run restarted this density from scratch).
+        self._depth = len(widths) - 1
+        for i in range(self._depth):
             init = float(np.log(np.expm1(1.0 / scale / widths[i + 1])))
-            self._matrices.append(self.add_weight(
+            setattr(self, f"matrix_{i}", self.add_weight(
                 name=f"matrix_{i}", shape=(channels, widths[i + 1], widths[i]),
                 initializer=keras.initializers.Constant(init)))
-            self._biases.append(self.add_weight(
+            setattr(self, f"bias_{i}", self.add_weight(
                 name=f"bias_{i}", shape=(channels, widths[i + 1], 1),
                 initializer=keras.initializers.RandomUniform(-0.5, 0.5)))
-            if i < len(widths) - 2:
-                self._factors.append(self.add_weight(
+            if i < self._depth - 1:
+                setattr(self, f"factor_{i}", self.add_weight(
                     name=f"factor_{i}", shape=(channels, widths[i + 1], 1), initializer="zeros"))
 
     def logits_cumulative(self, x: tf.Tensor) -> tf.Tensor:
         """logit(c(x)) for x shaped [channels, 1, n]; monotone increasing in x for every channel."""
-        for i, (matrix, bias) in enumerate(zip(self._matrices, self._biases)):
-            x = tf.linalg.matmul(tf.nn.softplus(matrix), x) + bias
-            if i < len(self._factors):
-                x = x + tf.tanh(self._factors[i]) * tf.tanh(x)
+        for i in range(self._depth):
+            x = tf.linalg.matmul(tf.nn.softplus(getattr(self, f"matrix_{i}")), x) + getattr(self, f"bias_{i}")
+            if i < self._depth - 1:
+                x = x + tf.tanh(getattr(self, f"factor_{i}")) * tf.tanh(x)
         return x
 
     def likelihood(self, values: tf.Tensor, training: bool = False) -> tf.Tensor:

@@ -124,3 +124,40 @@ def test_help_explains_every_flag():
     for flag in ["--model", "--dataset", "--data-dir", "--epochs", "--batch-size", "--optimizer",
                  "--optimizer-args", "--l2-penalty", "--latent-dim", "--lmbda", "--seed", "--out", "--name"]:
         assert flag in out
+
+
+def test_variable_rate_codec_exports_one_model_per_level(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder, count, size in (("train", 6, 96), ("test", 2, 70)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            y, x = np.mgrid[0:size, 0:size]
+            pixels = 127 + 100 * np.sin(x / rng.uniform(3, 9) + y / rng.uniform(3, 9) + np.arange(3)[:, None, None])
+            Image.fromarray(pixels.transpose(1, 2, 0).astype(np.uint8)).save(tmp_path / folder / f"{i}.png")
+    common = ["train", "--model", "codec", "--dataset", f"folder:{tmp_path / 'train'}",
+              "--test-dataset", f"folder:{tmp_path / 'test'}", "--epochs", "1", "--steps-per-epoch", "3",
+              "--batch-size", "2", "--crop", "64", "--model-args", '{"num_filters": 8, "latent_channels": 12}',
+              "--out", str(tmp_path / "store"), "--log-dir", str(tmp_path / "runs"), "--no-progress", "--name", "photo"]
+    assert main([*common, "--lmbdas", "0.004,0.03", "--lr-decay", "2", "--val-fraction", "0.34"]) == 0
+    cards = [ModelCard.read(tmp_path / "store" / f"photo-q{level}" / "1") for level in (1, 2)]
+    assert [c.config["rate_level"] for c in cards] == [0, 1]
+    assert [c.config["coded_lmbda"] for c in cards] == [0.004, 0.03]
+    assert cards[0].tables_sha256 != cards[1].tables_sha256  # a stream names exactly one operating point
+    assert cards[0].metrics["bpp"] < cards[1].metrics["bpp"]  # real streams on the test photos
+    assert not (tmp_path / "store" / "photo").exists()
+    # a single-rate codec continues into a multi-rate one: the gains are new, everything else is loaded
+    assert main([*common[:-2], "--name", "single", "--lmbda", "0.01"]) == 0
+    capsys.readouterr()
+    assert main([*common[:-2], "--name", "multi", "--lmbdas", "0.005,0.02",
+                 "--init-from", str(tmp_path / "store" / "single" / "1")]) == 0
+    kept = capsys.readouterr().out.split("not in it, left at their initial values:")[1].splitlines()[0]
+    assert "log_gain" in kept and "analysis" not in kept and "z_density" not in kept
+
+
+@pytest.mark.parametrize("value", ["0.01", "0.01,-1", "a,b"])
+def test_lmbdas_needs_two_positive_numbers(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "codec", "--dataset", "mnist", "--lmbdas", value])
+    assert "--lmbdas" in capsys.readouterr().err

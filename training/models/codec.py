@@ -21,7 +21,7 @@ quantisation and ŷ by g'_l before synthesis, so a level picks the quantiser's s
 Training draws a level per image and weighs its distortion by that level's λ, so one set of
 transforms learns every rate at the cost of one training. The coding state codes at `rate_level` (a
 saved variable, part of the fingerprint); export writes one SavedModel per level (`<name>-q<l>`).
-With one λ the gains are a harmless per-channel rescaling.
+A single-λ model has no gains.
 
 Spatial sizes must be multiples of `size_multiple` = 64 (the service pads by edge replication and
 crops back): y has stride 16 and z stride 64, and h_s must upsample z exactly onto y's grid.
@@ -100,12 +100,16 @@ class Codec(Autoencoder):
         # Per-level gains, stored as logs so they stay positive. Initialised to sqrt(λ_l / λ_ref): for
         # MSE the best quantiser step shrinks roughly as 1/sqrt(λ), and the level nearest the geometric
         # mean starts where a single-λ model at that λ would be (so `--init-from` such a model works).
+        # A single-rate model has no gains (one level's gain is a redundant rescaling), so its weights
+        # are exactly those of a plain hyperprior codec and `--init-from` works in both directions.
         levels = len(self.lmbdas)
-        init = 0.5 * np.log(np.asarray(self.lmbdas) / np.exp(np.mean(np.log(self.lmbdas))))
-        self.log_gain = self.add_weight(name="log_gain", shape=(levels, m), initializer="zeros")
-        self.log_inv_gain = self.add_weight(name="log_inv_gain", shape=(levels, m), initializer="zeros")
-        self.log_gain.assign(np.repeat(init[:, None], m, axis=1).astype(np.float32))
-        self.log_inv_gain.assign(-np.repeat(init[:, None], m, axis=1).astype(np.float32))
+        self.log_gain = self.log_inv_gain = None
+        if levels > 1:
+            init = 0.5 * np.log(np.asarray(self.lmbdas) / np.exp(np.mean(np.log(self.lmbdas))))
+            self.log_gain = self.add_weight(name="log_gain", shape=(levels, m), initializer="zeros")
+            self.log_inv_gain = self.add_weight(name="log_inv_gain", shape=(levels, m), initializer="zeros")
+            self.log_gain.assign(np.repeat(init[:, None], m, axis=1).astype(np.float32))
+            self.log_inv_gain.assign(-np.repeat(init[:, None], m, axis=1).astype(np.float32))
         self.rate_level = self.add_weight(name="rate_level", shape=(), dtype="int32", initializer="zeros",
                                           trainable=False)
         self._lmbda_values = tf.constant(self.lmbdas, tf.float32)
@@ -140,7 +144,9 @@ class Codec(Autoencoder):
         self.lmbda = self.lmbdas[level]
 
     def _gains(self, levels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(gain, inverse gain) [B, 1, 1, M] for per-image level indices [B]."""
+        """(gain, inverse gain) [B, 1, 1, M] for per-image level indices [B] (1 for a single-rate model)."""
+        if self.log_gain is None:
+            return tf.constant(1.0), tf.constant(1.0)
         gain = tf.exp(tf.gather(self.log_gain, levels))[:, None, None, :]
         inv_gain = tf.exp(tf.gather(self.log_inv_gain, levels))[:, None, None, :]
         return gain, inv_gain
