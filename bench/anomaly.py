@@ -54,7 +54,9 @@ def run_one(model: str, digit: int, seed: int, args: argparse.Namespace, store: 
 
 def table(rows: list[dict], models: list[str], digits: list[int], score: str) -> str:
     """Digits down, architectures across: mean AUROC over seeds (± spread when several)."""
-    lines = [f"AUROC ({score}), mean over seeds", "digit | " + " | ".join(models), "---|" + "---|" * len(models)]
+    seeds = {m: len({r["seed"] for r in rows if r["model"] == m}) for m in models}
+    header = " | ".join(f"{m} ({seeds[m]} seed{'s' if seeds[m] > 1 else ''})" for m in models)
+    lines = [f"AUROC ({score}), mean over seeds", "digit | " + header, "---|" + "---|" * len(models)]
     means: dict[str, list[float]] = {m: [] for m in models}
     for d in digits:
         cells = []
@@ -87,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                        help="train nothing: print the tables of earlier runs' --json files, merged into one")
     args = parser.parse_args(argv)
+    if args.report:
+        rows = [row for path in args.report for row in json.loads(path.read_text())]
+        models = list(dict.fromkeys(row["model"] for row in rows))
+        digits = sorted({row["digit"] for row in rows})
+        print_tables(rows, models, digits, args.target_fpr, rows[0].get("score", args.score))
+        return 0
     models = args.models.split(",")
     digits = [int(d) for d in args.digits.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -105,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                     if args.json:
                         args.json.write_text(json.dumps(rows, indent=1))
     print()
-    for score in SCORES:
-        print(table(rows, models, digits, score), end="\n\n")
-    print(fpr_table(rows, models, args.target_fpr, args.score))
+    print_tables(rows, models, digits, args.target_fpr, args.score)
     return 0
+
+
+def print_tables(rows: list[dict], models: list[str], digits: list[int], target: float, score: str) -> None:
+    for kind in SCORES:
+        print(table(rows, models, digits, kind), end="\n\n")
+    print(fpr_table(rows, models, target, score))
 
 
 def fpr_table(rows: list[dict], models: list[str], target: float, score: str) -> str:
