@@ -39,9 +39,9 @@ def parse(request: Request) -> HotQuery:
     """Validate the query string of a hot route; unknown parameters are ignored (as FastAPI does)."""
     q = request.query_params
     model = q.get("model") or None
-    version = _integer(q["version"], "version") if q.get("version") else None
-    fmt = q.get("format") or None
-    if fmt is not None and fmt not in FORMATS:
+    version = _integer(q["version"], "version") if "version" in q else None
+    fmt = q.get("format")
+    if fmt is not None and fmt not in FORMATS:  # present but empty is invalid too, as the schema says
         raise InvalidQuery(f"format: must be one of {', '.join(FORMATS)}, not {fmt!r}")
     return HotQuery(model, version, fmt, _boolean(q, "heatmap"), _boolean(q, "error_map"))  # type: ignore[arg-type]
 
@@ -58,7 +58,7 @@ def _integer(text: str, name: str) -> int:
 
 def _boolean(query, name: str) -> bool:
     text = query.get(name)
-    if text is None or text == "":
+    if text is None:
         return False
     if text.lower() in _TRUE:
         return True

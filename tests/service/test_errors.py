@@ -157,8 +157,9 @@ def test_framework_errors_use_the_same_shape(client: httpx.Client, digit: bytes)
     assert_error(client.post("/encode?version=abc", content=digit), 422, "invalid_request")
     assert_error(client.post("/reconstruct?format=gif", content=digit), 422, "invalid_request")
     # the hot routes parse their query by hand (service/app/query.py): same codes, messages name the parameter
-    for query, name in (("version=0", "version"), ("version=1.5", "version"), ("heatmap=maybe", "heatmap"),
-                        ("error_map=2", "error_map")):
+    for query, name in (("version=0", "version"), ("version=1.5", "version"), ("version=", "version"),
+                        ("heatmap=maybe", "heatmap"), ("heatmap=", "heatmap"), ("error_map=2", "error_map"),
+                        ("format=", "format")):
         body = assert_error(client.post(f"/anomaly-score?{query}", content=digit), 422, "invalid_request")
         assert body["error"]["message"].startswith(f"{name}:"), body
     assert client.post("/anomaly-score?heatmap=1&unknown=x", content=digit).json()["heatmap"] is not None
