@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_tensorflow(settings.tf_intra_op_threads)
+        configure_tensorflow(settings.intra_op_threads())
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
         registry = ModelRegistry(
             settings.models_dir,

@@ -135,3 +135,12 @@ def test_empty_store_not_ready_and_api_keys(tmp_path: Path) -> None:
         srv.app.dependency_overrides.clear()
     with pytest.raises(NoModelsLoaded):
         ModelRegistry(tmp_path).resolve()
+
+
+@pytest.mark.parametrize("cores, in_flight, setting, expected", [
+    (2, 2, 0, 1), (16, 2, 0, 8), (1, 2, 0, 1), (8, 1, 0, 8), (16, 2, 3, 3),
+])
+def test_tf_threads_split_the_cores_among_batches_in_flight(monkeypatch, cores, in_flight, setting, expected) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    settings = Settings(_env_file=None, batches_in_flight=in_flight, tf_intra_op_threads=setting)
+    assert settings.intra_op_threads() == expected
