@@ -49,43 +49,30 @@ async def for_each(
     """Run `work` on every item concurrently (so the batcher can group them); the first failure wins,
     and with several items its message names the file. Past `timeout_s` (0 = none) the work is
     cancelled (queued items leave their batch) and the request answers 504."""
-    many = len(items) > 1
-    if not many:  # the common case: await it here, no Task and no gather to schedule
-        gathered = _settle(work(items[0])) if items else _settle_all([])
-    else:
-        gathered = asyncio.gather(*(work(item) for item in items), return_exceptions=True)
-    if timeout_s > 0:
-        try:
-            async with asyncio.timeout(timeout_s):
-                results = await gathered
-        except TimeoutError as exc:
-            raise InferenceTimeout(
-                f"inference did not finish within {timeout_s:g} s (AEC_REQUEST_TIMEOUT_S); the service is busy "
-                "or the images are large"
-            ) from exc
-    else:
-        results = await gathered
+    if len(items) <= 1:  # the common case: awaited here, no Task and no gather to schedule
+        return [await _within(work(item), timeout_s) for item in items]
+    results = await _within(asyncio.gather(*(work(item) for item in items), return_exceptions=True), timeout_s)
     for item, result in zip(items, results):
-        if isinstance(result, ServiceError) and many and isinstance(item, Upload):
+        if isinstance(result, ServiceError) and isinstance(item, Upload):
             result.message = f"{item.label}: {result.message}"
             result.args = (result.message,)
         if isinstance(result, BaseException):
             raise result
-    return results  # type: ignore[return-value]
-
-
-async def _settle(work: Awaitable[U]) -> list[U | BaseException]:
-    """`gather(work, return_exceptions=True)` for one awaitable, without its Task."""
-    try:
-        return [await work]
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- handed back like gather's return_exceptions
-        return [exc]
-
-
-async def _settle_all(results: list[U]) -> list[U]:
     return results
+
+
+async def _within(work: Awaitable[U], timeout_s: float) -> U:
+    """Await `work`, turning a timeout past `timeout_s` (0 = none) into the request's 504."""
+    if timeout_s <= 0:
+        return await work
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await work
+    except TimeoutError as exc:
+        raise InferenceTimeout(
+            f"inference did not finish within {timeout_s:g} s (AEC_REQUEST_TIMEOUT_S); the service is busy "
+            "or the images are large"
+        ) from exc
 
 
 async def encode_image(pixels: np.ndarray, fmt: imaging.OutputFormat) -> bytes:
