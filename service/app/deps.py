@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+import inspect
+import typing
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 
 from service.app.config import Settings
 from service.app.metrics import Metrics
@@ -74,14 +78,40 @@ async def require_api_key_for_metrics(request: Request, settings: SettingsDep) -
         require_api_key(request, settings)
 
 
-async def check_api_key(request: Request) -> None:
-    """`require_api_key` as the routes' dependency. `async def` on purpose, like the providers above:
-    FastAPI runs a plain `def` dependency in a worker thread, and those hops (four per request) cost
-    more than everything these functions do; and settings straight from app.state, not a sub-dependency,
-    because each dependency FastAPI solves is measurable per request (bench/serve.py)."""
-    require_api_key(request, request.app.state.settings)
+class KeyedRoute(APIRoute):
+    """A route that calls `require_api_key` before its handler (`APIRouter(route_class=KeyedRoute)`).
+
+    What `dependencies=[Depends(...)]` would do, without a dependency for FastAPI to solve on every
+    request. And an endpoint that takes only the `Request` (the hot routes, which read their own body
+    and query) is called directly: FastAPI's request handler would still parse cookies, open an exit
+    stack and solve an empty dependency set for it, ~20% of the event loop's CPU per request under load
+    (py-spy, bench/serve.py). Other endpoints keep FastAPI's handler. Either way the key is checked
+    before the body or the query is read, so a caller without one learns nothing.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        if _takes_only_request(self.endpoint):
+            handler = self.endpoint
+        else:
+            handler = super().get_route_handler()
+
+        async def keyed(request: Request) -> Response:
+            require_api_key(request, request.app.state.settings)
+            return await handler(request)
+
+        return keyed
 
 
-ApiKeyDep = Depends(check_api_key)
+def _takes_only_request(endpoint: Callable[..., Any]) -> bool:
+    """`async def f(request: Request) -> <a Response>`: nothing for FastAPI to inject or validate."""
+    if not inspect.iscoroutinefunction(endpoint):
+        return False
+    hints = typing.get_type_hints(endpoint)
+    params = list(inspect.signature(endpoint).parameters)
+    returns = hints.get("return")
+    return (len(params) == 1 and hints.get(params[0]) is Request
+            and isinstance(returns, type) and issubclass(returns, Response))
+
+
 ProbeKeyDep = Depends(require_api_key_for_probes)
 MetricsKeyDep = Depends(require_api_key_for_metrics)

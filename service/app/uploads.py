@@ -34,13 +34,18 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> l
     Any other content type is a raw body, whatever it claims: `curl --data-binary @x.png` without -H
     sends application/x-www-form-urlencoded, and the bytes themselves say what they are.
     """
-    declared = request.headers.get("content-length")
+    declared, content_type = None, ""
+    for key, value in request.scope["headers"]:  # one pass over the raw list (ASGI names are lower case)
+        if key == b"content-length":
+            declared = value.decode("latin-1")
+        elif key == b"content-type":
+            content_type = value.decode("latin-1")
     if declared is not None:
         if not declared.isdigit():
             raise ServiceError("Content-Length is not a number", code="invalid_content_length")
         if int(declared) > max_bytes:
             raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = content_type.split(";")[0].strip().lower()
     limited = Request(request.scope, _limited(request.receive, max_bytes))
     try:
         if media_type == "multipart/form-data":

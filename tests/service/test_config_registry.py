@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from service_helpers import assert_error, live_server
 
 from service.app.config import Settings
 from service.app.deps import get_registry
-from service.app.logs import JsonFormatter, RequestIdFilter, request_id_var
+from service.app.logs import BufferedWriter, BufferHandler, JsonFormatter, RequestIdFilter, request_id_var
 from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
 from service.inference.registry import ModelRegistry
 
@@ -52,6 +53,43 @@ def test_json_logs_carry_the_request_id() -> None:
     line = json.loads(stream.getvalue())
     assert line["message"] == "hello there" and line["request_id"] == "req-42" and line["model"] == "tiny"
     assert line["level"] == "WARNING" and line["ts"].endswith("Z")
+
+
+def test_buffered_log_writer_keeps_order_ids_and_tracebacks() -> None:
+    """Records reach the stream from the writer thread: in order, with the request id of the moment
+    they were logged (the context changes before they are written), tracebacks rendered, none lost."""
+    stream = io.StringIO()
+    target = logging.StreamHandler(stream)
+    target.setFormatter(JsonFormatter())
+    writer = BufferedWriter(target, interval=0.01)
+    handler = BufferHandler(writer)
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("test.bufferedlogs")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        token = request_id_var.set("first")
+        logger.warning("line %d", 0)
+        request_id_var.reset(token)
+        deadline = time.monotonic() + 5
+        while not stream.getvalue() and time.monotonic() < deadline:  # written without stop()
+            time.sleep(0.01)
+        assert json.loads(stream.getvalue())["request_id"] == "first"
+        for i in range(1, 500):
+            token = request_id_var.set(f"req-{i}")
+            logger.warning("line %d", i)
+            request_id_var.reset(token)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        writer.stop()
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines[:500]] == [f"line {i}" for i in range(500)]
+    assert [line["request_id"] for line in lines[1:500]] == [f"req-{i}" for i in range(1, 500)]
+    assert lines[-1]["message"] == "failed" and "RuntimeError: boom" in lines[-1]["exc"]
 
 
 def test_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.app import negotiate, query
-from service.app.deps import ApiKeyDep, model_for, settings_of
+from service.app.deps import KeyedRoute, model_for, settings_of
 from service.app.openapi import BUSY, IMAGE_BODY, errors
 from service.app.routes.common import for_each, model_headers, read_images
 from service.app.schemas import AnomalyScore
 from service.app.uploads import Upload
 from service.inference import anomaly, imaging
 
-router = APIRouter(tags=["anomaly"], dependencies=[ApiKeyDep])
+router = APIRouter(tags=["anomaly"], route_class=KeyedRoute)
 
 
 @router.post(

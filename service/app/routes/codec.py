@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.app import negotiate, query
-from service.app.deps import ApiKeyDep, model_for, settings_of
+from service.app.deps import KeyedRoute, model_for, settings_of
 from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
 from service.app.routes.common import encode_image, for_each, model_headers, read_images, size_headers
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
@@ -16,7 +16,7 @@ from service.app.uploads import Upload, read_uploads
 from service.inference import codec, imaging
 from service.inference.errors import BitstreamModelMismatch
 
-router = APIRouter(tags=["codec"], dependencies=[ApiKeyDep])
+router = APIRouter(tags=["codec"], route_class=KeyedRoute)
 
 
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Path
 
-from service.app.deps import ApiKeyDep, RegistryDep
+from service.app.deps import KeyedRoute, RegistryDep
 from service.app.openapi import errors
 from service.app.schemas import ModelDetail, ModelList, ModelSummary, VersionDetail, VersionStatus
 from service.inference.errors import ModelNotFound, VersionNotFound
 from service.inference.registry import LoadedModel, LoadFailure, ModelRegistry, RegistryState
 
-router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/models", tags=["models"], route_class=KeyedRoute)
 
 
 def _iso(timestamp: float) -> str:
