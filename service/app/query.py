@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, get_args
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.requests import Request
 
@@ -40,8 +40,7 @@ def parse(request: Request) -> HotQuery:
     """Validate the query string of a hot route; unknown parameters are ignored (as FastAPI does)."""
     if not request.scope.get("query_string"):  # the common case: nothing to parse
         return _NO_QUERY
-    # What Starlette's QueryParams holds (a repeated name: the last value wins), without its multidict.
-    q = dict(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    q = query_pairs(request.scope["query_string"].decode("latin-1"))
     model = q.get("model") or None
     version = _integer(q["version"], "version") if "version" in q else None
     fmt = q.get("format")
@@ -51,6 +50,21 @@ def parse(request: Request) -> HotQuery:
 
 
 _NO_QUERY = HotQuery()
+
+
+def query_pairs(text: str) -> dict[str, str]:
+    """What `parse_qsl(text, keep_blank_values=True)` gives, as Starlette's QueryParams reads it (a
+    repeated name: the last value wins); unquoting only the parts that need it (parse_qsl was ~3% of
+    the loop's CPU per request)."""
+    pairs: dict[str, str] = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        pairs[name] = value
+    return pairs
 
 
 def _integer(text: str, name: str) -> int:

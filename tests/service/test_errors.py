@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_helpers import MAX_PIXELS, MAX_UPLOAD, assert_error, noise_image, png_header_claiming, to_bytes
 
+from service.app.query import query_pairs
 from service.contract.bitstream import Bitstream
 
 
@@ -178,3 +180,10 @@ def test_random_bytes_never_5xx(client: httpx.Client, data: bytes, path: str, pr
     response = client.post(path, content=prefix + data)
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     assert set(response.json()) == {"error"}
+
+
+@given(st.text(alphabet="ab=&%+2Fx;é ", max_size=24))
+def test_hot_query_string_reads_as_starlette_would(text: str) -> None:
+    """The hot routes' hand-rolled query split gives what Starlette's QueryParams (parse_qsl, last value
+    wins) gives for any string: escapes, '+', blank values, repeated and empty names."""
+    assert query_pairs(text) == dict(parse_qsl(text, keep_blank_values=True))
