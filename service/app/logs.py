@@ -27,6 +27,8 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "reque
 _HANDLER_MARK = "_aec_handler"
 #: How long a log line may wait in the buffer before the writer thread writes it.
 FLUSH_INTERVAL_S = 0.05
+#: Log records held while the output is blocked; beyond it the oldest are dropped.
+MAX_BUFFERED = 100_000
 
 
 class RequestIdFilter(logging.Filter):
@@ -58,12 +60,13 @@ class BufferedWriter:
     """Hands records to `target` (a formatting, writing handler) from its own thread, in batches.
 
     `buffer` is a deque: appending is atomic and wakes nobody; the thread drains it every `interval`
-    seconds, and `stop()` drains what is left (so nothing logged before exit is lost).
+    seconds, and `stop()` drains what is left (so nothing logged before exit is lost). It is bounded:
+    if the output blocks (a full pipe) the oldest lines are dropped rather than the process's memory.
     """
 
     def __init__(self, target: logging.Handler, interval: float = FLUSH_INTERVAL_S) -> None:
         self.target, self.interval = target, interval
-        self.buffer: collections.deque[logging.LogRecord] = collections.deque()
+        self.buffer: collections.deque[logging.LogRecord] = collections.deque(maxlen=MAX_BUFFERED)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
