@@ -158,7 +158,7 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     import keras
 
     from training import data
-    from training.train import fit, make_optimizer, val_images_for
+    from training.train import fit, make_optimizer, resumed_step, val_images_for
 
     keras.utils.set_random_seed(args.seed)
     try:
@@ -174,7 +174,13 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     name = args.name or args.model
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     log_dir = args.log_dir / f"{name}-{stamp}"
-    train_ds = data.train_dataset(splits, args.batch_size, args.seed, crop=args.crop)
+    # A resumed run draws a new crop/shuffle/noise stream (seeded by the step it resumes from): with the
+    # run's own seed every resume replayed the same first batches, which the model then saw many times.
+    resumed = resumed_step(args.checkpoint_dir)
+    stream_seed = args.seed if not resumed else args.seed * 1_000_003 + resumed
+    if resumed:
+        keras.utils.set_random_seed(stream_seed)  # after the model is built: only the training noise changes
+    train_ds = data.train_dataset(splits, args.batch_size, stream_seed, crop=args.crop)
     val_images = val_images_for(model, splits.val, args.crop)
     started = time.time()
     history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,

@@ -53,6 +53,15 @@ def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, t
     return tf.function(train_step, autograph=False) if traced else train_step
 
 
+def resumed_step(checkpoint_dir: Path | None) -> int:
+    """The step a run with this checkpoint dir resumes from (0 when there is none), read from the
+    newest checkpoint without building anything."""
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if checkpoint_dir else None
+    if not latest:
+        return 0
+    return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
 def val_images_for(model: Autoencoder, images, crop: int | None, limit: int = 256) -> np.ndarray:
     """A fixed validation batch: the first images, or centre crops for photos of mixed sizes."""
     if isinstance(images, np.ndarray):

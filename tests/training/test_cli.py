@@ -94,6 +94,34 @@ def test_training_continues_from_an_exported_version(idx_dir, tmp_path):
     assert resumed[0]["val_mse"] < first[0]["val_mse"]
 
 
+def test_a_resumed_run_continues_its_step_with_a_new_data_stream(idx_dir, tmp_path, monkeypatch):
+    """Resuming from --checkpoint-dir restores the step, and the crops/shuffle are drawn anew: with the
+    run's own seed every resume replayed the same first batches."""
+    from training import data
+    from training.train import resumed_step
+
+    seeds: list[int] = []
+    real = data.train_dataset
+
+    def recording(splits, batch_size, seed, crop=None):
+        seeds.append(seed)
+        return real(splits, batch_size, seed, crop=crop)
+
+    monkeypatch.setattr(data, "train_dataset", recording)
+    ckpt = tmp_path / "ckpt"
+    common = ["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200", "--batch-size", "32",
+              "--latent-dim", "4", "--out", str(tmp_path), "--log-dir", str(tmp_path / "runs"), "--no-progress",
+              "--checkpoint-dir", str(ckpt)]
+    assert resumed_step(ckpt) == 0
+    assert main([*common, "--epochs", "1"]) == 0
+    steps = json.loads((tmp_path / "keras_cae" / "1" / "evaluation.json").read_text())["history"][-1]["steps"]
+    assert steps > 0 and resumed_step(ckpt) == steps
+    assert main([*common, "--epochs", "2"]) == 0
+    history = json.loads((tmp_path / "keras_cae" / "2" / "evaluation.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [2] and history[-1]["steps"] == 2 * steps
+    assert seeds[0] == 0 and seeds[1] not in (0, seeds[0])
+
+
 def test_one_class_training_records_normal_classes(idx_dir, tmp_path):
     assert main(["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200",
                  "--epochs", "1", "--batch-size", "16", "--latent-dim", "4", "--classes", "0",
