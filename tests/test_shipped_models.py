@@ -33,7 +33,7 @@ def test_anomaly_model_separates_its_normal_digit_from_others():
     assert verdicts == {"digit-0.png": False, "digit-1.png": True, "digit-7.png": True}
 
 
-@pytest.mark.parametrize("name", ["mnist", "mnist-anomaly-0", "natural-q1", "natural-q2", "natural-q3", "natural-q4"])
+@pytest.mark.parametrize("name", ["mnist", "mnist-anomaly-0", "natural-q1", "natural-q2", "natural-q3", "natural-q4", "natural-q5"])
 def test_shipped_cards_validate_and_record_their_command(name):
     card = ModelCard.read(_newest(name))
     assert card.name == name and card.training.command.startswith("python -m training train")
