@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 serve: setup  ## run the service on models_store at http://127.0.0.1:8000 (default model: mnist)
 	AEC_DEFAULT_MODEL=$${AEC_DEFAULT_MODEL:-mnist} $(BIN)/python -m service
 
+examples: setup  ## examples/digit-<d>.png from MNIST (../shared/datasets or $$AEC_DATASETS, else downloaded by Keras)
+	$(BIN)/python examples/make_digits.py
+
 test: setup  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 

@@ -7,30 +7,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
+from examples.make_digits import default_idx_dir
+from examples.make_digits import held_out_digits as held_out_digits_of
 from service.contract.card import ModelCard
+from training.data import read_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _digit(name: str) -> np.ndarray:
-    with Image.open(ROOT / "examples" / name) as img:
-        return (np.asarray(img.convert("L"), np.float32) / 255.0)[None, ..., None]
+@pytest.fixture(scope="module")
+def held_out_digits() -> dict[int, np.ndarray]:
+    """The README's example digits (examples/make_digits.py), read from the MNIST IDX folder."""
+    idx_dir = default_idx_dir()
+    if not (idx_dir / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"no MNIST test split at {idx_dir} (set AEC_DATASETS)")
+    return held_out_digits_of(read_idx(idx_dir / "t10k-images-idx3-ubyte.gz"),
+                              read_idx(idx_dir / "t10k-labels-idx1-ubyte.gz"))
 
 
 def _newest(name: str) -> Path:
     return max((p for p in (ROOT / "models_store" / name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def test_anomaly_model_separates_its_normal_digit_from_others():
+def test_anomaly_model_separates_its_normal_digit_from_others(held_out_digits):
     version_dir = _newest("mnist-anomaly-0")
     card = ModelCard.read(version_dir)
     assert card.anomaly is not None and card.anomaly.normal_classes == [0] and card.anomaly.score == "ssim"
     scores = tf.saved_model.load(str(version_dir)).signatures["anomaly_score"]
-    verdicts = {name: float(scores(images=tf.constant(_digit(name)))["score"][0]) > card.anomaly.threshold
-                for name in ["digit-0.png", "digit-1.png", "digit-7.png"]}
-    assert verdicts == {"digit-0.png": False, "digit-1.png": True, "digit-7.png": True}
+    verdicts = {}
+    for digit in (0, 1, 7):
+        image = (held_out_digits[digit].astype(np.float32) / 255.0)[None, ..., None]
+        verdicts[digit] = float(scores(images=tf.constant(image))["score"][0]) > card.anomaly.threshold
+    assert verdicts == {0: False, 1: True, 7: True}
 
 
 @pytest.mark.parametrize("name", ["mnist", "mnist-anomaly-0", "natural-q1", "natural-q2", "natural-q3", "natural-q4", "natural-q5"])
