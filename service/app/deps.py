@@ -40,10 +40,8 @@ def model_for(request: Request, model: str | None, version: int | None) -> Loade
 
 
 def settings_of(request: Request) -> Settings:
-    """Settings for the hot routes, without a dependency to solve (see `select_model`)."""
+    """Settings for the hot routes, without a dependency to solve (see `KeyedRoute`)."""
     return request.app.state.settings
-
-
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> None:
