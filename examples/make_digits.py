@@ -40,7 +40,11 @@ def test_split(idx_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         return read_idx(idx_dir / "t10k-images-idx3-ubyte.gz"), read_idx(idx_dir / "t10k-labels-idx1-ubyte.gz")
     import keras
 
-    _, (images, labels) = keras.datasets.mnist.load_data()
+    try:
+        _, (images, labels) = keras.datasets.mnist.load_data()
+    except Exception as exc:  # keras raises a bare Exception when the download fails
+        raise SystemExit(f"no MNIST IDX folder at {idx_dir} and the download failed ({exc}); "
+                         "point --idx-dir or AEC_DATASETS at a folder holding mnist-t10k") from None
     return images, labels
 
 
