@@ -42,7 +42,7 @@ def test_split(idx_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         _, (images, labels) = keras.datasets.mnist.load_data()
-    except Exception as exc:  # keras raises a bare Exception when the download fails
+    except Exception as exc:  # noqa: BLE001 - keras raises a bare Exception when the download fails
         raise SystemExit(f"no MNIST IDX folder at {idx_dir} and the download failed ({exc}); "
                          "point --idx-dir or AEC_DATASETS at a folder holding mnist-t10k") from None
     return images, labels
