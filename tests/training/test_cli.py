@@ -182,6 +182,11 @@ def test_variable_rate_codec_exports_one_model_per_level(tmp_path, capsys):
                  "--init-from", str(tmp_path / "store" / "single" / "1")]) == 0
     kept = capsys.readouterr().out.split("not in it, left at their initial values:")[1].splitlines()[0]
     assert "log_gain" in kept and "analysis" not in kept and "z_density" not in kept
+    # ... and a multi-rate one into one with more levels (a rate added below the trained ones)
+    assert main([*common[:-2], "--name", "more", "--lmbdas", "0.002,0.004,0.03",
+                 "--init-from", str(tmp_path / "store" / "photo-q1" / "1")]) == 0
+    assert "rate levels λ [0.004, 0.03] -> [0.002, 0.004, 0.03]" in capsys.readouterr().out
+    assert ModelCard.read(tmp_path / "store" / "more-q3" / "1").config["coded_lmbda"] == 0.03
 
 
 @pytest.mark.parametrize("value", ["0.01", "0.01,-1", "a,b"])

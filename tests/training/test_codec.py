@@ -239,3 +239,47 @@ def test_training_checkpoints_hold_every_weight(tmp_path) -> None:
     assert len(fresh.weights) == len(model.weights)
     for saved, restored in zip(model.weights, fresh.weights):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
+
+
+def test_more_rate_levels_start_from_fewer() -> None:
+    """A codec with new λ levels adopts a trained one: shared λ code exactly as before, new gains lie on
+    the line through the neighbouring levels' (log λ)."""
+    images = smooth_fields(2, 64, 64, seed=3)
+    source = Codec(num_filters=8, latent_channels=12, lmbdas=[0.005, 0.02])
+    source(images[:1])
+    rng = np.random.default_rng(0)
+    source.log_gain.assign(rng.normal(0, 0.5, (2, 12)).astype(np.float32))
+    source.log_inv_gain.assign(rng.normal(0, 0.5, (2, 12)).astype(np.float32))
+    target = Codec(num_filters=8, latent_channels=12, lmbdas=[0.0025, 0.005, 0.01, 0.02])
+    target(images[:1])
+    target.adopt_levels(source)
+    for ours, theirs in ((1, 0), (3, 1)):
+        source.set_rate_level(theirs)
+        target.set_rate_level(ours)
+        np.testing.assert_array_equal(target(images).numpy(), source(images).numpy())
+    gains = source.log_gain.numpy()
+    np.testing.assert_allclose(target.log_gain.numpy()[2], (gains[0] + gains[1]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(target.log_gain.numpy()[0], 1.5 * gains[0] - 0.5 * gains[1], rtol=1e-5)  # half the span below
+    with pytest.raises(ValueError, match="multi-rate"):
+        Codec(num_filters=8, latent_channels=12).adopt_levels(source)
+
+
+@pytest.mark.parametrize("ste", [True, False])
+def test_decoder_trains_on_rounded_latents(ste: bool, monkeypatch) -> None:
+    """With `synthesis_ste` the synthesis sees round(y − μ) + μ in training, as it will when decoding,
+    and the distortion's gradient still reaches the analysis transform."""
+    keras.utils.set_random_seed(1)
+    model = Codec(num_filters=8, latent_channels=12, synthesis_ste=ste)
+    images = tf.constant(smooth_fields(2, 64, 64, seed=4))
+    model(images[:1])
+    seen = {}
+    hyper, synthesis = model._hyper, model._synthesis
+    monkeypatch.setattr(model, "_hyper", lambda *a, **k: seen.setdefault("hyper", hyper(*a, **k)))
+    monkeypatch.setattr(model, "_synthesis", lambda y, *a, **k: synthesis(seen.setdefault("y", y), *a, **k))
+    with tf.GradientTape() as tape:
+        x_hat = model(images, training=True)
+        distortion = tf.reduce_mean(tf.square(images - x_hat))
+    offsets = (seen["y"] - seen["hyper"][1]).numpy()
+    assert np.allclose(offsets, np.round(offsets), atol=1e-4) == ste
+    grads = tape.gradient(distortion, model.g_a.trainable_variables)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)

@@ -3,7 +3,10 @@
     x ─g_a─▶ y ─h_a─▶ z ─Q─▶ ẑ ─h_s─▶ (σ, μ)          ŷ = Q(y − μ) + μ ─g_s─▶ x̂
               4× conv 5×5/2 + GDN        3 convs (stride 1, 2, 2)      mirror with IGDN
 
-Training state (`call`, `compute_losses`): Q is additive uniform noise U(−½, ½); z's rate comes from
+Training state (`call`, `compute_losses`): Q is additive uniform noise U(−½, ½) for the rates, while
+g_s sees y rounded as the coder will round it, round(y − μ) + μ, with a straight-through gradient
+(`synthesis_ste`, Minnen & Singh 2020's "mixed" quantisation: the decoder trains on what it will decode,
+which noise alone does not give it). z's rate comes from
 a learned factorized density (entropy bottleneck), y's from N(0, σ²) ⊛ U(−½, ½) of y − μ with σ
 lower-bounded at 0.11. Loss = lmbda · 255² · MSE + bpp, MSE on pixels in [0, 1] (so lmbda is TFC's
 and CompressAI's λ: MSE measured on 0..255 pixels; 0.01 ≈ mid rate, larger λ = higher quality/rate).
@@ -53,6 +56,17 @@ Y_SYMBOL_RANGE = 255  # y symbols are clipped to [−255, 255]
 Z_TAIL_MASS = 1e-6  # finalize warns when the z support leaves out more than this per side
 
 
+def _interpolate_rows(x: np.ndarray, rows: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """Rows [len(x_new), C]: `rows` [len(x), C] linearly interpolated at `x_new` (x ascending), extended
+    past either end along the line through the two end rows."""
+    out = np.empty((len(x_new), rows.shape[1]), rows.dtype)
+    for i, value in enumerate(x_new):
+        j = int(np.clip(np.searchsorted(x, value) - 1, 0, len(x) - 2))
+        t = (value - x[j]) / (x[j + 1] - x[j])
+        out[i] = (1 - t) * rows[j] + t * rows[j + 1]
+    return out
+
+
 def _conv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2D:
     return layers.Conv2D(filters, kernel, strides=stride, padding="same", **kwargs)
 
@@ -70,7 +84,7 @@ class Codec(Autoencoder):
 
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 64, latent_channels: int = 96,
                  lmbda: float = 0.01, lmbdas: list[float] | None = None, mean_scale: bool = True,
-                 z_radius: int = 32, **kwargs) -> None:
+                 z_radius: int = 32, synthesis_ste: bool = True, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
@@ -79,6 +93,7 @@ class Codec(Autoencoder):
             raise ValueError("every λ must be positive")
         self.lmbda = self.lmbdas[0]  # the λ of `rate_level` (see `set_rate_level`)
         self.mean_scale = bool(mean_scale)
+        self.synthesis_ste = bool(synthesis_ste)
         self.z_radius = int(z_radius)
         if self.z_radius < 1:
             raise ValueError("z_radius must be at least 1")
@@ -125,7 +140,8 @@ class Codec(Autoencoder):
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "num_filters": self.num_filters, "latent_channels": self.latent_channels,
-                  "lmbda": self.lmbda, "mean_scale": self.mean_scale, "z_radius": self.z_radius}
+                  "lmbda": self.lmbda, "mean_scale": self.mean_scale, "z_radius": self.z_radius,
+                  "synthesis_ste": self.synthesis_ste}
         if len(self.lmbdas) > 1:
             config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
                        "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
@@ -142,6 +158,25 @@ class Codec(Autoencoder):
             raise ValueError(f"rate level must be in [0, {self.num_levels - 1}], not {level}")
         self.rate_level.assign(level)
         self.lmbda = self.lmbdas[level]
+
+    def adopt_levels(self, source: Codec) -> None:
+        """Take every weight of `source`, a codec with other λ levels but otherwise the same config.
+
+        Gains of a λ the source has are copied; those of a new λ are interpolated (or extrapolated
+        from the two nearest levels) in log λ, per channel: the learned gains are close to linear
+        there, so a level added below or above the trained range starts near where it belongs.
+        """
+        if self.log_gain is None or source.log_gain is None:
+            raise ValueError("adopting levels needs two multi-rate codecs")
+        old = np.log(np.asarray(source.lmbdas))
+        new = np.log(np.asarray(self.lmbdas))
+        for ours, theirs in zip(self.weights, source.weights, strict=True):
+            if ours is self.log_gain or ours is self.log_inv_gain:
+                ours.assign(_interpolate_rows(old, theirs.numpy(), new).astype(np.float32))
+            elif ours is self.rate_level:
+                continue
+            else:
+                ours.assign(theirs)
 
     def _gains(self, levels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(gain, inverse gain) [B, 1, 1, M] for per-image level indices [B] (1 for a single-rate model)."""
@@ -200,9 +235,10 @@ class Codec(Autoencoder):
         scale, mean = self._hyper(z_hat, training)
         if training:
             y_hat = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
+            y_synth = y + tf.stop_gradient(tf.round(y - mean) + mean - y) if self.synthesis_ste else y_hat
         else:
-            y_hat = self._y_symbols(y, mean) + mean
-        x_hat = self._synthesis(y_hat, training, inv_gain)
+            y_hat = y_synth = self._y_symbols(y, mean) + mean
+        x_hat = self._synthesis(y_synth, training, inv_gain)
         y_likelihood = gaussian_likelihood(y_hat - mean, scale, training)
         z_likelihood = self.z_density.likelihood(z_hat, training)
         return x_hat, y_likelihood, z_likelihood, tf.gather(self._lmbda_values, levels)
