@@ -87,8 +87,13 @@ class KeyedRoute(APIRoute):
     before the body or the query is read, so a caller without one learns nothing.
     """
 
+    @property
+    def takes_only_request(self) -> bool:
+        """Whether the endpoint is `async def f(request: Request) -> <a Response>` (called directly)."""
+        return _takes_only_request(self.endpoint)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        if _takes_only_request(self.endpoint):
+        if self.takes_only_request:
             handler = self.endpoint
         else:
             handler = super().get_route_handler()

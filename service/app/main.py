@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from service.app.config import Settings
+from service.app.direct import ServiceApp
 from service.app.errors import install_error_handlers
 from service.app.logs import setup_logging
 from service.app.metrics import Metrics
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.close()
             executor.shutdown(wait=True, cancel_futures=True)
 
-    app = FastAPI(
+    app = ServiceApp(
         title="aecodec",
         version="0.1.0",
         description=DESCRIPTION,
@@ -126,4 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
+    if not settings.cors_origins:  # with CORS on, every request needs its middleware
+        app.enable_direct_routes(API_ROUTERS, metrics)
     return app
