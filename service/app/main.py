@@ -51,7 +51,7 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or Settings()
     setup_logging(settings.log_format, settings.log_level)
     configure_pillow(settings.max_pixels)
