@@ -42,7 +42,7 @@ def test_anomaly_model_separates_its_normal_digit_from_others(held_out_digits):
     assert verdicts == {0: False, 1: True, 7: True}
 
 
-@pytest.mark.parametrize("name", ["mnist", "mnist-anomaly-0", "natural-q1", "natural-q2", "natural-q3", "natural-q4", "natural-q5"])
+@pytest.mark.parametrize("name", ["mnist", "mnist-anomaly-0", *(f"natural-q{level}" for level in range(1, 9))])
 def test_shipped_cards_validate_and_record_their_command(name):
     card = ModelCard.read(_newest(name))
     assert card.name == name and card.training.command.startswith("python -m training train")
