@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from service.contract.card import ModelCard
 from training.data import eval_batches
 from training.models.base import Autoencoder
 
@@ -142,9 +143,11 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
 def _init_from(model: Autoencoder, version_dir: Path) -> None:
     """Load an exported version's weights; variables it lacks (a multi-rate codec's gains when started
     from a single-rate one) keep their initial values and are named, anything else must match."""
-    source_levels = _card_lmbdas(version_dir)
+    card = version_dir / "model.json"
+    source_config = ModelCard.read(version_dir).config if card.is_file() else {}
+    source_levels = sorted(float(v) for v in source_config.get("lmbdas", []))
     if len(getattr(model, "lmbdas", [])) > 1 and len(source_levels) > 1 and source_levels != model.lmbdas:
-        config = {k: v for k, v in _card_config(version_dir).items() if k not in ("input_shape", "rate_level", "coded_lmbda", "lmbda")}
+        config = {k: v for k, v in source_config.items() if k not in ("input_shape", "rate_level", "coded_lmbda", "lmbda")}
         source = type(model)(input_shape=model.image_shape, **config)
         source(tf.zeros([1, source.size_multiple, source.size_multiple, model.image_shape[-1]]))
         tf.train.Checkpoint(model=source).read(str(version_dir / "variables" / "variables")).assert_existing_objects_matched()
@@ -162,15 +165,6 @@ def _init_from(model: Autoencoder, version_dir: Path) -> None:
         if len(kept) == len(before):
             raise
         print(f"initialised from {version_dir}; not in it, left at their initial values: {', '.join(kept)}")
-
-
-def _card_config(version_dir: Path) -> dict:
-    card = version_dir / "model.json"
-    return json.loads(card.read_text()).get("config", {}) if card.is_file() else {}
-
-
-def _card_lmbdas(version_dir: Path) -> list[float]:
-    return sorted(float(v) for v in _card_config(version_dir).get("lmbdas", []))
 
 
 def _log_epoch(writer, model: Autoencoder, record: dict, val_images: np.ndarray, step: int) -> None:

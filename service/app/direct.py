@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.exceptions import HTTPException
@@ -28,59 +30,54 @@ from starlette.types import Receive, Scope, Send
 
 from service.app.deps import KeyedRoute
 from service.app.metrics import Metrics
-from service.app.middleware import RequestContextMiddleware
+from service.app.middleware import API_PREFIX, RequestContextMiddleware
 
 Handler = Callable[[Request], Awaitable[Response]]
+_SLASHED_PREFIX = API_PREFIX + "/"
 
 
 @dataclass(frozen=True)
 class DirectRoute:
     route: KeyedRoute
-    handler: Handler
+    app: RequestContextMiddleware  # the request context around this route's handler
 
 
 class ServiceApp(FastAPI):
     """FastAPI with `enable_direct_routes`; until it is called every request goes through FastAPI."""
 
-    _direct: dict[str, DirectRoute] | None = None
-    _direct_app: RequestContextMiddleware | None = None
-    _prefix = "/v1"
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._direct: dict[str, DirectRoute] = {}
 
-    def enable_direct_routes(self, routers: Iterable[APIRouter], metrics: Metrics) -> list[str]:
-        """Dispatch the qualifying POST routes of `routers` directly (see the module docstring); returns
-        their paths. The routers must be included at the root, with no prefix or dependencies."""
-        direct = {}
-        for router in routers:
-            for route in router.routes:
-                if isinstance(route, KeyedRoute) and route.methods == {"POST"} and route.takes_only_request:
-                    direct[route.path] = DirectRoute(route, route.get_route_handler())
-        self._direct = direct
-        self._direct_app = RequestContextMiddleware(self._dispatch, metrics=metrics)
-        return sorted(direct)
+    def enable_direct_routes(self, routers: Iterable[APIRouter], metrics: Metrics) -> None:
+        """Dispatch the qualifying POST routes of `routers` directly (see the module docstring). The
+        routers must be included at the root, with no prefix or dependencies."""
+        self._direct = {
+            route.path: DirectRoute(route, RequestContextMiddleware(partial(self._dispatch, route.get_route_handler()),
+                                                                    metrics=metrics))
+            for router in routers
+            for route in router.routes
+            if isinstance(route, KeyedRoute) and route.methods == {"POST"} and route.takes_only_request
+        }
 
     @property
     def direct_paths(self) -> list[str]:
-        return sorted(self._direct or {})
+        return sorted(self._direct)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._direct and scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
-            if path.startswith(self._prefix + "/"):
-                path = path[len(self._prefix):]
-            target = self._direct.get(path)
+            target = self._direct.get(path[len(API_PREFIX):] if path.startswith(_SLASHED_PREFIX) else path)
             if target is not None:
                 if self.root_path:
                     scope["root_path"] = self.root_path
                 scope["app"] = self
                 scope["route"], scope["endpoint"], scope["path_params"] = target.route, target.route.endpoint, {}
-                assert self._direct_app is not None
-                await self._direct_app(scope, receive, send)
+                await target.app(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self._direct is not None
-        handler = self._direct[scope["route"].path].handler
+    async def _dispatch(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
             response = await handler(request)

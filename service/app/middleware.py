@@ -90,6 +90,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+#: Every API route is served under this prefix too (`VersionPrefixMiddleware`, `direct.ServiceApp`).
+API_PREFIX = "/v1"
+
+
 class VersionPrefixMiddleware:
     """Serve every API route under `/v1/...` too, by stripping the prefix before routing.
 
@@ -97,7 +101,7 @@ class VersionPrefixMiddleware:
     every route is a second set of regex matches on each request (bench/serve.py).
     """
 
-    def __init__(self, app: ASGIApp, prefix: str = "/v1") -> None:
+    def __init__(self, app: ASGIApp, prefix: str = API_PREFIX) -> None:
         self.app, self.prefix = app, prefix
         self._slash = prefix + "/"
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import LiveServer, assert_error, live_server, to_bytes
 from starlette.exceptions import HTTPException
 
@@ -73,10 +74,11 @@ def test_direct_and_routed_answers_are_the_same(server: LiveServer, routed: Live
 
 
 def _scraped(client: httpx.Client, path: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("aec_requests_total{") and f'endpoint="{path}"' in line and 'status="200"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    """aec_requests_total of `path` answered 200, summed over models."""
+    return sum(sample.value for family in text_string_to_metric_families(client.get("/metrics").text)
+               for sample in family.samples
+               if sample.name == "aec_requests_total" and sample.labels["endpoint"] == path
+               and sample.labels["status"] == "200")
 
 
 def test_direct_requests_are_counted_under_their_route(client: httpx.Client, model_store) -> None:
@@ -97,7 +99,8 @@ def _app_raising(error: Exception) -> ServiceApp:
     app.state.settings = Settings(_env_file=None)
     install_error_handlers(app)
     app.include_router(router)
-    assert app.enable_direct_routes([router], Metrics()) == ["/boom"]
+    app.enable_direct_routes([router], Metrics())
+    assert app.direct_paths == ["/boom"]
     return app
 
 

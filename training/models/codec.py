@@ -59,12 +59,9 @@ Z_TAIL_MASS = 1e-6  # finalize warns when the z support leaves out more than thi
 def _interpolate_rows(x: np.ndarray, rows: np.ndarray, x_new: np.ndarray) -> np.ndarray:
     """Rows [len(x_new), C]: `rows` [len(x), C] linearly interpolated at `x_new` (x ascending), extended
     past either end along the line through the two end rows."""
-    out = np.empty((len(x_new), rows.shape[1]), rows.dtype)
-    for i, value in enumerate(x_new):
-        j = int(np.clip(np.searchsorted(x, value) - 1, 0, len(x) - 2))
-        t = (value - x[j]) / (x[j + 1] - x[j])
-        out[i] = (1 - t) * rows[j] + t * rows[j + 1]
-    return out
+    j = np.clip(np.searchsorted(x, x_new) - 1, 0, len(x) - 2)  # left end of each point's segment
+    t = ((x_new - x[j]) / (x[j + 1] - x[j]))[:, None]
+    return (1 - t) * rows[j] + t * rows[j + 1]
 
 
 def _conv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2D:
