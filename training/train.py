@@ -146,13 +146,21 @@ def _init_from(model: Autoencoder, version_dir: Path) -> None:
     card = version_dir / "model.json"
     source_config = ModelCard.read(version_dir).config if card.is_file() else {}
     source_levels = sorted(float(v) for v in source_config.get("lmbdas", []))
-    if len(getattr(model, "lmbdas", [])) > 1 and len(source_levels) > 1 and source_levels != model.lmbdas:
+    other_levels = len(getattr(model, "lmbdas", [])) > 1 and len(source_levels) > 1 and source_levels != model.lmbdas
+    source_width = source_config.get("latent_channels")
+    wider = hasattr(model, "adopt") and source_width is not None and source_width != model.latent_channels
+    if other_levels or wider:
         config = {k: v for k, v in source_config.items() if k not in ("input_shape", "rate_level", "coded_lmbda", "lmbda")}
         source = type(model)(input_shape=model.image_shape, **config)
         source(tf.zeros([1, source.size_multiple, source.size_multiple, model.image_shape[-1]]))
         tf.train.Checkpoint(model=source).read(str(version_dir / "variables" / "variables")).assert_existing_objects_matched()
-        model.adopt_levels(source)
-        print(f"initialised from {version_dir}; rate levels λ {source_levels} -> {model.lmbdas}")
+        model.adopt(source)
+        changes = []
+        if other_levels:
+            changes.append(f"rate levels λ {source_levels} -> {model.lmbdas}")
+        if wider:
+            changes.append(f"latent channels {source_width} -> {model.latent_channels}")
+        print(f"initialised from {version_dir}; {'; '.join(changes)}")
         return
     before = [v.numpy().copy() for v in model.weights]
     status = tf.train.Checkpoint(model=model).read(str(version_dir / "variables" / "variables"))

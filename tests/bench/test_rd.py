@@ -92,6 +92,10 @@ def test_summaries_of_several_operating_points() -> None:
     bd = rd.bd_pair(rd.mean_curve(anchor, "quality"), mean, "pchip")
     assert bd["full"] == pytest.approx(-20.0) and bd["0.25-1.0"] == pytest.approx(-20.0)
     assert rd.per_image_bd(anchor, ours, "pchip")["full"] == {"mean": pytest.approx(-20.0), "images": 2, "of": 2}
+    # on the mean curve every image counts: (0.25, 29) and (0.5, 32) are its first points, so 0.25 reads
+    # 29 where the per-image mean above (only the image that reaches 0.25) reads 30.75
+    on_mean = rd.psnr_on_mean_curve(rd.mean_curve(anchor, "quality"), [0.1, 0.25, 0.375, 1.0])
+    assert [e["psnr"] for e in on_mean] == [None, pytest.approx(29.0), pytest.approx(30.5), pytest.approx(35.0)]
 
 
 def _write_images(folder: Path) -> None:
@@ -127,7 +131,7 @@ def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> 
     table = capsys.readouterr().out
     rows = {line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")}
     assert {f"ours ({model_store.codec})", "JPEG", "WebP"} <= rows
-    assert "BD vs JPEG" in table and "enc s/MP" in table
+    assert "BD vs JPEG" in table and "enc s/MP" in table and "PSNR on the mean curves" in table
     assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     doc = json.loads(out_json.read_text())

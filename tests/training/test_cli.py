@@ -187,6 +187,14 @@ def test_variable_rate_codec_exports_one_model_per_level(tmp_path, capsys):
                  "--init-from", str(tmp_path / "store" / "photo-q1" / "1")]) == 0
     assert "rate levels λ [0.004, 0.03] -> [0.002, 0.004, 0.03]" in capsys.readouterr().out
     assert ModelCard.read(tmp_path / "store" / "more-q3" / "1").config["coded_lmbda"] == 0.03
+    # ... and into a wider latent (new channels start silent) with more levels at once
+    wide_args = [*common[:-2], "--name", "wide", "--lmbdas", "0.002,0.004,0.03",
+                 "--init-from", str(tmp_path / "store" / "photo-q1" / "1")]
+    wide_args[wide_args.index("--model-args") + 1] = '{"num_filters": 8, "latent_channels": 16}'
+    assert main(wide_args) == 0
+    assert ("rate levels λ [0.004, 0.03] -> [0.002, 0.004, 0.03]; latent channels 12 -> 16"
+            in capsys.readouterr().out)
+    assert ModelCard.read(tmp_path / "store" / "wide-q1" / "1").config["latent_channels"] == 16
 
 
 @pytest.mark.parametrize("value", ["0.01", "0.01,-1", "a,b"])

@@ -252,7 +252,7 @@ def test_more_rate_levels_start_from_fewer() -> None:
     source.log_inv_gain.assign(rng.normal(0, 0.5, (2, 12)).astype(np.float32))
     target = Codec(num_filters=8, latent_channels=12, lmbdas=[0.0025, 0.005, 0.01, 0.02])
     target(images[:1])
-    target.adopt_levels(source)
+    target.adopt(source)
     for ours, theirs in ((1, 0), (3, 1)):
         source.set_rate_level(theirs)
         target.set_rate_level(ours)
@@ -261,7 +261,42 @@ def test_more_rate_levels_start_from_fewer() -> None:
     np.testing.assert_allclose(target.log_gain.numpy()[2], (gains[0] + gains[1]) / 2, rtol=1e-5)
     np.testing.assert_allclose(target.log_gain.numpy()[0], 1.5 * gains[0] - 0.5 * gains[1], rtol=1e-5)  # half the span below
     with pytest.raises(ValueError, match="multi-rate"):
-        Codec(num_filters=8, latent_channels=12).adopt_levels(source)
+        Codec(num_filters=8, latent_channels=12).adopt(source)
+
+
+def test_wider_latent_starts_silent() -> None:
+    """A codec with more latent channels adopts a narrower trained one: at every level it codes the same
+    symbols and pictures, its new channels are all symbol 0 and cost next to nothing, and the
+    distortion's gradient reaches the new channels of g_a (so training can turn them on)."""
+    images = tf.constant(smooth_fields(2, 64, 64, seed=5))
+    source = Codec(num_filters=8, latent_channels=12, lmbdas=[0.005, 0.02])
+    source(images[:1])
+    rng = np.random.default_rng(1)
+    for weight in source.trainable_weights:  # a "trained" codec: nothing at its initial value
+        weight.assign(weight + rng.normal(0, 0.05, weight.shape).astype(np.float32))
+    source.finalize()
+    wide = Codec(num_filters=8, latent_channels=20, lmbdas=[0.005, 0.01, 0.02])
+    wide(images[:1])
+    wide.adopt(source)
+    wide.finalize()
+    for ours, theirs in ((0, 0), (2, 1)):
+        source.set_rate_level(theirs)
+        wide.set_rate_level(ours)
+        narrow_codes, wide_codes = source.encode(images), wide.encode(images)
+        np.testing.assert_array_equal(wide_codes["z"].numpy(), narrow_codes["z"].numpy())
+        np.testing.assert_array_equal(wide_codes["y"].numpy()[..., :12], narrow_codes["y"].numpy())
+        assert not np.any(wide_codes["y"].numpy()[..., 12:])
+        # same sums plus exact zeros, in another order: equal to float rounding
+        np.testing.assert_allclose(wide.decode(wide_codes).numpy(), source.decode(narrow_codes).numpy(), atol=1e-6)
+        extra = wide.coded_bits(wide_codes)["y"] - source.coded_bits(narrow_codes)["y"]
+        assert np.all(extra.numpy() < 0.01 * 8 * 4 * 4)  # < 0.01 bit per new symbol
+    with tf.GradientTape() as tape:
+        loss = wide.compute_losses(images, training=True)["loss"]
+    kernel = wide.g_a.layers[-1].kernel
+    grad = tape.gradient(loss, kernel).numpy()
+    assert np.abs(grad[..., 12:]).sum() > 0
+    with pytest.raises(ValueError, match="cannot adopt"):
+        source.adopt(wide)
 
 
 @pytest.mark.parametrize("ste", [True, False])

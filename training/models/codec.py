@@ -156,24 +156,71 @@ class Codec(Autoencoder):
         self.rate_level.assign(level)
         self.lmbda = self.lmbdas[level]
 
-    def adopt_levels(self, source: Codec) -> None:
-        """Take every weight of `source`, a codec with other λ levels but otherwise the same config.
+    def adopt(self, source: Codec) -> None:
+        """Take every weight of `source`, a trained codec with other λ levels and/or fewer latent channels
+        (same `num_filters`), so training can go on from it.
 
-        Gains of a λ the source has are copied; those of a new λ are interpolated (or extrapolated
-        from the two nearest levels) in log λ, per channel: the learned gains are close to linear
-        there, so a level added below or above the trained range starts near where it belongs.
+        Levels: gains of a λ the source has are copied; those of a new λ are interpolated (or
+        extrapolated from the two nearest levels) in log λ, per channel: the learned gains are close to
+        linear there, so a level added below or above the trained range starts near where it belongs.
+
+        Wider latent (M_source < M): the first M_source channels of y are the source's, and the new ones
+        start silent: g_a emits them near zero (its new filters scaled by 1e-2), so they round to the
+        symbol 0 at every level; h_a ignores them (zero weights); h_s predicts μ = 0 and σ at its lower
+        bound for them (zero weights and biases). So the widened codec codes exactly as the source did,
+        and its new channels cost no bits until training turns them on where they pay for themselves.
+        g_s keeps random weights on them: y reaches g_s rounded (straight-through), so they change
+        nothing while silent, yet pass the distortion's gradient back to the channels. Their gains
+        start at each level's mean gain over the source's channels.
         """
-        if self.log_gain is None or source.log_gain is None:
-            raise ValueError("adopting levels needs two multi-rate codecs")
-        old = np.log(np.asarray(source.lmbdas))
-        new = np.log(np.asarray(self.lmbdas))
+        m_old, m_new = source.latent_channels, self.latent_channels
+        if source.num_filters != self.num_filters or source.mean_scale != self.mean_scale or m_old > m_new:
+            raise ValueError(f"cannot adopt a codec with N={source.num_filters}, M={m_old}, mean_scale="
+                             f"{source.mean_scale} into N={self.num_filters}, M={m_new}, mean_scale={self.mean_scale}")
+        if (self.log_gain is None) != (source.log_gain is None):
+            raise ValueError("adopting a codec needs both multi-rate or both single-rate "
+                             "(a single-rate one loads into a multi-rate one by --init-from directly)")
+        if self.log_gain is not None:
+            old, new = np.log(np.asarray(source.lmbdas)), np.log(np.asarray(self.lmbdas))
+            for ours, theirs in ((self.log_gain, source.log_gain), (self.log_inv_gain, source.log_inv_gain)):
+                rows = _interpolate_rows(old, theirs.numpy(), new)
+                fill = np.repeat(rows.mean(axis=1, keepdims=True), m_new - m_old, axis=1)
+                ours.assign(np.concatenate([rows, fill], axis=1).astype(np.float32))
+        widened = {id(w): w for w in (self.g_a.layers[-1].kernel, self.g_a.layers[-1].bias,
+                                      self.g_s.layers[0].kernel, self.h_a.layers[0].kernel,
+                                      self.h_s.layers[-1].kernel, self.h_s.layers[-1].bias)}
+        skip = {id(w) for w in (self.log_gain, self.log_inv_gain, self.rate_level) if w is not None}
         for ours, theirs in zip(self.weights, source.weights, strict=True):
-            if ours is self.log_gain or ours is self.log_inv_gain:
-                ours.assign(_interpolate_rows(old, theirs.numpy(), new).astype(np.float32))
-            elif ours is self.rate_level:
+            if id(ours) in skip:
                 continue
-            else:
+            if ours.shape == theirs.shape:
                 ours.assign(theirs)
+            elif id(ours) in widened:
+                ours.assign(self._widened(ours, theirs.numpy(), m_old))
+            else:
+                raise ValueError(f"{ours.path}: shape {ours.shape} cannot take {theirs.shape}")
+
+    def _widened(self, ours: tf.Variable, theirs: np.ndarray, m_old: int) -> np.ndarray:
+        """`ours` (a weight with a latent-channel axis) holding the source's `theirs` in its first channels
+        (μ's half of h_s moved to its new place); new channels as `adopt` describes."""
+        value = ours.numpy()
+        m = self.latent_channels
+        if ours is self.g_a.layers[-1].kernel:  # [k, k, N, M]: new output filters, tiny
+            return np.concatenate([theirs, 1e-2 * value[..., m_old:]], axis=-1)
+        if ours is self.g_a.layers[-1].bias:
+            return np.concatenate([theirs, np.zeros(m - m_old, value.dtype)])
+        if ours is self.g_s.layers[0].kernel:  # Conv2DTranspose [k, k, N, M]: new inputs keep random weights
+            return np.concatenate([theirs, value[..., m_old:]], axis=-1)
+        if ours is self.h_a.layers[0].kernel:  # [k, k, M, N]: new inputs ignored
+            return np.concatenate([theirs, np.zeros_like(value[:, :, m_old:])], axis=2)
+        # h_s output: [σ (M), μ (M)] along the last axis of the bias, axis 2 of the transposed kernel
+        axis = 2 if value.ndim == 4 else 0
+        scale_old, mean_old = np.split(theirs, 2, axis=axis) if self.mean_scale else (theirs, None)
+        pad_shape = list(value.shape)
+        pad_shape[axis] = m - m_old
+        pad = np.zeros(pad_shape, value.dtype)
+        parts = [scale_old, pad] if mean_old is None else [scale_old, pad, mean_old, pad]
+        return np.concatenate(parts, axis=axis)
 
     def _gains(self, levels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(gain, inverse gain) [B, 1, 1, M] for per-image level indices [B] (1 for a single-rate model)."""
