@@ -167,11 +167,13 @@ class Codec(Autoencoder):
         Wider latent (M_source < M): the first M_source channels of y are the source's, and the new ones
         start silent: g_a emits them near zero (its new filters scaled by 1e-2), so they round to the
         symbol 0 at every level; h_a ignores them (zero weights); h_s predicts μ = 0 and σ at its lower
-        bound for them (zero weights and biases). So the widened codec codes exactly as the source did,
-        and its new channels cost no bits until training turns them on where they pay for themselves.
-        g_s keeps random weights on them: y reaches g_s rounded (straight-through), so they change
-        nothing while silent, yet pass the distortion's gradient back to the channels. Their gains
-        start at each level's mean gain over the source's channels.
+        bound for them (zero weights and biases). So the widened codec codes the source's symbols and
+        pictures, and its new channels cost next to no bits until training turns them on. g_s keeps
+        random weights on them: y reaches g_s rounded (straight-through), so they change nothing while
+        silent, yet pass the distortion's gradient back to the channels. Their gains start at each
+        level's mean gain over the source's channels. They wake slowly: the training rate (additive
+        noise) charges a silent channel for its noise, which holds it near zero (measured on the shipped
+        codec: 5 of 96 new channels in use after 2,800 steps, at the top rate only).
         """
         m_old, m_new = source.latent_channels, self.latent_channels
         if source.num_filters != self.num_filters or source.mean_scale != self.mean_scale or m_old > m_new:
@@ -186,9 +188,9 @@ class Codec(Autoencoder):
                 rows = _interpolate_rows(old, theirs.numpy(), new)
                 fill = np.repeat(rows.mean(axis=1, keepdims=True), m_new - m_old, axis=1)
                 ours.assign(np.concatenate([rows, fill], axis=1).astype(np.float32))
-        widened = {id(w): w for w in (self.g_a.layers[-1].kernel, self.g_a.layers[-1].bias,
-                                      self.g_s.layers[0].kernel, self.h_a.layers[0].kernel,
-                                      self.h_s.layers[-1].kernel, self.h_s.layers[-1].bias)}
+        widened = {id(w) for w in (self.g_a.layers[-1].kernel, self.g_a.layers[-1].bias,
+                                   self.g_s.layers[0].kernel, self.h_a.layers[0].kernel,
+                                   self.h_s.layers[-1].kernel, self.h_s.layers[-1].bias)}
         skip = {id(w) for w in (self.log_gain, self.log_inv_gain, self.rate_level) if w is not None}
         for ours, theirs in zip(self.weights, source.weights, strict=True):
             if id(ours) in skip:
