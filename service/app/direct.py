@@ -30,10 +30,9 @@ from starlette.types import Receive, Scope, Send
 
 from service.app.deps import KeyedRoute
 from service.app.metrics import Metrics
-from service.app.middleware import API_PREFIX, RequestContextMiddleware
+from service.app.middleware import RequestContextMiddleware, unprefixed
 
 Handler = Callable[[Request], Awaitable[Response]]
-_SLASHED_PREFIX = API_PREFIX + "/"
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,7 @@ class ServiceApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._direct and scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            target = self._direct.get(path[len(API_PREFIX):] if path.startswith(_SLASHED_PREFIX) else path)
+            target = self._direct.get(unprefixed(scope["path"]))
             if target is not None:
                 if self.root_path:
                     scope["root_path"] = self.root_path

@@ -94,6 +94,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 API_PREFIX = "/v1"
 
 
+def unprefixed(path: str, prefix: str = API_PREFIX) -> str:
+    """`path` without a leading `prefix` segment (`/v1/encode` → `/encode`; `/v1x` stays)."""
+    return path[len(prefix):] if path.startswith(prefix + "/") else path
+
+
 class VersionPrefixMiddleware:
     """Serve every API route under `/v1/...` too, by stripping the prefix before routing.
 
@@ -103,10 +108,8 @@ class VersionPrefixMiddleware:
 
     def __init__(self, app: ASGIApp, prefix: str = API_PREFIX) -> None:
         self.app, self.prefix = app, prefix
-        self._slash = prefix + "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self._slash):
-            path = scope["path"][len(self.prefix):]
+        if scope["type"] == "http" and (path := unprefixed(scope["path"], self.prefix)) != scope["path"]:
             scope = {**scope, "path": path, "raw_path": path.encode("latin-1")}
         await self.app(scope, receive, send)
