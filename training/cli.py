@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lmbda", type=float, help="rate-distortion trade-off λ of the codec (higher: better quality, more bits)")
     train.add_argument("--lmbdas", type=_floats, metavar="L1,L2,...",
                        help="codec: several λ for ONE variable-rate model (per-level gain vectors), exported as "
-                            "<name>-q1 (lowest rate) ... <name>-qN, one served model per operating point")
+                            "one SavedModel whose quality input runs from 1 (the first λ) to N (the last); "
+                            "qualities between levels interpolate them")
     train.add_argument("--model-args", type=_json_object, default={},
                        help='other architecture arguments as JSON, e.g. \'{"downsample": "strided"}\'')
     train.add_argument("--anomaly-score", choices=["mse", "ssim", "bits", "combined"], default="mse",
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", type=Path, default=os.environ.get(DEFAULT_DATA_DIR_ENV))
     evaluate.add_argument("--split", type=int)
     evaluate.add_argument("--test-dataset")
+    evaluate.add_argument("--quality", type=float, help="variable-rate models: the quality to code at "
+                          "(default: the card's default_quality)")
     evaluate.add_argument("--output", type=Path, help="write the metrics JSON here too")
     return parser
 
@@ -188,15 +191,25 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
                   init_from=args.init_from, progress=not args.no_progress)
     duration = time.time() - started
 
+    return _export_version(model, name, args, argv, splits, train_ds, history, duration, stamp, log_dir)
+
+
+def _per_level_metrics(model, name: str, version: int, images) -> dict[str, float]:
+    """A variable-rate model's real bpp and PSNR on `images` at each trained level (quality 1 … L),
+    as `bpp_q<l>` / `psnr_q<l>`; leaves the model at its default level (the middle one)."""
+    from training.evaluate import coder_from_keras, evaluate
+
     levels = getattr(model, "num_levels", 1)
-    targets = []
-    for level in range(levels):  # a multi-rate codec: one SavedModel per rate level, <name>-q<level>
-        if levels > 1:
-            model.set_rate_level(level)
-            print(f"--- rate level {level + 1}/{levels} (λ = {model.lmbda:g}) ---")
-        targets.append(_export_version(model, f"{name}-q{level + 1}" if levels > 1 else name, args, argv, splits,
-                                       train_ds, history, duration, stamp, log_dir))
-    return targets[-1]
+    if levels < 2:
+        return {}
+    metrics = {}
+    for level in range(levels):
+        model.set_rate_level(level)
+        found = evaluate(coder_from_keras(model, name, version), images).metrics
+        metrics |= {f"bpp_q{level + 1}": found["bpp"], f"psnr_q{level + 1}": found["psnr"]}
+        print(f"quality {level + 1} (λ = {model.lmbda:g}): {found['bpp']:.4f} bpp, {found['psnr']:.2f} dB")
+    model.set_rate_level((levels - 1) // 2)
+    return metrics
 
 
 def _export_version(model, name: str, args: argparse.Namespace, argv: list[str], splits, train_ds,
@@ -213,6 +226,12 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
     model.finalize(train_ds.take(64) if not splits.fixed_size else
                    tf.data.Dataset.from_tensor_slices(splits.train).batch(256))
     version = next_version(args.out / name)
+    per_level = {}
+    if getattr(model, "num_levels", 1) > 1 and not args.skip_bitstreams:
+        print("measuring each rate level on the test split with real bitstreams...")
+        per_level = _per_level_metrics(model, name, version, splits.test)
+    elif getattr(model, "num_levels", 1) > 1:
+        model.set_rate_level((model.num_levels - 1) // 2)
     coder = coder_from_keras(model, name, version)
     print("calibrating the anomaly threshold on held-out normal images...")
     val_eval = evaluate(coder, splits.val, with_bpp=False)
@@ -232,12 +251,12 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
     metrics["observed_fpr_test"] = _observed_fpr(test_eval.scores, splits.test_labels, args.classes,
                                                  anomaly.threshold)
     metrics["normal_test_images"] = _normal_count(splits.test_labels, args.classes, len(test_eval.scores))
-    metrics = {k: v for k, v in metrics.items() if v is not None}
+    metrics = {k: v for k, v in metrics.items() if v is not None} | per_level
     metrics["parameters"] = float(sum(int(tf.size(w)) for w in model.trainable_weights))
     card = ModelCard(
         name=name, version=version, architecture=model.architecture, description=args.description,
         config=model.get_config(), input=model.input_spec_card(), latents=model.latent_specs(),
-        tables_sha256=model.fingerprint(), anomaly=anomaly, metrics=metrics,
+        tables_sha256=model.fingerprint(), anomaly=anomaly, metrics=metrics, rate=model.rate_spec(),
         training=Provenance(
             dataset=splits.name + (f" ({'; '.join(f'{k}: {v}' for k, v in splits.notes.items())})" if splits.notes else ""),
             command="python -m training " + shlex.join(argv), epochs=args.epochs,
@@ -276,8 +295,11 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     classes = card.anomaly.normal_classes if card.anomaly else None
-    result = evaluate(coder_from_saved_model(args.model_dir), splits.test, labels=splits.test_labels,
-                      normal_classes=classes)
+    try:
+        coder = coder_from_saved_model(args.model_dir, args.quality)
+    except ValueError as exc:
+        parser.error(str(exc))
+    result = evaluate(coder, splits.test, labels=splits.test_labels, normal_classes=classes)
     metrics = result.metrics
     if card.anomaly:
         metrics["observed_fpr_test"] = _observed_fpr(result.scores, splits.test_labels, classes, card.anomaly.threshold)

@@ -35,6 +35,7 @@ class Coder:
     decode: Callable[[Tensors], np.ndarray]
     anomaly_score: Callable[[np.ndarray], Tensors]
     hyper_decode: Callable[[Tensors], Tensors] | None = None
+    quality_hundredths: int | None = None  # variable-rate models: the quality coded at (in the stream header)
 
     def scale_fn(self, name: str, coded: Tensors) -> np.ndarray:
         assert self.hyper_decode is not None
@@ -44,14 +45,17 @@ class Coder:
         """Length of the real bitstream for image `index` of a batch (header + payloads + CRC)."""
         one = {k: v[index] for k, v in latents.items()}
         payloads = encode_latents(self.specs, one, self.tables, self.scale_fn if self.hyper_decode else None)
-        stream = Bitstream(self.name, self.version, self.tables_hash, height, width, channels, payloads)
+        stream = Bitstream(self.name, self.version, self.tables_hash, height, width, channels, payloads,
+                           self.quality_hundredths)
         return len(stream.to_bytes())
 
 
 def coder_from_keras(model, name: str, version: int = 1) -> Coder:
-    """Coder around an in-memory Autoencoder (the training side)."""
+    """Coder around an in-memory Autoencoder (the training side); a variable-rate model codes at its
+    `rate_level` (the quality its methods use when given none)."""
     as_np = lambda d: {k: v.numpy() for k, v in d.items()}
     has_hyper = any(s.coding == "gaussian" for s in model.latent_specs())
+    rate = model.rate_spec()
     return Coder(
         name, version, bytes.fromhex(model.fingerprint())[:4], model.size_multiple, model.latent_specs(),
         {k: np.asarray(v) for k, v in model.entropy_tables().items()},
@@ -60,23 +64,35 @@ def coder_from_keras(model, name: str, version: int = 1) -> Coder:
         anomaly_score=lambda x: as_np(model.anomaly_score(tf.constant(x))),
         hyper_decode=(lambda lat: as_np(model.hyper_decode({k: tf.constant(v) for k, v in lat.items()})))
         if has_hyper else None,
+        quality_hundredths=None if rate is None else round(rate.default_quality * 100),
     )
 
 
-def coder_from_saved_model(version_dir: Path) -> Coder:
-    """Coder around an exported SavedModel, read through its signatures only."""
+def coder_from_saved_model(version_dir: Path, quality: float | None = None) -> Coder:
+    """Coder around an exported SavedModel, read through its signatures only; a variable-rate model
+    codes at `quality` (its card's default when None)."""
     card = ModelCard.read(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
     sig = loaded.signatures
     as_np = lambda d: {k: v.numpy() for k, v in d.items()}
     call = lambda name, **kw: as_np(sig[name](**{k: tf.constant(v) for k, v in kw.items()}))
+    hundredths = None
+    if card.rate is not None:
+        hundredths = round((card.rate.default_quality if quality is None else quality) * 100)
+    elif quality is not None:
+        raise ValueError(f"{card.name} is a single-rate model: it takes no quality")
+
+    def q(batch: int) -> dict[str, np.ndarray]:
+        return {} if hundredths is None else {"quality": np.full([batch], hundredths / 100, np.float32)}
+
     return Coder(
         card.name, card.version, bytes.fromhex(card.tables_sha256)[:4], card.input.size_multiple, card.latents,
         call("entropy_tables"),
-        encode=lambda x: call("encode", images=x),
-        decode=lambda lat: call("decode", **lat)["images"],
+        encode=lambda x: call("encode", images=x, **q(len(x))),
+        decode=lambda lat: call("decode", **lat, **q(len(next(iter(lat.values())))))["images"],
         anomaly_score=lambda x: call("anomaly_score", images=x),
         hyper_decode=(lambda lat: call("hyper_decode", **lat)) if "hyper_decode" in sig else None,
+        quality_hundredths=hundredths,
     )
 
 

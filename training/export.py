@@ -47,11 +47,22 @@ def build_module(model: Autoencoder) -> tf.Module:
     def as_images(x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"images": tf.clip_by_value(x, 0.0, 1.0)}
 
-    module.encode = function(lambda images: model.encode(images), input_signature=[image_spec])
-    module.decode = function(
-        lambda *latents: as_images(model.decode(dict(zip(names, latents)))), input_signature=int_specs
-    )
-    module.reconstruct = function(lambda images: as_images(model.reconstruct(images)), input_signature=[image_spec])
+    if model.rate_spec() is None:
+        module.encode = function(lambda images: model.encode(images), input_signature=[image_spec])
+        module.decode = function(
+            lambda *latents: as_images(model.decode(dict(zip(names, latents)))), input_signature=int_specs
+        )
+        module.reconstruct = function(lambda images: as_images(model.reconstruct(images)),
+                                      input_signature=[image_spec])
+    else:  # variable rate: one more input, the quality of each image [B]
+        quality = tf.TensorSpec([None], tf.float32, name="quality")
+        module.encode = function(lambda images, q: model.encode(images, q), input_signature=[image_spec, quality])
+        module.decode = function(
+            lambda *args: as_images(model.decode(dict(zip(names, args[:-1])), args[-1])),
+            input_signature=[*int_specs, quality],
+        )
+        module.reconstruct = function(lambda images, q: as_images(model.reconstruct(images, q)),
+                                      input_signature=[image_spec, quality])
     module.anomaly_score = function(lambda images: model.anomaly_score(images), input_signature=[image_spec])
     tables = {name: tf.constant(value) for name, value in model.entropy_tables().items()}
     module.entropy_tables = function(lambda: {k: tf.identity(v) for k, v in tables.items()}, input_signature=[])

@@ -10,6 +10,7 @@ schemathesis tests exercise).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import unquote_plus
@@ -34,6 +35,7 @@ class HotQuery:
     format: OutputFormat | None = None
     heatmap: bool = False
     error_map: bool = False
+    quality: float | None = None
 
 
 def parse(request: Request) -> HotQuery:
@@ -46,7 +48,8 @@ def parse(request: Request) -> HotQuery:
     fmt = q.get("format")
     if fmt is not None and fmt not in FORMATS:  # present but empty is invalid too, as the schema says
         raise InvalidQuery(f"format: must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    return HotQuery(model, version, fmt, _boolean(q, "heatmap"), _boolean(q, "error_map"))  # type: ignore[arg-type]
+    quality = _number(q["quality"], "quality") if "quality" in q else None
+    return HotQuery(model, version, fmt, _boolean(q, "heatmap"), _boolean(q, "error_map"), quality)  # type: ignore[arg-type]
 
 
 _NO_QUERY = HotQuery()
@@ -77,6 +80,16 @@ def _integer(text: str, name: str) -> int:
     return value
 
 
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidQuery(f"{name}: must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise InvalidQuery(f"{name}: must be a finite number, not {text!r}")
+    return value
+
+
 def _boolean(query: dict[str, str], name: str) -> bool:
     text = query.get(name)
     if text is None:
@@ -95,6 +108,10 @@ _DOCS: dict[str, dict[str, Any]] = {
                 "description": "Pin a version; the newest loaded one when omitted."},
     "format": {"schema": {"type": "string", "enum": list(FORMATS)},
                "description": "Image format of the result; else from Accept, else PNG."},
+    "quality": {"schema": {"type": "number"}, "example": 3.5,
+                "description": "Variable-rate models (GET /models/{name}: `rate`): from 1 (fewest bits) to the "
+                               "number of trained levels, fractions allowed (resolution 0.01); the model's "
+                               "default_quality when omitted. Single-rate models refuse it (422 invalid_quality)."},
     "heatmap": {"schema": {"type": "boolean", "default": False},
                 "description": "Include the per-pixel error as a heat-map overlay (base64 PNG)."},
     "error_map": {"schema": {"type": "boolean", "default": False},

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract.card import InputSpec, ModelCard
+from service.contract.card import InputSpec, ModelCard, RateSpec
 
 
 class ErrorBody(BaseModel):
@@ -36,7 +36,11 @@ class _ImageFacts(BaseModel):
     filename: str | None = Field(None, description="Multipart file name, when there was one.")
 
 
-class EncodeResult(_ImageFacts):
+class _Quality(BaseModel):
+    quality: float | None = Field(None, description="Variable-rate models: the quality coded at (else null).")
+
+
+class EncodeResult(_ImageFacts, _Quality):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -53,7 +57,7 @@ class EncodeResult(_ImageFacts):
     bpp: float = Field(description="bytes * 8 / (height * width) of the original image.")
 
 
-class DecodeResult(BaseModel):
+class DecodeResult(_Quality):
     model: str
     version: int
     height: int
@@ -64,7 +68,7 @@ class DecodeResult(BaseModel):
     filename: str | None = None
 
 
-class ReconstructResult(_ImageFacts):
+class ReconstructResult(_ImageFacts, _Quality):
     media_type: str = Field(examples=["image/png"])
     image: str = Field(description="The reconstruction at the original size and channels, base64.")
     mse: float = Field(description="MSE vs the input as the model saw it, pixels in [0, 1].")
@@ -108,6 +112,7 @@ class VersionStatus(BaseModel):
     architecture: str | None = None
     input: InputSpec | None = None
     anomaly_threshold: float | None = None
+    rate: RateSpec | None = Field(None, description="Variable-rate models: the range of `?quality=`.")
     normal_classes: list[int] | None = Field(None, description="Labels the model was trained on as normal.")
     metrics: dict[str, float] = Field(default_factory=dict)
     since: str = Field(description="When it was loaded or failed (UTC, ISO 8601).")

@@ -3,10 +3,11 @@
 Layout (all integers are unsigned LEB128 varints unless noted)::
 
     magic        3 bytes  b"AEC"
-    format       1 byte   FORMAT_VERSION
+    format       1 byte   1, or 2 when the quality field is present
     name         1 byte length + UTF-8 model name
     version      varint   model version
     tables       4 bytes  first bytes of the model card's tables_sha256 (same weights and tables)
+    quality      varint   format 2 only (variable-rate models): quality in hundredths (quality 3.5 → 350)
     height       varint   original image height
     width        varint   original image width
     channels     1 byte   original image channels (1 grey, 3 RGB)
@@ -16,6 +17,8 @@ Layout (all integers are unsigned LEB128 varints unless noted)::
 
 Every byte counts toward bpp, so the header is compact, but it carries enough to refuse a stream made
 by another model (name, version, tables hash) and to detect corruption (CRC) instead of decoding garbage.
+A stream of a single-rate model is written as format 1 (no quality field), so those streams are
+unchanged byte for byte; readers accept both formats.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"AEC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format written; 1 = the same without the quality field
+_FORMATS = (1, 2)
 TABLES_HASH_BYTES = 4
 _MAX_RANK = 8
 _MAX_DIM = 1 << 31
@@ -43,6 +47,11 @@ class Bitstream:
     width: int
     channels: int
     latents: list[tuple[tuple[int, ...], bytes]] = field(default_factory=list)
+    quality_hundredths: int | None = None  # variable-rate models only
+
+    @property
+    def quality(self) -> float | None:
+        return None if self.quality_hundredths is None else self.quality_hundredths / 100
 
     def to_bytes(self) -> bytes:
         name = self.model.encode("utf-8")
@@ -54,11 +63,13 @@ class Bitstream:
         if any(size >= _MAX_DIM for size in sizes) or any(len(p) >= _MAX_DIM for _, p in self.latents):
             raise ValueError("a version, size or payload length is too large for from_bytes to accept")
         out = bytearray(MAGIC)
-        out.append(FORMAT_VERSION)
+        out.append(1 if self.quality_hundredths is None else 2)
         out.append(len(name))
         out += name
         out += _varint(self.version)
         out += self.tables_hash
+        if self.quality_hundredths is not None:
+            out += _varint(self.quality_hundredths)
         out += _varint(self.height) + _varint(self.width)
         out.append(self.channels)
         out.append(len(self.latents))
@@ -77,8 +88,8 @@ class Bitstream:
             raise BitstreamError("stream too short to hold a header")
         if data[: len(MAGIC)] != MAGIC:
             raise BitstreamError("not a bitstream of this service (bad magic bytes)")
-        if data[len(MAGIC)] != FORMAT_VERSION:
-            raise BitstreamError(f"unsupported bitstream format version {data[len(MAGIC)]}")
+        if (fmt := data[len(MAGIC)]) not in _FORMATS:
+            raise BitstreamError(f"unsupported bitstream format version {fmt}")
         body, crc = data[:-4], int.from_bytes(data[-4:], "big")
         if zlib.crc32(body) != crc:
             raise BitstreamError("checksum mismatch: the stream is truncated or corrupted")
@@ -90,6 +101,7 @@ class Bitstream:
             raise BitstreamError("model name in header is not UTF-8") from exc
         version = reader.varint()
         tables_hash = reader.take(TABLES_HASH_BYTES)
+        quality = reader.varint() if fmt == 2 else None
         height, width = reader.varint(), reader.varint()
         channels = reader.byte()
         latents = []
@@ -101,7 +113,7 @@ class Bitstream:
             latents.append((shape, reader.take(reader.varint())))
         if reader.pos != len(body):
             raise BitstreamError("trailing bytes after the last latent")
-        return cls(model, version, tables_hash, height, width, channels, latents)
+        return cls(model, version, tables_hash, height, width, channels, latents, quality)
 
 
 def _varint(value: int) -> bytes:

@@ -71,6 +71,35 @@ class LatentSpec(_Strict):
         return self
 
 
+class RateSpec(_Strict):
+    """A variable-rate model's quality knob: encode/decode/reconstruct take `quality` [B] in
+    [1, len(lmbdas)]; quality l is the l-th trained level (λ = lmbdas[l − 1]), values between two levels
+    interpolate them. The service snaps quality to `QUALITY_STEP` and the bitstream records it, so
+    decode uses exactly what encode used."""
+
+    lmbdas: list[float] = Field(min_length=2, description="λ of the trained levels, quality 1, 2, ... (ascending).")
+    default_quality: float = Field(description="Used when a request names no quality.")
+
+    @property
+    def min_quality(self) -> float:
+        return 1.0
+
+    @property
+    def max_quality(self) -> float:
+        return float(len(self.lmbdas))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RateSpec:
+        if any(b <= a for a, b in zip(self.lmbdas, self.lmbdas[1:])):
+            raise ValueError("lmbdas must be strictly ascending")
+        if not self.min_quality <= self.default_quality <= self.max_quality:
+            raise ValueError(f"default_quality must lie in [1, {len(self.lmbdas)}]")
+        return self
+
+
+QUALITY_STEP = 0.01  # quality resolution: the bitstream stores round(quality / QUALITY_STEP)
+
+
 class ScoreStats(_Strict):
     """Summary of anomaly scores on held-out normal images (for the threshold and normalisation)."""
 
@@ -118,6 +147,7 @@ class ModelCard(_Strict):
     latents: list[LatentSpec]
     tables_sha256: str = Field(description="Hash of the entropy tables; bitstreams carry its first bytes.")
     anomaly: AnomalySpec | None = None
+    rate: RateSpec | None = Field(None, description="Variable-rate models: the quality input's range.")
     training: Provenance
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: str | None = None

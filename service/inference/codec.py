@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.contract.bitstream import Bitstream, BitstreamError
-from service.contract.card import InputSpec, LatentSpec
+from service.contract.card import QUALITY_STEP, InputSpec, LatentSpec
 from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
 from service.inference import imaging, tiling
 from service.inference.errors import (
     BitstreamModelMismatch,
     CorruptBitstream,
     ImageSizeRejected,
+    InvalidQuality,
     TooManyPixels,
 )
 
@@ -35,6 +36,7 @@ class Encoded:
     stream: bytes
     plan: imaging.SizePlan
     channels: int
+    quality: float | None = None
 
     @property
     def bpp(self) -> float:
@@ -47,6 +49,28 @@ class Reconstruction:
     plan: imaging.SizePlan
     mse: float
     psnr: float | None
+    quality: float | None = None
+
+
+# ---- quality -----------------------------------------------------------------------------------------
+def quality_hundredths(model: LoadedModel, requested: float | None) -> int | None:
+    """The quality a variable-rate model codes at, in hundredths (what the stream records); None for
+    a single-rate model. Snapped to QUALITY_STEP here, so encode and decode feed the model one number."""
+    rate = model.card.rate
+    if rate is None:
+        if requested is not None:
+            raise InvalidQuality(f"model {model.name} codes at a single rate and takes no quality")
+        return None
+    value = rate.default_quality if requested is None else requested
+    if not (math.isfinite(value) and rate.min_quality <= value <= rate.max_quality):
+        raise InvalidQuality(f"quality must lie in [{rate.min_quality:g}, {rate.max_quality:g}] for model "
+                             f"{model.name}, not {value:g}")
+    return round(value / QUALITY_STEP)
+
+
+def _quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
+    """The signatures' extra input for one image (none for a single-rate model)."""
+    return {} if hundredths is None else {"quality": np.float32(hundredths * QUALITY_STEP)}
 
 
 def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | None) -> bool:
@@ -55,35 +79,42 @@ def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | No
 
 
 async def _encode_latents(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan,
-                          tiles: tiling.Tiling | None) -> dict[str, np.ndarray]:
+                          tiles: tiling.Tiling | None, quality: int | None) -> dict[str, np.ndarray]:
+    extra = _quality_input(quality)
     if _tiled(model, plan, tiles):
         assert tiles is not None
-        return await tiling.encode(model.call, seen, model.card.latents, tiles, model.card.input.size_multiple)
-    return await model.call("encode", {"images": seen})
+        return await tiling.encode(model.call, seen, model.card.latents, tiles, model.card.input.size_multiple,
+                                   extra)
+    return await model.call("encode", {"images": seen, **extra})
 
 
 async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan,
-                          tiles: tiling.Tiling | None) -> np.ndarray:
+                          tiles: tiling.Tiling | None, quality: int | None) -> np.ndarray:
+    extra = _quality_input(quality)
     if _tiled(model, plan, tiles):
         assert tiles is not None
         return await tiling.decode(model.call, latents, model.card.latents, plan.model_height, plan.model_width,
-                                   tiles, model.card.input.size_multiple)
-    return (await model.call("decode", latents))["images"]
+                                   tiles, model.card.input.size_multiple, extra)
+    return (await model.call("decode", {**latents, **extra}))["images"]
 
 
 # ---- encode ----------------------------------------------------------------------------------------
-async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None) -> Encoded:
+async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None,
+                 quality: float | None = None) -> Encoded:
+    """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise)."""
+    hundredths = quality_hundredths(model, quality)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
-    latents = await _encode_latents(model, imaging.to_model(source.pixels, plan), plan, tiles)
-    stream = await asyncio.to_thread(pack, model, latents, plan, source.channels)
-    return Encoded(stream, plan, source.channels)
+    latents = await _encode_latents(model, imaging.to_model(source.pixels, plan), plan, tiles, hundredths)
+    stream = await asyncio.to_thread(pack, model, latents, plan, source.channels, hundredths)
+    return Encoded(stream, plan, source.channels, None if hundredths is None else hundredths * QUALITY_STEP)
 
 
-def pack(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan, channels: int) -> bytes:
+def pack(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan, channels: int,
+         quality: int | None = None) -> bytes:
     """Entropy-code one image's latents (no batch axis) and wrap them in the bitstream header."""
     payloads = encode_latents(model.card.latents, latents, model.tables, model.scale_fn())
     return Bitstream(
-        model.name, model.version, model.tables_hash, plan.height, plan.width, channels, payloads
+        model.name, model.version, model.tables_hash, plan.height, plan.width, channels, payloads, quality
     ).to_bytes()
 
 
@@ -102,6 +133,13 @@ def check(model: LoadedModel, stream: Bitstream, max_pixels: int) -> imaging.Siz
             f"the bitstream names {stream.model} version {stream.version} but was made with different weights or "
             f"entropy tables (tables hash {stream.tables_hash.hex()} != {model.tables_hash.hex()})"
         )
+    rate = model.card.rate
+    if (rate is None) != (stream.quality is None):
+        raise CorruptBitstream(f"the bitstream {'lacks' if rate else 'carries'} a quality field, but model "
+                               f"{model.name} is {'variable' if rate else 'single'}-rate")
+    if rate is not None and not rate.min_quality <= stream.quality <= rate.max_quality:  # type: ignore[operator]
+        raise CorruptBitstream(f"bitstream quality {stream.quality:g} is outside [{rate.min_quality:g}, "
+                               f"{rate.max_quality:g}]")
     if stream.channels not in (1, 3):
         raise CorruptBitstream(f"bitstream header claims {stream.channels} channels")
     if stream.height < 1 or stream.width < 1:
@@ -145,22 +183,24 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
     """Bitstream → float pixels at the original size and channels."""
     plan = check(model, stream, max_pixels)
     latents = await asyncio.to_thread(unpack, model, stream)
-    images = await _decode_latents(model, latents, plan, tiles)
+    images = await _decode_latents(model, latents, plan, tiles, stream.quality_hundredths)
     return imaging.match_channels(imaging.from_model(images, plan), stream.channels), plan
 
 
 # ---- reconstruct -----------------------------------------------------------------------------------
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
-                      tiles: tiling.Tiling | None = None) -> Reconstruction:
+                      tiles: tiling.Tiling | None = None, quality: float | None = None) -> Reconstruction:
+    hundredths = quality_hundredths(model, quality)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = imaging.to_model(source.pixels, plan)
     if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
-        output = await _decode_latents(model, await _encode_latents(model, seen, plan, tiles), plan, tiles)
+        latents = await _encode_latents(model, seen, plan, tiles, hundredths)
+        output = await _decode_latents(model, latents, plan, tiles, hundredths)
     else:
-        output = (await model.call("reconstruct", {"images": seen}))["images"]
+        output = (await model.call("reconstruct", {"images": seen, **_quality_input(hundredths)}))["images"]
     mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
     pixels = imaging.match_channels(imaging.from_model(output, plan), source.channels)
-    return Reconstruction(pixels, plan, mse, psnr)
+    return Reconstruction(pixels, plan, mse, psnr, None if hundredths is None else hundredths * QUALITY_STEP)
 
 
 # ---- load-time check -------------------------------------------------------------------------------
@@ -186,12 +226,14 @@ def golden_roundtrip(model: LoadedModel, atol: float = 1e-4) -> None:
     height, width = golden_input_size(spec)
     plan = imaging.plan_size(height, width, spec)
     batch = imaging.to_model(golden_image(height, width, spec.channels), plan)[None]
-    reference = model.run("reconstruct", {"images": batch})["images"][0]
-    latents = {name: value[0] for name, value in model.run("encode", {"images": batch}).items()}
+    hundredths = quality_hundredths(model, None)
+    extra = {k: v[None] for k, v in _quality_input(hundredths).items()}
+    reference = model.run("reconstruct", {"images": batch, **extra})["images"][0]
+    latents = {name: value[0] for name, value in model.run("encode", {"images": batch, **extra}).items()}
     try:
-        stream = parse(pack(model, latents, plan, spec.channels))
+        stream = parse(pack(model, latents, plan, spec.channels, hundredths))
         check(model, stream, max_pixels=height * width)
-        decoded = model.run("decode", {k: v[None] for k, v in unpack(model, stream).items()})["images"][0]
+        decoded = model.run("decode", {**{k: v[None] for k, v in unpack(model, stream).items()}, **extra})["images"][0]
     except Exception as exc:
         raise LoadError(f"golden image round trip failed: {exc}") from exc
     if decoded.shape != reference.shape or not np.allclose(decoded, reference, atol=atol):

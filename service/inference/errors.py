@@ -96,6 +96,12 @@ class BitstreamModelMismatch(ServiceError):
     code, status = "bitstream_model_mismatch", 422
 
 
+class InvalidQuality(ServiceError):
+    """`quality` outside the model's range, or given to a single-rate model (which has no quality knob)."""
+
+    code, status = "invalid_quality", 422
+
+
 class AnomalyNotCalibrated(ServiceError):
     code, status = "anomaly_not_calibrated", 409
 

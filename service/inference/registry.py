@@ -353,9 +353,15 @@ def _check_signatures(card: ModelCard, signatures: Mapping[str, Any]) -> None:
     outputs = set(signatures["encode"].structured_outputs)
     if not names <= outputs:
         raise LoadError(f"encode returns {sorted(outputs)}, the card lists latents {sorted(names)}")
+    quality = {"quality"} if card.rate is not None else set()
     decode_inputs = set(signatures["decode"].structured_input_signature[1])
-    if decode_inputs != names:
-        raise LoadError(f"decode takes {sorted(decode_inputs)}, the card lists latents {sorted(names)}")
+    if decode_inputs != names | quality:
+        raise LoadError(f"decode takes {sorted(decode_inputs)}, the card lists latents {sorted(names | quality)}")
+    for name in ("encode", "reconstruct"):
+        inputs = set(signatures[name].structured_input_signature[1])
+        if inputs != {"images"} | quality:
+            raise LoadError(f"{name} takes {sorted(inputs)}; the card says {sorted({'images'} | quality)}"
+                            + (" (a variable-rate model takes quality)" if quality else ""))
 
 
 def _fingerprint(path: Path) -> tuple:

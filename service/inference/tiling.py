@@ -69,15 +69,16 @@ def _latent_slice(span: Span, stride: int, which: str) -> slice:
 
 
 async def encode(call: Call, images: np.ndarray, latents: list[LatentSpec], tiling: Tiling,
-                 multiple: int) -> dict[str, np.ndarray]:
-    """`encode` over tiles of `images` [H, W, C] (already padded to `multiple`) → whole latent grids."""
+                 multiple: int, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """`encode` over tiles of `images` [H, W, C] (already padded to `multiple`) → whole latent grids.
+    `extra`: per-image inputs every tile takes as they are (a variable-rate model's quality)."""
     height, width = images.shape[:2]
     rows, cols = spans(height, tiling, multiple), spans(width, tiling, multiple)
     out: dict[str, np.ndarray] = {}
     for row in rows:
         for col in cols:  # one tile at a time: that is the memory bound
             tile = np.ascontiguousarray(images[row.read0 : row.read1, col.read0 : col.read1])
-            result = await call("encode", {"images": tile})
+            result = await call("encode", {"images": tile, **(extra or {})})
             for spec in latents:
                 value, s = np.asarray(result[spec.name]), int(spec.stride or 0)
                 if not s:
@@ -92,13 +93,13 @@ async def encode(call: Call, images: np.ndarray, latents: list[LatentSpec], tili
 
 
 async def decode(call: Call, latents: dict[str, np.ndarray], specs: list[LatentSpec], height: int, width: int,
-                 tiling: Tiling, multiple: int) -> np.ndarray:
+                 tiling: Tiling, multiple: int, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """`decode` over tiles of whole latent grids → the image [height, width, C] (padded size)."""
     rows, cols = spans(height, tiling, multiple), spans(width, tiling, multiple)
     image: np.ndarray | None = None
     for row in rows:
         for col in cols:
-            inputs = {}
+            inputs = dict(extra or {})
             for spec in specs:
                 s = int(spec.stride or 0)
                 inputs[spec.name] = np.ascontiguousarray(

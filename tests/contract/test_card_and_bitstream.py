@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.contract.bitstream import Bitstream, BitstreamError
-from service.contract.card import InputSpec, LatentSpec, ModelCard, Provenance
+from service.contract.card import InputSpec, LatentSpec, ModelCard, Provenance, RateSpec
 from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
 
 
@@ -59,8 +59,29 @@ def test_bitstream_round_trips_and_is_compact():
     assert len(data) - payload < 40  # header + CRC stay small: they count toward bpp
 
 
-def test_bitstream_detects_every_single_bit_flip():
-    data = _stream().to_bytes()
+def test_quality_field_only_in_variable_rate_streams():
+    plain, rated = _stream(), _stream(quality_hundredths=350)
+    assert plain.to_bytes()[3] == 1 and rated.to_bytes()[3] == 2  # single-rate streams keep format 1 bytes
+    assert len(rated.to_bytes()) == len(plain.to_bytes()) + 2  # 350 is a two-byte varint
+    assert Bitstream.from_bytes(rated.to_bytes()) == rated and Bitstream.from_bytes(rated.to_bytes()).quality == 3.5
+    assert Bitstream.from_bytes(plain.to_bytes()).quality is None
+    future = bytearray(rated.to_bytes())
+    future[3] = 3
+    with pytest.raises(BitstreamError, match="format version 3"):
+        Bitstream.from_bytes(bytes(future))
+
+
+def test_rate_spec_validates_its_range():
+    assert RateSpec(lmbdas=[0.001, 0.004, 0.01], default_quality=2.5).max_quality == 3.0
+    for bad in ({"lmbdas": [0.01], "default_quality": 1}, {"lmbdas": [0.01, 0.001], "default_quality": 1},
+                {"lmbdas": [0.001, 0.01], "default_quality": 2.5}):
+        with pytest.raises(ValidationError):
+            RateSpec(**bad)
+
+
+@pytest.mark.parametrize("stream", [_stream(), _stream(quality_hundredths=350)], ids=["format1", "format2"])
+def test_bitstream_detects_every_single_bit_flip(stream):
+    data = stream.to_bytes()
     for i in range(len(data) * 8):
         flipped = bytearray(data)
         flipped[i // 8] ^= 1 << (i % 8)

@@ -1,5 +1,6 @@
-"""A multi-rate codec served as one model per operating point: odd sizes, grey and RGBA round trips,
-rates that grow with the level, and streams refused by every operating point but their own."""
+"""A variable-rate codec served as one model with a quality input: odd sizes, grey and RGBA round
+trips, rates that grow with the quality (fractions included), the quality carried by the stream, and
+streams refused by another version of the model."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from service_helpers import assert_error, live_server, to_bytes
 from service.contract.bitstream import Bitstream
 
 LEVELS = (0.003, 0.05)
-NAMES = ("codec-vr-q1", "codec-vr-q2")
+NAME = "codec-vr"
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> object:
+    """One variable-rate codec (qualities 1–2) as version 1, and a further-trained version 2."""
     import keras
     import tensorflow as tf
 
@@ -35,14 +37,14 @@ def store(tmp_path_factory) -> object:
     images = np.clip(tf.image.resize(rng.uniform(size=(8, 4, 4, 3)), (64, 64), method="bicubic").numpy(), 0, 1)
     model(images[:1])
     step = make_train_step(model, keras.optimizers.Adam(3e-3), traced=False)
-    for i in range(4):
-        step(tf.constant(images[2 * i : 2 * i + 2], tf.float32))
-    for level, name in enumerate(NAMES):
-        model.set_rate_level(level)
+    for version in (1, 2):
+        for i in range(4):
+            step(tf.constant(images[2 * i : 2 * i + 2], tf.float32))
         model.finalize(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(4))
         card = ModelCard(
-            name=name, version=1, architecture="codec", description="test fixture", config=model.get_config(),
+            name=NAME, version=version, architecture="codec", description="test fixture", config=model.get_config(),
             input=model.input_spec_card(), latents=model.latent_specs(), tables_sha256=model.fingerprint(),
+            rate=model.rate_spec(),
             training=Provenance(dataset="synthetic", command="tests/service/test_codec_rates.py", steps=4, seed=1),
         )
         export_model(model, card, path)
@@ -51,7 +53,7 @@ def store(tmp_path_factory) -> object:
 
 @pytest.fixture(scope="module")
 def client(store) -> Iterator[httpx.Client]:
-    with (live_server(models_dir=store, default_model=NAMES[0], reload_interval_s=0, log_level="WARNING") as srv,
+    with (live_server(models_dir=store, default_model=NAME, reload_interval_s=0, log_level="WARNING") as srv,
           httpx.Client(base_url=srv.url, timeout=60) as c):
         yield c
 
@@ -102,19 +104,65 @@ def test_grey_and_rgba_inputs(client: httpx.Client, mode: str) -> None:
         assert psnr == pytest.approx(10 * np.log10(1 / np.mean((got - seen) ** 2)), abs=0.1)
 
 
-def test_higher_level_spends_more_bits(client: httpx.Client) -> None:
+def test_bits_grow_with_quality_and_the_stream_records_it(client: httpx.Client) -> None:
     body = to_bytes(_photo(128, 192, seed=5))
-    sizes = [len(client.post(f"/encode?model={name}", content=body).content) for name in NAMES]
-    assert sizes[1] > sizes[0]
+    sizes = []
+    for quality in (1, 1.5, 2):
+        encoded = client.post(f"/encode?model={NAME}&version=1&quality={quality}", content=body)
+        assert encoded.status_code == 200, encoded.text
+        assert float(encoded.headers["x-quality"]) == quality
+        assert Bitstream.from_bytes(encoded.content).quality == quality
+        decoded = client.post("/decode", content=encoded.content)
+        assert decoded.status_code == 200 and float(decoded.headers["x-quality"]) == quality
+        # decode reads the quality from the stream: it is what /reconstruct gives at that quality
+        assert decoded.content == client.post(f"/reconstruct?version=1&quality={quality}", content=body).content
+        sizes.append(len(encoded.content))
+    assert sizes[0] < sizes[1] < sizes[2]  # a quality between two levels lands between them
+    default = client.post(f"/encode?model={NAME}&version=1", content=body)
+    assert float(default.headers["x-quality"]) == 1.0  # the card's default_quality (the lower level of two)
+    assert default.content == client.post(f"/encode?model={NAME}&version=1&quality=1", content=body).content
 
 
-def test_a_stream_is_refused_by_other_operating_points(client: httpx.Client) -> None:
+def test_quality_is_snapped_to_hundredths(client: httpx.Client) -> None:
+    body = to_bytes(_photo(64, 64, seed=7))
+    a = client.post("/encode?version=1&quality=1.234", content=body)
+    b = client.post("/encode?version=1&quality=1.23", content=body)
+    assert a.status_code == 200 and a.headers["x-quality"] == "1.23" and a.content == b.content
+    json_result = client.post("/encode?version=1&quality=1.5", content=body, headers={"Accept": "application/json"})
+    assert json_result.json()["quality"] == 1.5
+
+
+@pytest.mark.parametrize("quality", ["0.99", "2.01", "-1", "nan", "inf"])
+def test_quality_outside_the_range_is_refused(client: httpx.Client, quality: str) -> None:
+    body = to_bytes(_photo(32, 32))
+    for route in ("/encode", "/reconstruct"):
+        response = client.post(f"{route}?quality={quality}", content=body)
+        code = "invalid_quality" if quality in ("0.99", "2.01", "-1") else "invalid_request"
+        message = assert_error(response, 422, code)["error"]["message"]
+        assert "quality" in message
+
+
+def test_models_list_the_quality_range(client: httpx.Client) -> None:
+    versions = client.get(f"/models/{NAME}").json()["versions"]
+    assert {v["version"]: v["rate"]["lmbdas"] for v in versions} == {1: list(LEVELS), 2: list(LEVELS)}
+    assert all(v["rate"]["default_quality"] == 1.0 for v in versions)
+
+
+def test_a_stream_is_refused_by_another_version(client: httpx.Client) -> None:
     body = to_bytes(_photo(64, 64, seed=6))
-    stream = client.post(f"/encode?model={NAMES[0]}", content=body).content
-    assert client.post(f"/decode?model={NAMES[0]}", content=stream).status_code == 200
-    assert_error(client.post(f"/decode?model={NAMES[1]}", content=stream), 422, "bitstream_model_mismatch")
-    parsed = Bitstream.from_bytes(stream)  # a header relabelled to the other point: its tables hash still differs
-    forged = Bitstream(NAMES[1], 1, parsed.tables_hash, parsed.height, parsed.width, parsed.channels,
-                       parsed.latents).to_bytes()
+    stream = client.post(f"/encode?model={NAME}&version=1&quality=2", content=body).content
+    assert client.post(f"/decode?model={NAME}&version=1", content=stream).status_code == 200
+    assert_error(client.post(f"/decode?model={NAME}&version=2", content=stream), 422, "bitstream_model_mismatch")
+    parsed = Bitstream.from_bytes(stream)  # a header relabelled to version 2: its tables hash still differs
+    forged = Bitstream(NAME, 2, parsed.tables_hash, parsed.height, parsed.width, parsed.channels,
+                       parsed.latents, parsed.quality_hundredths).to_bytes()
     body_json = assert_error(client.post("/decode", content=forged), 422, "bitstream_model_mismatch")
     assert "tables hash" in body_json["error"]["message"]
+
+
+@pytest.mark.parametrize("quality", [None, 0, 250])
+def test_a_stream_without_a_valid_quality_is_refused(client: httpx.Client, quality: int | None) -> None:
+    stream = Bitstream.from_bytes(client.post("/encode?version=1", content=to_bytes(_photo(64, 64))).content)
+    forged = Bitstream(stream.model, stream.version, stream.tables_hash, stream.height, stream.width,
+                       stream.channels, stream.latents, quality).to_bytes()
+    assert "quality" in assert_error(client.post("/decode", content=forged), 400, "corrupt_bitstream")["error"]["message"]

@@ -154,8 +154,10 @@ def test_help_explains_every_flag():
         assert flag in out
 
 
-def test_variable_rate_codec_exports_one_model_per_level(tmp_path, capsys):
+def test_variable_rate_codec_exports_one_model_with_a_quality_input(tmp_path, capsys):
     from PIL import Image
+
+    from training.evaluate import coder_from_saved_model, evaluate
 
     rng = np.random.default_rng(0)
     for folder, count, size in (("train", 6, 96), ("test", 2, 70)):
@@ -169,12 +171,18 @@ def test_variable_rate_codec_exports_one_model_per_level(tmp_path, capsys):
               "--batch-size", "2", "--crop", "64", "--model-args", '{"num_filters": 8, "latent_channels": 12}',
               "--out", str(tmp_path / "store"), "--log-dir", str(tmp_path / "runs"), "--no-progress", "--name", "photo"]
     assert main([*common, "--lmbdas", "0.004,0.03", "--lr-decay", "2", "--val-fraction", "0.34"]) == 0
-    cards = [ModelCard.read(tmp_path / "store" / f"photo-q{level}" / "1") for level in (1, 2)]
-    assert [c.config["rate_level"] for c in cards] == [0, 1]
-    assert [c.config["coded_lmbda"] for c in cards] == [0.004, 0.03]
-    assert cards[0].tables_sha256 != cards[1].tables_sha256  # a stream names exactly one operating point
-    assert cards[0].metrics["bpp"] < cards[1].metrics["bpp"]  # real streams on the test photos
-    assert not (tmp_path / "store" / "photo").exists()
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["photo"]
+    card = ModelCard.read(tmp_path / "store" / "photo" / "1")
+    assert card.rate is not None and card.rate.lmbdas == [0.004, 0.03] and card.rate.default_quality == 1.0
+    # real streams on the test photos at each level; the default quality's figures are the card's bpp
+    assert card.metrics["bpp_q1"] < card.metrics["bpp_q2"] and card.metrics["psnr_q1"] < card.metrics["psnr_q2"]
+    assert card.metrics["bpp"] == pytest.approx(card.metrics["bpp_q1"])
+    test_images = np.stack([np.asarray(Image.open(tmp_path / "test" / f"{i}.png"), np.float32) / 255 for i in (0, 1)])
+    exported = [evaluate(coder_from_saved_model(tmp_path / "store" / "photo" / "1", q), test_images).metrics
+                for q in (1, 1.5, 2)]
+    assert exported[0]["bpp"] == pytest.approx(card.metrics["bpp_q1"])  # the SavedModel codes as training measured
+    assert exported[2]["bpp"] == pytest.approx(card.metrics["bpp_q2"])
+    assert exported[0]["bpp"] < exported[1]["bpp"] < exported[2]["bpp"]
     # a single-rate codec continues into a multi-rate one: the gains are new, everything else is loaded
     assert main([*common[:-2], "--name", "single", "--lmbda", "0.01"]) == 0
     capsys.readouterr()
@@ -184,17 +192,17 @@ def test_variable_rate_codec_exports_one_model_per_level(tmp_path, capsys):
     assert "log_gain" in kept and "analysis" not in kept and "z_density" not in kept
     # ... and a multi-rate one into one with more levels (a rate added below the trained ones)
     assert main([*common[:-2], "--name", "more", "--lmbdas", "0.002,0.004,0.03",
-                 "--init-from", str(tmp_path / "store" / "photo-q1" / "1")]) == 0
+                 "--init-from", str(tmp_path / "store" / "photo" / "1")]) == 0
     assert "rate levels λ [0.004, 0.03] -> [0.002, 0.004, 0.03]" in capsys.readouterr().out
-    assert ModelCard.read(tmp_path / "store" / "more-q3" / "1").config["coded_lmbda"] == 0.03
+    assert ModelCard.read(tmp_path / "store" / "more" / "1").rate.lmbdas == [0.002, 0.004, 0.03]
     # ... and into a wider latent (new channels start silent) with more levels at once
     wide_args = [*common[:-2], "--name", "wide", "--lmbdas", "0.002,0.004,0.03",
-                 "--init-from", str(tmp_path / "store" / "photo-q1" / "1")]
+                 "--init-from", str(tmp_path / "store" / "photo" / "1")]
     wide_args[wide_args.index("--model-args") + 1] = '{"num_filters": 8, "latent_channels": 16}'
     assert main(wide_args) == 0
     assert ("rate levels λ [0.004, 0.03] -> [0.002, 0.004, 0.03]; latent channels 12 -> 16"
             in capsys.readouterr().out)
-    assert ModelCard.read(tmp_path / "store" / "wide-q1" / "1").config["latent_channels"] == 16
+    assert ModelCard.read(tmp_path / "store" / "wide" / "1").config["latent_channels"] == 16
 
 
 @pytest.mark.parametrize("value", ["0.01", "0.01,-1", "a,b"])

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from service.contract.card import InputSpec, LatentSpec
+from service.contract.card import InputSpec, LatentSpec, RateSpec
 
 SCORE_COMPONENTS = ("mse", "ssim", "bits")
 SCORE_KINDS = (*SCORE_COMPONENTS, "combined")
@@ -78,6 +78,10 @@ class Autoencoder(keras.Model):
 
     def latent_specs(self) -> list[LatentSpec]:
         raise NotImplementedError
+
+    def rate_spec(self) -> RateSpec | None:
+        """Variable-rate models: the quality range their coding signatures take (None: a single rate)."""
+        return None
 
     def entropy_tables(self) -> dict[str, tf.Tensor]:
         """Categorical probability tables [channels, symbols], keyed by latent name."""

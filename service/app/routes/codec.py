@@ -10,7 +10,14 @@ from fastapi.responses import JSONResponse, Response
 from service.app import negotiate, query
 from service.app.deps import KeyedRoute, model_for, settings_of
 from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
-from service.app.routes.common import encode_image, for_each, model_headers, read_images, size_headers
+from service.app.routes.common import (
+    encode_image,
+    for_each,
+    model_headers,
+    quality_header,
+    read_images,
+    size_headers,
+)
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
 from service.app.uploads import Upload, read_uploads
 from service.inference import codec, imaging
@@ -26,21 +33,24 @@ router = APIRouter(tags=["codec"], route_class=KeyedRoute)
     description=(
         "Returns the self-describing bitstream as `application/octet-stream` with `X-Bpp`, `X-Bytes` and the "
         "original size in headers; `Accept: application/json` (or several multipart files) gives JSON with the "
-        "stream in base64 (a list for several files). bpp = bytes*8/(H*W) of the original image."
+        "stream in base64 (a list for several files). bpp = bytes*8/(H*W) of the original image. Variable-rate "
+        "models take `?quality=` (fewer bits at lower values) and answer `X-Quality`."
     ),
     response_model=None,
     responses={200: {"model": EncodeResult | list[EncodeResult],
                      "content": {"application/octet-stream": {"schema": BINARY}}},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version")},
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality")},
 )
 async def encode(request: Request) -> Response:
     q = query.parse(request)
     model = model_for(request, q.model, q.version)
+    codec.quality_hundredths(model, q.quality)  # refuse a bad quality before reading the images
     settings, metrics = settings_of(request), request.app.state.metrics
     items = await read_images(request, settings, model)
     encoded = await for_each(
-        items, lambda item: codec.encode(model, item[1], settings.tiling), timeout_s=settings.request_timeout_s
+        items, lambda item: codec.encode(model, item[1], settings.tiling, q.quality),
+        timeout_s=settings.request_timeout_s,
     )
     for result in encoded:
         metrics.bpp.labels(model.name).observe(result.bpp)
@@ -48,13 +58,13 @@ async def encode(request: Request) -> Response:
     if len(items) == 1 and not negotiate.wants_json(request):
         result = encoded[0]
         headers |= size_headers(result.plan, result.channels)
-        headers |= {"X-Bpp": f"{result.bpp:.6f}", "X-Bytes": str(len(result.stream))}
+        headers |= {"X-Bpp": f"{result.bpp:.6f}", "X-Bytes": str(len(result.stream))} | quality_header(result.quality)
         return Response(result.stream, media_type="application/octet-stream", headers=headers)
     body = [
         EncodeResult(
             model=model.name, version=model.version, height=r.plan.height, width=r.plan.width, channels=r.channels,
             size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
-            bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp,
+            bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp, quality=r.quality,
         ).model_dump(mode="json")
         for (upload, _), r in zip(items, encoded)
     ]
@@ -68,13 +78,15 @@ class _Decoded(NamedTuple):
     width: int
     channels: int
     data: bytes
+    quality: float | None
 
 
 @router.post(
     "/decode",
     summary="Decompress bitstreams to images",
     description=(
-        "The model comes from the stream's header (name, version, tables hash). `?model=`/`?version=`, when "
+        "The model (and, for a variable-rate model, the quality) comes from the stream's header (name, version, "
+        "tables hash, quality). `?model=`/`?version=`, when "
         "given, must match it. Returns the image at its original size and channels (PNG unless `?format=` or "
         "Accept asks for WebP/JPEG), or JSON with base64 images (`Accept: application/json`, several files)."
     ),
@@ -100,19 +112,21 @@ async def decode(request: Request) -> Response:
         loaded = registry.resolve(stream.model, stream.version)
         pixels, _ = await codec.decode(loaded, stream, settings.max_pixels, settings.tiling)
         data = await encode_image(pixels, fmt)
-        return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data)
+        return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data,
+                        stream.quality)
 
     decoded = await for_each(uploads, one, timeout_s=settings.request_timeout_s)
     headers = {"X-Model": decoded[0].model, "X-Model-Version": str(decoded[0].version)}
     if len(uploads) == 1 and not negotiate.wants_json(request):
         d = decoded[0]
         headers |= {"X-Original-Width": str(d.width), "X-Original-Height": str(d.height),
-                    "X-Original-Channels": str(d.channels)}
+                    "X-Original-Channels": str(d.channels)} | quality_header(d.quality)
         return Response(d.data, media_type=negotiate.media_type(fmt), headers=headers)
     body = [
         DecodeResult(
             model=d.model, version=d.version, height=d.height, width=d.width, channels=d.channels,
             media_type=negotiate.media_type(fmt), image=negotiate.b64(d.data), filename=upload.filename,
+            quality=d.quality,
         ).model_dump(mode="json")
         for upload, d in zip(uploads, decoded)
     ]
@@ -131,17 +145,18 @@ async def decode(request: Request) -> Response:
     responses={200: {"model": ReconstructResult | list[ReconstructResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "format")},
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "format")},
 )
 async def reconstruct(request: Request) -> Response:
     q = query.parse(request)
     model, format = model_for(request, q.model, q.version), q.format
+    codec.quality_hundredths(model, q.quality)
     settings = settings_of(request)
     items = await read_images(request, settings, model)
     fmt = negotiate.image_format(request, format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
-        result = await codec.reconstruct(model, item[1], settings.tiling)
+        result = await codec.reconstruct(model, item[1], settings.tiling, q.quality)
         return result, await encode_image(result.pixels, fmt)
 
     results = await for_each(items, one, timeout_s=settings.request_timeout_s)
@@ -150,12 +165,14 @@ async def reconstruct(request: Request) -> Response:
         result, data = results[0]
         headers |= size_headers(result.plan, items[0][1].channels)
         headers |= {"X-MSE": f"{result.mse:.8g}", "X-PSNR": "inf" if result.psnr is None else f"{result.psnr:.4f}"}
+        headers |= quality_header(result.quality)
         return Response(data, media_type=negotiate.media_type(fmt), headers=headers)
     body = [
         ReconstructResult(
             model=model.name, version=model.version, height=r.plan.height, width=r.plan.width,
             channels=source.channels, size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
             media_type=negotiate.media_type(fmt), image=negotiate.b64(data), mse=r.mse, psnr=r.psnr,
+            quality=r.quality,
         ).model_dump(mode="json")
         for (upload, source), (r, data) in zip(items, results)
     ]

@@ -86,6 +86,11 @@ def model_headers(model: LoadedModel) -> dict[str, str]:
     return {"X-Model": model.name, "X-Model-Version": str(model.version)}
 
 
+def quality_header(quality: float | None) -> dict[str, str]:
+    """`X-Quality` for a variable-rate model's result (none for a single-rate one)."""
+    return {} if quality is None else {"X-Quality": f"{quality:.2f}"}
+
+
 def size_headers(plan: imaging.SizePlan, channels: int) -> dict[str, str]:
     return {
         "X-Original-Width": str(plan.width),

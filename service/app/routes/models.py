@@ -25,7 +25,7 @@ def _status(entry: LoadedModel | LoadFailure, with_card: bool = False) -> Versio
     card = entry.card
     return VersionDetail(
         version=card.version, state="available", architecture=card.architecture, input=card.input,
-        anomaly_threshold=card.anomaly.threshold if card.anomaly else None,
+        anomaly_threshold=card.anomaly.threshold if card.anomaly else None, rate=card.rate,
         normal_classes=card.anomaly.normal_classes if card.anomaly else None, metrics=card.metrics,
         since=_iso(entry.loaded_at), card=card if with_card else None,
     )
