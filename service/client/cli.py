@@ -1,6 +1,7 @@
 """`aecodec`: the command line over `Client`.
 
     aecodec encode photo.png -o photo.aec      aecodec decode photo.aec -o out.png
+    aecodec --model natural encode photo.png -q 3.5   (variable-rate models: the quality)
     aecodec reconstruct x.png -o y.png         aecodec score image.png [--heatmap map.png]
     aecodec models
 
@@ -37,6 +38,9 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     parser.add_argument("--json", action="store_true", default=d(False), help="print results as JSON")
 
 
+QUALITY_HELP = "variable-rate models: 1 (fewest bits) up to the number of levels, fractions allowed (default: the model's)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aecodec", description="Client for the aecodec image-compression service.")
     _common(parser, top=True)
@@ -50,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("encode", "compress an image to a bitstream file")
     sub.add_argument("image", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="bitstream file (default: IMAGE with .aec)")
+    sub.add_argument("-q", "--quality", type=float, help=QUALITY_HELP)
     sub = command("decode", "decompress a bitstream file to an image")
     sub.add_argument("stream", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="image file (default: STREAM with .png)")
@@ -57,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("reconstruct", "encode and decode in one call; report PSNR")
     sub.add_argument("image", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="image file (default: IMAGE.reconstructed.png)")
+    sub.add_argument("-q", "--quality", type=float, help=QUALITY_HELP)
     sub = command("score", "anomaly score against the model's calibrated threshold")
     sub.add_argument("image", type=Path)
     sub.add_argument("--heatmap", type=Path, help="also write the per-pixel error heat map (PNG)")
@@ -83,14 +89,16 @@ def _emit(args: argparse.Namespace, text: str, data: dict) -> None:
 
 
 def _encode(client: Client, args: argparse.Namespace) -> int:
-    encoded = client.encode(args.image)
+    encoded = client.encode(args.image, quality=args.quality)
     output = encoded.save(args.output or args.image.with_suffix(".aec"))
     size = args.image.stat().st_size
     _emit(args, f"{args.image} -> {output}: {len(encoded)} B, {encoded.bpp:.4f} bpp, "
-                f"{size / len(encoded):.2f}:1 vs the file ({encoded.model} v{encoded.version}, "
+                f"{size / len(encoded):.2f}:1 vs the file ({encoded.model} v{encoded.version}"
+                f"{'' if encoded.quality is None else f' quality {encoded.quality:g}'}, "
                 f"{encoded.width}x{encoded.height})",
           {"output": str(output), "bytes": len(encoded), "bpp": encoded.bpp, "ratio": size / len(encoded),
-           "model": encoded.model, "version": encoded.version, "width": encoded.width, "height": encoded.height})
+           "model": encoded.model, "version": encoded.version, "width": encoded.width, "height": encoded.height,
+           "quality": encoded.quality})
     return 0
 
 
@@ -105,7 +113,7 @@ def _decode(client: Client, args: argparse.Namespace) -> int:
 
 
 def _reconstruct(client: Client, args: argparse.Namespace) -> int:
-    result = client.reconstruct(args.image)
+    result = client.reconstruct(args.image, quality=args.quality)
     output = args.output or args.image.with_name(args.image.stem + ".reconstructed.png")
     result.image.save(output)
     psnr = "inf (exact)" if result.psnr == float("inf") else f"{result.psnr:.2f} dB"

@@ -68,6 +68,10 @@ def _items(response: httpx.Response) -> list[dict[str, Any]]:
     return body if isinstance(body, list) else [body]
 
 
+def _quality(headers: httpx.Headers) -> float | None:
+    return float(headers["x-quality"]) if "x-quality" in headers else None
+
+
 def _image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -75,7 +79,8 @@ def _image(data: bytes) -> Image.Image:
 
 
 # ---- encode ---------------------------------------------------------------------------------------
-def encode(image: ImageInput, model: str | None, version: int | None) -> Call[EncodedImage]:
+def encode(image: ImageInput, model: str | None, version: int | None,
+           quality: float | None = None) -> Call[EncodedImage]:
     upload = image_upload(image)
 
     def parse(response: httpx.Response) -> EncodedImage:
@@ -84,15 +89,16 @@ def encode(image: ImageInput, model: str | None, version: int | None) -> Call[En
             data=response.content, bpp=float(h["x-bpp"]), model=h["x-model"], version=int(h["x-model-version"]),
             width=int(h["x-original-width"]), height=int(h["x-original-height"]),
             channels=int(h["x-original-channels"]), size_policy=h.get("x-size-policy"),
-            size_action=h.get("x-size-action"), filename=upload.filename,
+            size_action=h.get("x-size-action"), filename=upload.filename, quality=_quality(h),
         )
 
     raw = _raw(upload)
-    return Call("POST", "/encode", parse, _params(model, version), raw["content"],
+    return Call("POST", "/encode", parse, _params(model, version, quality=quality), raw["content"],
                 headers=raw["headers"] | {"Accept": "application/octet-stream"})
 
 
-def encode_batch(images: Sequence[ImageInput], model: str | None, version: int | None) -> Call[list[EncodedImage]]:
+def encode_batch(images: Sequence[ImageInput], model: str | None, version: int | None,
+                 quality: float | None = None) -> Call[list[EncodedImage]]:
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
 
     def parse(response: httpx.Response) -> list[EncodedImage]:
@@ -101,11 +107,13 @@ def encode_batch(images: Sequence[ImageInput], model: str | None, version: int |
                 data=base64.b64decode(item["bitstream"]), bpp=item["bpp"], model=item["model"],
                 version=item["version"], width=item["width"], height=item["height"], channels=item["channels"],
                 size_policy=item["size_policy"], size_action=item["size_action"], filename=item.get("filename"),
+                quality=item.get("quality"),
             )
             for item in _items(response)
         ]
 
-    return Call("POST", "/encode", parse, _params(model, version), files=_multipart(uploads), headers={"Accept": JSON})
+    return Call("POST", "/encode", parse, _params(model, version, quality=quality), files=_multipart(uploads),
+                headers={"Accept": JSON})
 
 
 # ---- decode ---------------------------------------------------------------------------------------
@@ -126,7 +134,8 @@ def decode_batch(streams: Sequence[StreamInput], fmt: str | None) -> Call[list[I
 
 
 # ---- reconstruct ----------------------------------------------------------------------------------
-def reconstruct(image: ImageInput, model: str | None, version: int | None) -> Call[Reconstruction]:
+def reconstruct(image: ImageInput, model: str | None, version: int | None,
+                quality: float | None = None) -> Call[Reconstruction]:
     upload = image_upload(image)
 
     def parse(response: httpx.Response) -> Reconstruction:
@@ -135,15 +144,16 @@ def reconstruct(image: ImageInput, model: str | None, version: int | None) -> Ca
             image=_image(response.content), psnr=psnr_value(h.get("x-psnr")), mse=float(h["x-mse"]),
             model=h["x-model"], version=int(h["x-model-version"]), width=int(h["x-original-width"]),
             height=int(h["x-original-height"]), channels=int(h["x-original-channels"]), filename=upload.filename,
+            quality=_quality(h),
         )
 
     raw = _raw(upload)
-    return Call("POST", "/reconstruct", parse, _params(model, version, format="png"), raw["content"],
+    return Call("POST", "/reconstruct", parse, _params(model, version, format="png", quality=quality), raw["content"],
                 headers=raw["headers"] | {"Accept": "image/png"})
 
 
 def reconstruct_batch(
-    images: Sequence[ImageInput], model: str | None, version: int | None
+    images: Sequence[ImageInput], model: str | None, version: int | None, quality: float | None = None
 ) -> Call[list[Reconstruction]]:
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
 
@@ -153,12 +163,13 @@ def reconstruct_batch(
                 image=_image(base64.b64decode(item["image"])),
                 psnr=psnr_value(None if item["psnr"] is None else str(item["psnr"])), mse=item["mse"],
                 model=item["model"], version=item["version"], width=item["width"], height=item["height"],
-                channels=item["channels"], filename=item.get("filename"),
+                channels=item["channels"], filename=item.get("filename"), quality=item.get("quality"),
             )
             for item in _items(response)
         ]
 
-    return Call("POST", "/reconstruct", parse, _params(model, version, format="png"), files=_multipart(uploads),
+    return Call("POST", "/reconstruct", parse, _params(model, version, format="png", quality=quality),
+                files=_multipart(uploads),
                 headers={"Accept": JSON})
 
 

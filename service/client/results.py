@@ -26,6 +26,7 @@ class EncodedImage:
     size_policy: str | None = None
     size_action: str | None = None
     filename: str | None = None
+    quality: float | None = None  # variable-rate models: the quality coded at
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -52,6 +53,7 @@ class Reconstruction:
     height: int
     channels: int
     filename: str | None = None
+    quality: float | None = None
 
 
 @dataclass(frozen=True)

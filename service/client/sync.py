@@ -67,15 +67,17 @@ class Client:
         return (model or self.model, version if version is not None else (self.version if model is None else None))
 
     # ---- one image per call ----------------------------------------------------------------------
-    def encode(self, image: ImageInput, *, model: str | None = None, version: int | None = None) -> EncodedImage:
-        return self._send(protocol.encode(image, *self._pick(model, version)))
+    def encode(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
+               quality: float | None = None) -> EncodedImage:
+        return self._send(protocol.encode(image, *self._pick(model, version), quality))
 
     def decode(self, stream: StreamInput, *, format: str | None = None) -> Image.Image:
         """The model comes from the stream's header; `format` is png (default), webp or jpeg."""
         return self._send(protocol.decode(stream, format))
 
-    def reconstruct(self, image: ImageInput, *, model: str | None = None, version: int | None = None) -> Reconstruction:
-        return self._send(protocol.reconstruct(image, *self._pick(model, version)))
+    def reconstruct(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
+                    quality: float | None = None) -> Reconstruction:
+        return self._send(protocol.reconstruct(image, *self._pick(model, version), quality))
 
     def anomaly_score(
         self, image: ImageInput, heatmap: bool = False, *, error_map: bool = False, model: str | None = None,
@@ -85,17 +87,19 @@ class Client:
 
     # ---- several images in one multipart request (up to the service's AEC_MAX_FILES) --------------
     def encode_batch(
-        self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None
+        self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
+        quality: float | None = None,
     ) -> list[EncodedImage]:
-        return self._send(protocol.encode_batch(images, *self._pick(model, version)))
+        return self._send(protocol.encode_batch(images, *self._pick(model, version), quality))
 
     def decode_batch(self, streams: Sequence[StreamInput], *, format: str | None = None) -> list[Image.Image]:
         return self._send(protocol.decode_batch(streams, format))
 
     def reconstruct_batch(
-        self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None
+        self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
+        quality: float | None = None,
     ) -> list[Reconstruction]:
-        return self._send(protocol.reconstruct_batch(images, *self._pick(model, version)))
+        return self._send(protocol.reconstruct_batch(images, *self._pick(model, version), quality))
 
     def anomaly_score_batch(
         self, images: Sequence[ImageInput], heatmap: bool = False, *, error_map: bool = False,

@@ -166,3 +166,28 @@ def test_a_stream_without_a_valid_quality_is_refused(client: httpx.Client, quali
     forged = Bitstream(stream.model, stream.version, stream.tables_hash, stream.height, stream.width,
                        stream.channels, stream.latents, quality).to_bytes()
     assert "quality" in assert_error(client.post("/decode", content=forged), 400, "corrupt_bitstream")["error"]["message"]
+
+
+def test_clients_pass_the_quality(client: httpx.Client, tmp_path) -> None:
+    import asyncio
+
+    from service.client import AsyncClient, Client
+    from service.client.cli import main as cli_main
+
+    image = _photo(48, 40, seed=8)
+    url = str(client.base_url)
+    with Client(url) as sync:
+        encoded = sync.encode(image, quality=1.5, version=1)
+        assert encoded.quality == 1.5 and Bitstream.from_bytes(bytes(encoded)).quality == 1.5
+        assert sync.reconstruct(image, quality=2, version=1).quality == 2.0
+        assert [e.quality for e in sync.encode_batch([image, image], quality=1.25, version=1)] == [1.25, 1.25]
+
+    async def run() -> float | None:
+        async with AsyncClient(url) as client_:
+            return (await client_.reconstruct(image, quality=1.75, version=1)).quality
+
+    assert asyncio.run(run()) == 1.75
+    path = tmp_path / "x.png"
+    path.write_bytes(to_bytes(image))
+    assert cli_main(["--url", url, "--version", "1", "encode", str(path), "-q", "1.5", "-o", str(tmp_path / "x.aec")]) == 0
+    assert Bitstream.from_bytes((tmp_path / "x.aec").read_bytes()).quality == 1.5
