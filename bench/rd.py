@@ -1,12 +1,14 @@
 """Rate–distortion benchmark: our codec through the service's own code path vs Pillow's JPEG, WebP, AVIF.
 
-    python bench/rd.py /work/shared/datasets/natural/McMaster --models-dir artifacts/natural_store \\
-        --models 'natural*' --plot artifacts/rd.png --json artifacts/rd.json
+    python bench/rd.py /work/shared/datasets/natural/McMaster --models natural \\
+        --plot artifacts/rd.png --json artifacts/rd.json
 
 Any folder of images works (every file Pillow can open; several folders or single files may be given).
 
 Our codec: each selected model (`--models`: comma-separated names, globs or prefixes; by default every
-any-size model of `--models-dir`; the newest version of each) is one operating point. The models are
+any-size model of `--models-dir`; the newest version of each) is one operating point, and a variable-rate
+model one per quality of `--our-qualities` (default: its whole range in steps of 0.5, so its curve is
+sampled between the trained levels too, as JPEG's is between its integer qualities). The models are
 loaded by the service's `ModelRegistry` (so they pass the same checks and golden round trip as when
 served) and every image goes the way an HTTP request goes: `imaging.read_image` on the file's bytes → `codec.encode` (pad to the size multiple,
 `encode` signature through the micro-batcher, range coding, bitstream header) → the stream's bytes →
@@ -211,10 +213,22 @@ class OursResult:
     skipped: list[str] = field(default_factory=list)
 
 
+def _steps(start: float, stop: float, step: float) -> list[float]:
+    return [round(start + i * step, 2) for i in range(round((stop - start) / step) + 1)]
+
+
+def _lmbda_at(lmbdas: Sequence[float], quality: float) -> float:
+    """The λ a quality stands for: log λ interpolated between the trained levels, as the gains are."""
+    j = min(int(quality) - 1, len(lmbdas) - 2)
+    t = quality - 1 - j
+    return math.exp((1 - t) * math.log(lmbdas[j]) + t * math.log(lmbdas[j + 1]))
+
+
 async def run_ours(
-    points: Sequence[OperatingPoint], images: Sequence[BenchImage], max_pixels: int, log: Callable[[str], None]
+    points: Sequence[OperatingPoint], images: Sequence[BenchImage], max_pixels: int, log: Callable[[str], None],
+    our_qualities: Sequence[float] | None = None,
 ) -> OursResult:
-    """Encode and decode every image with every operating point, as the /encode and /decode routes do."""
+    """Encode and decode every image at every operating point, as the /encode and /decode routes do."""
     from service.inference import codec, imaging
     from service.inference.errors import ServiceError
     from service.inference.registry import ModelRegistry
@@ -241,19 +255,29 @@ async def run_ours(
         loaded = [registry.resolve(n, v) for n, v in report.added if (n, v) in wanted]
         log(f"loaded {len(loaded)} model(s) in {time.perf_counter() - started:.1f} s")
         paths = {(p.name, p.version): p.path for p in points}
+        operating: list[tuple[Any, float | None, str]] = []  # (model, quality, label)
         for model in loaded:
-            result.models.append({
-                "name": model.name, "version": model.version, "architecture": model.card.architecture,
-                "lmbda": model.card.config.get("lmbda"), "path": str(paths[(model.name, model.version)]),
-            })
+            rate = model.card.rate
+            qualities = [None] if rate is None else sorted(
+                q for q in (our_qualities or _steps(rate.min_quality, rate.max_quality, 0.5))
+                if rate.min_quality <= q <= rate.max_quality)
+            for quality in qualities:
+                label = model.name if quality is None else f"{model.name}@q{quality:g}"
+                operating.append((model, quality, label))
+                result.models.append({
+                    "name": label, "model": model.name, "version": model.version, "quality": quality,
+                    "architecture": model.card.architecture,
+                    "lmbda": model.card.config.get("lmbda") if rate is None else _lmbda_at(rate.lmbdas, quality),
+                    "path": str(paths[(model.name, model.version)]),
+                })
         try:
             for index, image in enumerate(images):
                 rows = []
-                for model in loaded:
+                for model, quality, label in operating:
                     try:
                         source = imaging.read_image(image.data, model.card.input.channels, max_pixels)
                         t0 = time.perf_counter()
-                        encoded = await codec.encode(model, source)
+                        encoded = await codec.encode(model, source, quality=quality)
                         enc_s = time.perf_counter() - t0
                         data = bytes(encoded.stream)  # what the client receives; decoding starts from it alone
                         t0 = time.perf_counter()
@@ -263,8 +287,8 @@ async def run_ours(
                         dec_s = time.perf_counter() - t0
                         png = imaging.encode_image(pixels, "png")
                     except ServiceError as exc:
-                        result.skipped.append(f"{image.path.name} with {model.name}: {exc.message}")
-                        log(f"  ! {image.path.name} with {model.name}: {exc.message}")
+                        result.skipped.append(f"{image.path.name} with {label}: {exc.message}")
+                        log(f"  ! {image.path.name} with {label}: {exc.message}")
                         continue
                     if (stream.height, stream.width) != (image.height, image.width):
                         raise RuntimeError(f"{image.path}: stream header says {stream.width}x{stream.height}")
@@ -274,7 +298,7 @@ async def run_ours(
                         raise RuntimeError(f"{image.path}: service reports {encoded.bpp} bpp, the stream has {bpp}")
                     mp = image.pixels / 1e6
                     rows.append({
-                        "model": model.name, "version": model.version, "bytes": len(data), "bpp": bpp,
+                        "model": label, "version": model.version, "quality": quality, "bytes": len(data), "bpp": bpp,
                         "psnr": psnr_u8(image.reference, decoded), "enc_s": enc_s, "dec_s": dec_s,
                         "enc_s_per_mp": enc_s / mp, "dec_s_per_mp": dec_s / mp,
                     })
@@ -499,6 +523,7 @@ def render_table(rows: list[dict], targets: Sequence[float]) -> str:
 
 def render_points(models: list[dict], ours: dict[str, list[dict]], curve: list[dict]) -> str:
     lines = ["| operating point | lmbda | images | mean bpp | mean PSNR | enc s/MP | dec s/MP |", "|---|---|---|---|---|---|---|"]
+    # m["name"] is the point's label: the model, plus @q<quality> for a variable-rate model
     by_model = {c["model"]: c for c in curve}
     for m in models:
         rows = [r for rs in ours.values() for r in rs if r["model"] == m["name"]]
@@ -554,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store")
     parser.add_argument("--models", help="comma-separated names, globs or prefixes of models (one operating point "
                         "each, newest version); default: every any-size model in --models-dir")
+    parser.add_argument("--our-qualities", type=lambda s: [float(x) for x in s.split(",")],
+                        help="variable-rate models: the qualities to sweep, e.g. 1,2,3.5 (default: the model's "
+                             "range in steps of 0.5)")
     parser.add_argument("--codecs", default="jpeg,webp,avif", help="classic codecs to compare (jpeg,webp,avif)")
     parser.add_argument("--qualities", type=parse_qualities, default=parse_qualities("1-100"),
                         help="JPEG/WebP quality sweep (default 1-100; forms: 1-100, 1-100:5, 10,50,90)")
@@ -611,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
 
     points = select_models(args.models_dir, args.models)
     log(f"operating points: {', '.join(f'{p.name}/{p.version}' for p in points)}")
-    ours = asyncio.run(run_ours(points, images, max_pixels, log))
+    ours = asyncio.run(run_ours(points, images, max_pixels, log, args.our_qualities))
     if not ours.models:
         raise SystemExit("rd.py: no model could be loaded")
 

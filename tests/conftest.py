@@ -7,6 +7,8 @@
 - `codec-tiny/1`: a tiny any-size learned codec, when `training.models.registry` knows "codec"
   (otherwise `StoreInfo.codec` is None and the tests that need it skip).
 The tests never write into it; tests that change a store copy it first.
+`variable_rate_store` (session): `codec-vr/1` and `/2`, a tiny codec with two rate levels (quality 1–2),
+version 2 trained a few steps further.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ if str(ROOT) not in sys.path:
 TINY = "tiny"
 TINY_REJECT = "tiny-reject"
 CODEC = "codec-tiny"
+VR_NAME = "codec-vr"
+VR_LEVELS = (0.003, 0.05)
 
 
 @dataclass(frozen=True)
@@ -164,3 +168,35 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> StoreInfo:
         codec_skip_reason=skip_reason, normal=normal, threshold=threshold,
         build_seconds=time.perf_counter() - started,
     )
+
+
+@pytest.fixture(scope="session")
+def variable_rate_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One variable-rate codec (qualities 1–2) as version 1, and a further-trained version 2."""
+    import keras
+    import tensorflow as tf
+
+    from service.contract.card import ModelCard, Provenance
+    from training.export import export_model
+    from training.models.codec import Codec
+    from training.train import make_train_step
+
+    keras.utils.set_random_seed(1)
+    path = tmp_path_factory.mktemp("rates")
+    model = Codec(input_shape=(None, None, 3), num_filters=8, latent_channels=12, lmbdas=list(VR_LEVELS))
+    rng = np.random.default_rng(0)
+    images = np.clip(tf.image.resize(rng.uniform(size=(8, 4, 4, 3)), (64, 64), method="bicubic").numpy(), 0, 1)
+    model(images[:1])
+    step = make_train_step(model, keras.optimizers.Adam(3e-3), traced=False)
+    for version in (1, 2):
+        for i in range(4):
+            step(tf.constant(images[2 * i : 2 * i + 2], tf.float32))
+        model.finalize(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(4))
+        card = ModelCard(
+            name=VR_NAME, version=version, architecture="codec", description="test fixture",
+            config=model.get_config(), input=model.input_spec_card(), latents=model.latent_specs(),
+            tables_sha256=model.fingerprint(), rate=model.rate_spec(),
+            training=Provenance(dataset="synthetic", command="tests/conftest.py", steps=4 * version, seed=1),
+        )
+        export_model(model, card, path)
+    return path

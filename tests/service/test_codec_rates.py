@@ -15,40 +15,13 @@ from service_helpers import assert_error, live_server, to_bytes
 
 from service.contract.bitstream import Bitstream
 
-LEVELS = (0.003, 0.05)
+LEVELS = (0.003, 0.05)  # tests/conftest.py's variable_rate_store
 NAME = "codec-vr"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> object:
-    """One variable-rate codec (qualities 1–2) as version 1, and a further-trained version 2."""
-    import keras
-    import tensorflow as tf
-
-    from service.contract.card import ModelCard, Provenance
-    from training.export import export_model
-    from training.models.codec import Codec
-    from training.train import make_train_step
-
-    keras.utils.set_random_seed(1)
-    path = tmp_path_factory.mktemp("rates")
-    model = Codec(input_shape=(None, None, 3), num_filters=8, latent_channels=12, lmbdas=list(LEVELS))
-    rng = np.random.default_rng(0)
-    images = np.clip(tf.image.resize(rng.uniform(size=(8, 4, 4, 3)), (64, 64), method="bicubic").numpy(), 0, 1)
-    model(images[:1])
-    step = make_train_step(model, keras.optimizers.Adam(3e-3), traced=False)
-    for version in (1, 2):
-        for i in range(4):
-            step(tf.constant(images[2 * i : 2 * i + 2], tf.float32))
-        model.finalize(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(4))
-        card = ModelCard(
-            name=NAME, version=version, architecture="codec", description="test fixture", config=model.get_config(),
-            input=model.input_spec_card(), latents=model.latent_specs(), tables_sha256=model.fingerprint(),
-            rate=model.rate_spec(),
-            training=Provenance(dataset="synthetic", command="tests/service/test_codec_rates.py", steps=4, seed=1),
-        )
-        export_model(model, card, path)
-    return path
+def store(variable_rate_store) -> object:
+    return variable_rate_store
 
 
 @pytest.fixture(scope="module")
