@@ -148,8 +148,8 @@ def _init_from(model: Autoencoder, version_dir: Path) -> None:
     source_levels = sorted(float(v) for v in source_config.get("lmbdas", []))
     other_levels = len(getattr(model, "lmbdas", [])) > 1 and len(source_levels) > 1 and source_levels != model.lmbdas
     source_width = source_config.get("latent_channels")
-    wider = hasattr(model, "adopt") and source_width is not None and source_width != model.latent_channels
-    if other_levels or wider:
+    other_width = hasattr(model, "adopt") and source_width is not None and source_width != model.latent_channels
+    if other_levels or other_width:
         config = {k: v for k, v in source_config.items() if k not in ("input_shape", "rate_level", "coded_lmbda", "lmbda")}
         source = type(model)(input_shape=model.image_shape, **config)
         source(tf.zeros([1, source.size_multiple, source.size_multiple, model.image_shape[-1]]))
@@ -158,7 +158,7 @@ def _init_from(model: Autoencoder, version_dir: Path) -> None:
         changes = []
         if other_levels:
             changes.append(f"rate levels λ {source_levels} -> {model.lmbdas}")
-        if wider:
+        if other_width:
             changes.append(f"latent channels {source_width} -> {model.latent_channels}")
         print(f"initialised from {version_dir}; {'; '.join(changes)}")
         return

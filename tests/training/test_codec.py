@@ -267,7 +267,8 @@ def test_more_rate_levels_start_from_fewer() -> None:
 def test_wider_latent_starts_silent() -> None:
     """A codec with more latent channels adopts a narrower trained one: at every level it codes the same
     symbols and pictures, its new channels are all symbol 0 and cost next to nothing, and the
-    distortion's gradient reaches the new channels of g_a (so training can turn them on)."""
+    distortion's gradient reaches the new channels of g_a (so training can turn them on); narrowed
+    back, it is the narrower one again."""
     images = tf.constant(smooth_fields(2, 64, 64, seed=5))
     source = Codec(num_filters=8, latent_channels=12, lmbdas=[0.005, 0.02])
     source(images[:1])
@@ -295,8 +296,16 @@ def test_wider_latent_starts_silent() -> None:
     kernel = wide.g_a.layers[-1].kernel
     grad = tape.gradient(loss, kernel).numpy()
     assert np.abs(grad[..., 12:]).sum() > 0
+    # ... and narrowed back to the source's channels and levels it is the source again, exactly
+    back = Codec(num_filters=8, latent_channels=12, lmbdas=[0.005, 0.02])
+    back(images[:1])
+    back.adopt(wide)
+    back.finalize()
+    for ours, theirs in zip(back.weights, source.weights, strict=True):
+        if ours is not back.rate_level:
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
     with pytest.raises(ValueError, match="cannot adopt"):
-        source.adopt(wide)
+        Codec(num_filters=4, latent_channels=12).adopt(wide)
 
 
 @pytest.mark.parametrize("ste", [True, False])
