@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import ROOT, noise_image, to_bytes
+from service_helpers import ROOT, live_server, noise_image, to_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -127,3 +127,24 @@ def test_demo_page_without_threshold_and_with_a_bad_file(browser, server, tmp_pa
     WebDriverWait(browser, 30).until(
         lambda d: d.find_element("id", "status").get_attribute("data-state") == "error")
     assert "unsupported_image" in _text(browser, "status")
+
+
+def test_demo_page_quality_slider_for_a_variable_rate_model(browser, variable_rate_store, tmp_path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(to_bytes(noise_image(96, 128, seed=9)))
+    with live_server(models_dir=variable_rate_store, default_model="codec-vr", reload_interval_s=0,
+                     log_level="WARNING") as srv:
+        browser.get(f"{srv.url}/")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element("id", "model").get_attribute("value"))
+        assert browser.find_element("id", "quality-control").is_displayed()
+        assert browser.find_element("id", "quality").get_attribute("max") == "2"
+        browser.find_element("id", "file").send_keys(str(photo))
+        _wait_done(browser)
+        assert _text(browser, "status").endswith("at quality 1.00.")  # the card's default
+        low = float(_value(browser, "bpp"))
+        browser.execute_script("const q = document.getElementById('quality'); q.value = '2';"
+                               "q.dispatchEvent(new Event('change'));")
+        WebDriverWait(browser, 60).until(lambda d: _text(d, "status").endswith("at quality 2.00."))
+        assert float(_value(browser, "bpp")) > low

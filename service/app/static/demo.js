@@ -23,11 +23,12 @@ function apiHeaders(extra) {
   return headers;
 }
 
-function modelQuery(extra) {
+function modelQuery(extra, withQuality) {
   const [name, version] = ($("model").value || "").split("@");
   const params = new URLSearchParams(extra || {});
   if (name) params.set("model", name);
   if (version) params.set("version", version);
+  if (withQuality && !$("quality-control").hidden) params.set("quality", $("quality").value);
   return params.toString();
 }
 
@@ -60,6 +61,7 @@ async function loadModels() {
         const size = version.input.any_size ? "any size" : `${version.input.width}x${version.input.height}`;
         option.textContent = `${model.name} v${version.version} (${version.architecture}, ${size})`;
         option.dataset.calibrated = String(version.anomaly_threshold !== null);
+        if (version.rate) option.dataset.rate = JSON.stringify(version.rate);
         option.selected = model.is_default && version.version === model.default_version;
         select.append(option);
       }
@@ -76,6 +78,13 @@ function describeModel() {
   const option = $("model").selectedOptions[0];
   $("model-info").textContent = option && option.dataset.calibrated === "false"
     ? "no calibrated anomaly threshold: no verdict for this model" : "";
+  // variable-rate models: a quality slider over their range, at their default
+  const rate = option && option.dataset.rate ? JSON.parse(option.dataset.rate) : null;
+  $("quality-control").hidden = !rate;
+  if (rate) {
+    Object.assign($("quality"), { min: 1, max: rate.lmbdas.length, value: rate.default_quality });
+    $("quality-value").textContent = Number($("quality").value).toFixed(2);
+  }
 }
 
 function reset() {
@@ -97,7 +106,7 @@ async function process() {
   setStatus(`Compressing ${file.name}\u2026`, "working");
   const type = file.type || "application/octet-stream";
   try {
-    const encoded = await call(`encode?${modelQuery()}`, file, type, "application/octet-stream");
+    const encoded = await call(`encode?${modelQuery({}, true)}`, file, type, "application/octet-stream");
     const stream = await encoded.arrayBuffer();
     const width = Number(encoded.headers.get("X-Original-Width"));
     const height = Number(encoded.headers.get("X-Original-Height"));
@@ -106,7 +115,7 @@ async function process() {
     const calibrated = $("model").selectedOptions[0].dataset.calibrated === "true";
     const [decoded, reconstructed, scored] = await Promise.all([
       call("decode", stream, "application/octet-stream", "image/png").then((r) => r.blob()),
-      call(`reconstruct?${modelQuery()}`, file, type, "image/png"),
+      call(`reconstruct?${modelQuery({}, true)}`, file, type, "image/png"),
       calibrated ? call(`anomaly-score?${modelQuery({ heatmap: "true" })}`, file, type, "application/json")
         .then((r) => r.json()) : Promise.resolve(null),
     ]);
@@ -129,7 +138,9 @@ async function process() {
     } else {
       show("verdict", null, "No calibrated threshold for this model");
     }
-    setStatus(`Done: ${file.name} (${width}\u00d7${height}) with ${$("model").selectedOptions[0].textContent}.`, "done");
+    const quality = encoded.headers.get("X-Quality");
+    setStatus(`Done: ${file.name} (${width}\u00d7${height}) with ${$("model").selectedOptions[0].textContent}`
+      + (quality ? ` at quality ${quality}.` : "."), "done");
   } catch (error) {
     if (run === state.run) setStatus(error.message, "error");
   }
@@ -149,6 +160,8 @@ function pick(file) {
 $("file").addEventListener("change", (event) => pick(event.target.files[0]));
 $("model").addEventListener("change", () => { describeModel(); process(); });
 $("api-key").addEventListener("change", loadModels);
+$("quality").addEventListener("input", () => { $("quality-value").textContent = Number($("quality").value).toFixed(2); });
+$("quality").addEventListener("change", process);
 const drop = $("drop");
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
