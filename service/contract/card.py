@@ -74,7 +74,7 @@ class LatentSpec(_Strict):
 class RateSpec(_Strict):
     """A variable-rate model's quality knob: encode/decode/reconstruct take `quality` [B] in
     [1, len(lmbdas)]; quality l is the l-th trained level (λ = lmbdas[l − 1]), values between two levels
-    interpolate them. The service snaps quality to `QUALITY_STEP` and the bitstream records it, so
+    interpolate them. The service snaps quality to hundredths and the bitstream records it, so
     decode uses exactly what encode used."""
 
     lmbdas: list[float] = Field(min_length=2, description="λ of the trained levels, quality 1, 2, ... (ascending).")
@@ -97,7 +97,7 @@ class RateSpec(_Strict):
         return self
 
 
-QUALITY_STEP = 0.01  # quality resolution: the bitstream stores round(quality / QUALITY_STEP)
+QUALITY_SCALE = 100  # quality resolution 0.01: the bitstream stores round(quality * QUALITY_SCALE)
 
 
 class ScoreStats(_Strict):

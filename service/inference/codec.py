@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.contract.bitstream import Bitstream, BitstreamError
-from service.contract.card import QUALITY_STEP, InputSpec, LatentSpec
+from service.contract.card import QUALITY_SCALE, InputSpec, LatentSpec
 from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
 from service.inference import imaging, tiling
 from service.inference.errors import (
@@ -55,7 +55,7 @@ class Reconstruction:
 # ---- quality -----------------------------------------------------------------------------------------
 def quality_hundredths(model: LoadedModel, requested: float | None) -> int | None:
     """The quality a variable-rate model codes at, in hundredths (what the stream records); None for
-    a single-rate model. Snapped to QUALITY_STEP here, so encode and decode feed the model one number."""
+    a single-rate model. Snapped to hundredths here, so encode and decode feed the model one number."""
     rate = model.card.rate
     if rate is None:
         if requested is not None:
@@ -65,12 +65,17 @@ def quality_hundredths(model: LoadedModel, requested: float | None) -> int | Non
     if not (math.isfinite(value) and rate.min_quality <= value <= rate.max_quality):
         raise InvalidQuality(f"quality must lie in [{rate.min_quality:g}, {rate.max_quality:g}] for model "
                              f"{model.name}, not {value:g}")
-    return round(value / QUALITY_STEP)
+    return round(value * QUALITY_SCALE)
 
 
 def _quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
     """The signatures' extra input for one image (none for a single-rate model)."""
-    return {} if hundredths is None else {"quality": np.float32(hundredths * QUALITY_STEP)}
+    return {} if hundredths is None else {"quality": np.float32(quality_value(hundredths))}
+
+
+def quality_value(hundredths: int | None) -> float | None:
+    """The quality a stream or request codes at (None for a single-rate model)."""
+    return None if hundredths is None else hundredths / QUALITY_SCALE
 
 
 def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | None) -> bool:
@@ -106,7 +111,7 @@ async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     latents = await _encode_latents(model, imaging.to_model(source.pixels, plan), plan, tiles, hundredths)
     stream = await asyncio.to_thread(pack, model, latents, plan, source.channels, hundredths)
-    return Encoded(stream, plan, source.channels, None if hundredths is None else hundredths * QUALITY_STEP)
+    return Encoded(stream, plan, source.channels, quality_value(hundredths))
 
 
 def pack(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan, channels: int,
@@ -200,7 +205,7 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
         output = (await model.call("reconstruct", {"images": seen, **_quality_input(hundredths)}))["images"]
     mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
     pixels = imaging.match_channels(imaging.from_model(output, plan), source.channels)
-    return Reconstruction(pixels, plan, mse, psnr, None if hundredths is None else hundredths * QUALITY_STEP)
+    return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths))
 
 
 # ---- load-time check -------------------------------------------------------------------------------
