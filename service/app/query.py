@@ -111,7 +111,8 @@ _DOCS: dict[str, dict[str, Any]] = {
     "quality": {"schema": {"type": "number"}, "example": 3.5,
                 "description": "Variable-rate models (GET /models/{name}: `rate`): from 1 (fewest bits) to the "
                                "number of trained levels, fractions allowed (resolution 0.01); the model's "
-                               "default_quality when omitted. Single-rate models refuse it (422 invalid_quality)."},
+                               "default_quality when omitted. Single-rate models refuse it (422 invalid_quality). "
+                               "On /decode (optional) it must match the quality the stream records."},
     "heatmap": {"schema": {"type": "boolean", "default": False},
                 "description": "Include the per-pixel error as a heat-map overlay (base64 PNG)."},
     "error_map": {"schema": {"type": "boolean", "default": False},

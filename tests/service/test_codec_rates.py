@@ -121,10 +121,13 @@ def test_models_list_the_quality_range(client: httpx.Client) -> None:
     assert all(v["rate"]["default_quality"] == 1.0 for v in versions)
 
 
-def test_a_stream_is_refused_by_another_version(client: httpx.Client) -> None:
+def test_a_stream_is_refused_by_another_version_or_quality(client: httpx.Client) -> None:
     body = to_bytes(_photo(64, 64, seed=6))
     stream = client.post(f"/encode?model={NAME}&version=1&quality=2", content=body).content
     assert client.post(f"/decode?model={NAME}&version=1", content=stream).status_code == 200
+    assert client.post(f"/decode?model={NAME}&version=1&quality=2", content=stream).status_code == 200
+    message = assert_error(client.post("/decode?quality=1.5", content=stream), 422, "bitstream_model_mismatch")
+    assert "coded at quality 2, not quality 1.5" in message["error"]["message"]
     assert_error(client.post(f"/decode?model={NAME}&version=2", content=stream), 422, "bitstream_model_mismatch")
     parsed = Bitstream.from_bytes(stream)  # a header relabelled to version 2: its tables hash still differs
     forged = Bitstream(NAME, 2, parsed.tables_hash, parsed.height, parsed.width, parsed.channels,

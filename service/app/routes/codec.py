@@ -20,6 +20,7 @@ from service.app.routes.common import (
 )
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
 from service.app.uploads import Upload, read_uploads
+from service.contract.card import QUALITY_SCALE
 from service.inference import codec, imaging
 from service.inference.errors import BitstreamModelMismatch
 
@@ -86,7 +87,7 @@ class _Decoded(NamedTuple):
     summary="Decompress bitstreams to images",
     description=(
         "The model (and, for a variable-rate model, the quality) comes from the stream's header (name, version, "
-        "tables hash, quality). `?model=`/`?version=`, when "
+        "tables hash, quality). `?model=`/`?version=`/`?quality=`, when "
         "given, must match it. Returns the image at its original size and channels (PNG unless `?format=` or "
         "Accept asks for WebP/JPEG), or JSON with base64 images (`Accept: application/json`, several files)."
     ),
@@ -94,11 +95,11 @@ class _Decoded(NamedTuple):
     responses={200: {"model": DecodeResult | list[DecodeResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
                **errors(400, 404, 413, 422, *BUSY)},
-    openapi_extra={**STREAM_BODY, "parameters": query.parameters("model", "version", "format")},
+    openapi_extra={**STREAM_BODY, "parameters": query.parameters("model", "version", "quality", "format")},
 )
 async def decode(request: Request) -> Response:
     q = query.parse(request)
-    model, version, format = q.model, q.version, q.format
+    model, version, format, quality = q.model, q.version, q.format, q.quality
     settings, registry = settings_of(request), request.app.state.registry
     uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
     fmt = negotiate.image_format(request, format)
@@ -109,6 +110,9 @@ async def decode(request: Request) -> Response:
             raise BitstreamModelMismatch(f"the bitstream was made by model {stream.model!r}, not {model!r}")
         if version is not None and version != stream.version:
             raise BitstreamModelMismatch(f"the bitstream was made by version {stream.version}, not {version}")
+        if quality is not None and (stream.quality is None or round(quality * QUALITY_SCALE) != stream.quality_hundredths):
+            coded = "a single rate" if stream.quality is None else f"quality {stream.quality:g}"
+            raise BitstreamModelMismatch(f"the bitstream was coded at {coded}, not quality {quality:g}")
         loaded = registry.resolve(stream.model, stream.version)
         pixels, _ = await codec.decode(loaded, stream, settings.max_pixels, settings.tiling)
         data = await encode_image(pixels, fmt)
