@@ -78,7 +78,10 @@ def coder_from_saved_model(version_dir: Path, quality: float | None = None) -> C
     call = lambda name, **kw: as_np(sig[name](**{k: tf.constant(v) for k, v in kw.items()}))
     hundredths = None
     if card.rate is not None:
-        hundredths = round((card.rate.default_quality if quality is None else quality) * QUALITY_SCALE)
+        value = card.rate.default_quality if quality is None else quality
+        if not card.rate.min_quality <= value <= card.rate.max_quality:
+            raise ValueError(f"quality must lie in [{card.rate.min_quality:g}, {card.rate.max_quality:g}], not {value:g}")
+        hundredths = round(value * QUALITY_SCALE)
     elif quality is not None:
         raise ValueError(f"{card.name} is a single-rate model: it takes no quality")
 

@@ -183,6 +183,8 @@ def test_variable_rate_codec_exports_one_model_with_a_quality_input(tmp_path, ca
     assert exported[0]["bpp"] == pytest.approx(card.metrics["bpp_q1"])  # the SavedModel codes as training measured
     assert exported[2]["bpp"] == pytest.approx(card.metrics["bpp_q2"])
     assert exported[0]["bpp"] < exported[1]["bpp"] < exported[2]["bpp"]
+    with pytest.raises(ValueError, match="quality must lie in"):
+        coder_from_saved_model(tmp_path / "store" / "photo" / "1", 2.5)
     # a single-rate codec continues into a multi-rate one: the gains are new, everything else is loaded
     assert main([*common[:-2], "--name", "single", "--lmbda", "0.01"]) == 0
     capsys.readouterr()
