@@ -200,7 +200,7 @@ class Codec(Autoencoder):
                 rows = _interpolate_rows(old, theirs.numpy(), new)
                 fill = np.repeat(rows.mean(axis=1, keepdims=True), max(0, m_new - m_old), axis=1)
                 ours.assign(np.concatenate([rows[:, :m_new], fill], axis=1).astype(np.float32))
-        widened = {id(w) for w in (self.g_a.layers[-1].kernel, self.g_a.layers[-1].bias,
+        on_latent_axis = {id(w) for w in (self.g_a.layers[-1].kernel, self.g_a.layers[-1].bias,
                                    self.g_s.layers[0].kernel, self.h_a.layers[0].kernel,
                                    self.h_s.layers[-1].kernel, self.h_s.layers[-1].bias)}
         skip = {id(w) for w in (self.log_gain, self.log_inv_gain, self.rate_level) if w is not None}
@@ -209,9 +209,9 @@ class Codec(Autoencoder):
                 continue
             if ours.shape == theirs.shape:
                 ours.assign(theirs)
-            elif id(ours) in widened and m_old < m_new:
+            elif id(ours) in on_latent_axis and m_old < m_new:
                 ours.assign(self._widened(ours, theirs.numpy(), m_old))
-            elif id(ours) in widened:
+            elif id(ours) in on_latent_axis:
                 ours.assign(self._narrowed(ours, theirs.numpy(), m_old))
             else:
                 raise ValueError(f"{ours.path}: shape {ours.shape} cannot take {theirs.shape}")
