@@ -523,15 +523,15 @@ def render_table(rows: list[dict], targets: Sequence[float]) -> str:
 
 def render_points(models: list[dict], ours: dict[str, list[dict]], curve: list[dict]) -> str:
     lines = ["| operating point | lmbda | images | mean bpp | mean PSNR | enc s/MP | dec s/MP |", "|---|---|---|---|---|---|---|"]
-    # m["name"] is the point's label: the model, plus @q<quality> for a variable-rate model
     by_model = {c["model"]: c for c in curve}
     for m in models:
         rows = [r for rs in ours.values() for r in rs if r["model"] == m["name"]]
         c = by_model.get(m["name"])
         if c is None:
             continue
+        point = f"{m['model']}/{m['version']}" + ("" if m["quality"] is None else f" q{m['quality']:g}")
         lines.append(
-            f"| {m['name']}/{m['version']} | {fmt(m['lmbda'], 'g')} | {c['n']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
+            f"| {point} | {fmt(m['lmbda'], 'g')} | {c['n']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
             f"{fmt(median(r['enc_s_per_mp'] for r in rows), '.3f')} | {fmt(median(r['dec_s_per_mp'] for r in rows), '.3f')} |"
         )
     return "\n".join(lines)

@@ -151,7 +151,7 @@ def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> 
     assert row["ours"]["enc_s_per_mp"] > 0
 
 
-def test_a_variable_rate_model_is_swept_over_its_qualities(variable_rate_store, tmp_path: Path) -> None:
+def test_a_variable_rate_model_is_swept_over_its_qualities(variable_rate_store, tmp_path: Path, capsys) -> None:
     assert rd._steps(1, 2, 0.5) == [1.0, 1.5, 2.0]
     assert rd._lmbda_at([0.001, 0.004, 0.016], 2.5) == pytest.approx(0.008)
     assert rd._lmbda_at([0.001, 0.004, 0.016], 3) == pytest.approx(0.016)
@@ -161,6 +161,7 @@ def test_a_variable_rate_model_is_swept_over_its_qualities(variable_rate_store, 
     assert rd.main([str(images), "--models-dir", str(variable_rate_store), "--models", "codec-vr",
                     "--codecs", "jpeg", "--qualities", "20,80", "--no-cache", "--quiet", "--json", str(out_json)]) == 0
     doc = json.loads(out_json.read_text())
+    assert "| codec-vr/2 q1.5 | 0.0122474 |" in capsys.readouterr().out  # λ interpolated in log between levels
     assert [m["name"] for m in doc["models"]] == ["codec-vr@q1", "codec-vr@q1.5", "codec-vr@q2"]
     assert [m["version"] for m in doc["models"]] == [2, 2, 2]  # the newest version
     for image in doc["images"]:
