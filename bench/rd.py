@@ -217,13 +217,6 @@ def _steps(start: float, stop: float, step: float) -> list[float]:
     return [round(start + i * step, 2) for i in range(round((stop - start) / step) + 1)]
 
 
-def _lmbda_at(lmbdas: Sequence[float], quality: float) -> float:
-    """The λ a quality stands for: log λ interpolated between the trained levels, as the gains are."""
-    j = min(int(quality) - 1, len(lmbdas) - 2)
-    t = quality - 1 - j
-    return math.exp((1 - t) * math.log(lmbdas[j]) + t * math.log(lmbdas[j + 1]))
-
-
 async def run_ours(
     points: Sequence[OperatingPoint], images: Sequence[BenchImage], max_pixels: int, log: Callable[[str], None],
     our_qualities: Sequence[float] | None = None,
@@ -267,7 +260,7 @@ async def run_ours(
                 result.models.append({
                     "name": label, "model": model.name, "version": model.version, "quality": quality,
                     "architecture": model.card.architecture,
-                    "lmbda": model.card.config.get("lmbda") if rate is None else _lmbda_at(rate.lmbdas, quality),
+                    "lmbda": model.card.config.get("lmbda") if rate is None else rate.lmbda_at(quality),
                     "path": str(paths[(model.name, model.version)]),
                 })
         try:

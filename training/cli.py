@@ -303,9 +303,11 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     metrics = result.metrics
     if card.anomaly:
         metrics["observed_fpr_test"] = _observed_fpr(result.scores, splits.test_labels, classes, card.anomaly.threshold)
-    quality = None if coder.quality_hundredths is None else {"quality": coder.quality_hundredths / 100}
-    text = json.dumps({"model": card.name, "version": card.version, **(quality or {}), "dataset": splits.name,
-                       **metrics}, indent=2)
+    from service.contract.card import quality_value
+
+    quality = quality_value(coder.quality_hundredths)
+    text = json.dumps({"model": card.name, "version": card.version, **({} if quality is None else {"quality": quality}),
+                       "dataset": splits.name, **metrics}, indent=2)
     print(text)
     if args.output:
         args.output.write_text(text + "\n")

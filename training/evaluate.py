@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from service.contract.bitstream import Bitstream
-from service.contract.card import QUALITY_SCALE, LatentSpec, ModelCard
+from service.contract.card import LatentSpec, ModelCard, quality_value
 from service.contract.entropy import encode_latents
 from training.data import eval_batches
 
@@ -64,7 +64,7 @@ def coder_from_keras(model, name: str, version: int = 1) -> Coder:
         anomaly_score=lambda x: as_np(model.anomaly_score(tf.constant(x))),
         hyper_decode=(lambda lat: as_np(model.hyper_decode({k: tf.constant(v) for k, v in lat.items()})))
         if has_hyper else None,
-        quality_hundredths=None if rate is None else round(rate.default_quality * QUALITY_SCALE),
+        quality_hundredths=None if rate is None else rate.hundredths(None),
     )
 
 
@@ -78,15 +78,12 @@ def coder_from_saved_model(version_dir: Path, quality: float | None = None) -> C
     call = lambda name, **kw: as_np(sig[name](**{k: tf.constant(v) for k, v in kw.items()}))
     hundredths = None
     if card.rate is not None:
-        value = card.rate.default_quality if quality is None else quality
-        if not card.rate.min_quality <= value <= card.rate.max_quality:
-            raise ValueError(f"quality must lie in [{card.rate.min_quality:g}, {card.rate.max_quality:g}], not {value:g}")
-        hundredths = round(value * QUALITY_SCALE)
+        hundredths = card.rate.hundredths(quality)
     elif quality is not None:
         raise ValueError(f"{card.name} is a single-rate model: it takes no quality")
 
     def q(batch: int) -> dict[str, np.ndarray]:
-        return {} if hundredths is None else {"quality": np.full([batch], hundredths / QUALITY_SCALE, np.float32)}
+        return {} if hundredths is None else {"quality": np.full([batch], quality_value(hundredths), np.float32)}
 
     return Coder(
         card.name, card.version, bytes.fromhex(card.tables_sha256)[:4], card.input.size_multiple, card.latents,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from service.contract.card import QUALITY_SCALE
+from service.contract.card import quality_value
 
 MAGIC = b"AEC"
 FORMAT_VERSION = 2  # the newest format written; 1 = the same without the quality field
@@ -53,7 +53,7 @@ class Bitstream:
 
     @property
     def quality(self) -> float | None:
-        return None if self.quality_hundredths is None else self.quality_hundredths / QUALITY_SCALE
+        return quality_value(self.quality_hundredths)
 
     def to_bytes(self) -> bytes:
         name = self.model.encode("utf-8")

@@ -7,6 +7,7 @@ signatures or here: input policy, how latents are entropy-coded, the calibrated 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,6 +89,20 @@ class RateSpec(_Strict):
     def max_quality(self) -> float:
         return float(len(self.lmbdas))
 
+    def hundredths(self, quality: float | None) -> int:
+        """`quality` (the default when None) snapped to 0.01, as a stream records it; ValueError when it
+        is not a number within [min_quality, max_quality]."""
+        value = self.default_quality if quality is None else quality
+        if not (math.isfinite(value) and self.min_quality <= value <= self.max_quality):
+            raise ValueError(f"quality must lie in [{self.min_quality:g}, {self.max_quality:g}], not {value:g}")
+        return quality_hundredths(value)
+
+    def lmbda_at(self, quality: float) -> float:
+        """The λ a quality stands for: log λ interpolated between the two nearest levels, as the gains are."""
+        j = min(int(quality) - 1, len(self.lmbdas) - 2)
+        t = quality - 1 - j
+        return math.exp((1 - t) * math.log(self.lmbdas[j]) + t * math.log(self.lmbdas[j + 1]))
+
     @model_validator(mode="after")
     def _ordered(self) -> RateSpec:
         if any(b <= a for a, b in zip(self.lmbdas, self.lmbdas[1:])):
@@ -98,6 +113,15 @@ class RateSpec(_Strict):
 
 
 QUALITY_SCALE = 100  # quality resolution 0.01: the bitstream stores round(quality * QUALITY_SCALE)
+
+
+def quality_hundredths(quality: float) -> int:
+    return round(quality * QUALITY_SCALE)
+
+
+def quality_value(hundredths: int | None) -> float | None:
+    """The quality a stream records (None: a single-rate model's stream)."""
+    return None if hundredths is None else hundredths / QUALITY_SCALE
 
 
 class ScoreStats(_Strict):

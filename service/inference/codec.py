@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.contract.bitstream import Bitstream, BitstreamError
-from service.contract.card import QUALITY_SCALE, InputSpec, LatentSpec
+from service.contract.card import InputSpec, LatentSpec, quality_value
 from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
 from service.inference import imaging, tiling
 from service.inference.errors import (
@@ -61,21 +61,16 @@ def quality_hundredths(model: LoadedModel, requested: float | None) -> int | Non
         if requested is not None:
             raise InvalidQuality(f"model {model.name} codes at a single rate and takes no quality")
         return None
-    value = rate.default_quality if requested is None else requested
-    if not (math.isfinite(value) and rate.min_quality <= value <= rate.max_quality):
-        raise InvalidQuality(f"quality must lie in [{rate.min_quality:g}, {rate.max_quality:g}] for model "
-                             f"{model.name}, not {value:g}")
-    return round(value * QUALITY_SCALE)
+    try:
+        return rate.hundredths(requested)
+    except ValueError as exc:
+        raise InvalidQuality(f"{exc} (model {model.name})") from None
 
 
 def _quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
     """The signatures' extra input for one image (none for a single-rate model)."""
     return {} if hundredths is None else {"quality": np.float32(quality_value(hundredths))}
 
-
-def quality_value(hundredths: int | None) -> float | None:
-    """The quality a stream or request codes at (None for a single-rate model)."""
-    return None if hundredths is None else hundredths / QUALITY_SCALE
 
 
 def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | None) -> bool:

@@ -72,7 +72,13 @@ def test_quality_field_only_in_variable_rate_streams():
 
 
 def test_rate_spec_validates_its_range():
-    assert RateSpec(lmbdas=[0.001, 0.004, 0.01], default_quality=2.5).max_quality == 3.0
+    rate = RateSpec(lmbdas=[0.001, 0.004, 0.016], default_quality=2.5)
+    assert rate.max_quality == 3.0
+    assert (rate.hundredths(None), rate.hundredths(1.234), rate.hundredths(3)) == (250, 123, 300)
+    for bad in (0.99, 3.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="quality must lie in"):
+            rate.hundredths(bad)
+    assert (rate.lmbda_at(1), rate.lmbda_at(2.5), rate.lmbda_at(3)) == pytest.approx((0.001, 0.008, 0.016))
     for bad in ({"lmbdas": [0.01], "default_quality": 1}, {"lmbdas": [0.01, 0.001], "default_quality": 1},
                 {"lmbdas": [0.001, 0.01], "default_quality": 2.5}):
         with pytest.raises(ValidationError):

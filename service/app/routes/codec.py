@@ -20,7 +20,7 @@ from service.app.routes.common import (
 )
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
 from service.app.uploads import Upload, read_uploads
-from service.contract.card import QUALITY_SCALE
+from service.contract.card import quality_hundredths
 from service.inference import codec, imaging
 from service.inference.errors import BitstreamModelMismatch
 
@@ -110,7 +110,7 @@ async def decode(request: Request) -> Response:
             raise BitstreamModelMismatch(f"the bitstream was made by model {stream.model!r}, not {model!r}")
         if version is not None and version != stream.version:
             raise BitstreamModelMismatch(f"the bitstream was made by version {stream.version}, not {version}")
-        if quality is not None and (stream.quality is None or round(quality * QUALITY_SCALE) != stream.quality_hundredths):
+        if quality is not None and quality_hundredths(quality) != stream.quality_hundredths:
             coded = "a single rate" if stream.quality is None else f"quality {stream.quality:g}"
             raise BitstreamModelMismatch(f"the bitstream was coded at {coded}, not quality {quality:g}")
         loaded = registry.resolve(stream.model, stream.version)
