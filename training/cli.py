@@ -195,20 +195,24 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
 
 
 def _per_level_metrics(model, name: str, version: int, images) -> dict[str, float]:
-    """A variable-rate model's real bpp and PSNR on `images` at each trained level (quality 1 … L),
-    as `bpp_q<l>` / `psnr_q<l>`; leaves the model at its default level (the middle one)."""
+    """A variable-rate model's real bpp and PSNR on `images` at each trained level (quality 1 … L) but
+    the default one (the middle level, which the export's own test measurement covers), as
+    `bpp_q<l>` / `psnr_q<l>`; leaves the model at its default level."""
     from training.evaluate import coder_from_keras, evaluate
 
     levels = getattr(model, "num_levels", 1)
     if levels < 2:
         return {}
     metrics = {}
+    default = (levels - 1) // 2
     for level in range(levels):
+        if level == default:
+            continue
         model.set_rate_level(level)
         found = evaluate(coder_from_keras(model, name, version), images).metrics
         metrics |= {f"bpp_q{level + 1}": found["bpp"], f"psnr_q{level + 1}": found["psnr"]}
         print(f"quality {level + 1} (λ = {model.lmbda:g}): {found['bpp']:.4f} bpp, {found['psnr']:.2f} dB")
-    model.set_rate_level((levels - 1) // 2)
+    model.set_rate_level(default)
     return metrics
 
 
@@ -252,6 +256,9 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
                                                  anomaly.threshold)
     metrics["normal_test_images"] = _normal_count(splits.test_labels, args.classes, len(test_eval.scores))
     metrics = {k: v for k, v in metrics.items() if v is not None} | per_level
+    if per_level:  # the default level was measured above, with everything else
+        default = int(model.rate_level.numpy()) + 1
+        metrics |= {f"bpp_q{default}": metrics["bpp"], f"psnr_q{default}": metrics["psnr"]}
     metrics["parameters"] = float(sum(int(tf.size(w)) for w in model.trainable_weights))
     card = ModelCard(
         name=name, version=version, architecture=model.architecture, description=args.description,
