@@ -43,12 +43,18 @@ def frontier(rates: Sequence[float], psnrs: Sequence[float]) -> tuple[np.ndarray
     return np.asarray(out_r), np.asarray(out_p)
 
 
-def psnr_at(rates: Sequence[float], psnrs: Sequence[float], rate: float) -> float | None:
-    """PSNR at `rate` on the frontier, linear in rate between points; None outside the covered range."""
+def psnr_at(rates: Sequence[float], psnrs: Sequence[float], rate: float, extrapolate: bool = False) -> float | None:
+    """PSNR at `rate` on the frontier, linear in rate between points; outside the covered range None, or
+    with `extrapolate` the line through the two nearest frontier points (None with fewer than two)."""
     r, p = frontier(rates, psnrs)
-    if len(r) == 0 or rate < r[0] or rate > r[-1]:
+    if len(r) == 0:
         return None
-    return float(np.interp(rate, r, p))
+    if r[0] <= rate <= r[-1]:
+        return float(np.interp(rate, r, p))
+    if not extrapolate or len(r) < 2:
+        return None
+    i = 0 if rate < r[0] else len(r) - 2
+    return float(p[i] + (rate - r[i]) * (p[i + 1] - p[i]) / (r[i + 1] - r[i]))
 
 
 def _psnr_span(r: np.ndarray, p: np.ndarray, lo: float, hi: float) -> tuple[float, float] | None:

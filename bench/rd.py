@@ -28,6 +28,9 @@ Figures:
 - "PSNR @ b bpp": per image, the PSNR at b bpp on that image's own curve (its rate–distortion frontier,
   linear in bpp between points; n/a for an image whose curve does not reach b), then the mean over the
   images that have a value ("(k/n)" shows when only k of the n images do).
+- "over every image": as "PSNR @ b bpp", but an image whose curve stops short of b counts too, read
+  off the straight line through the two nearest points of its curve ("(e extrap.)": how many images
+  were read so). This is how the issue's reference figures for WebP and AVIF come out.
 - "on the mean curves": the PSNR at b bpp read off each codec's MEAN curve (the plotted one: mean bpp
   and mean PSNR over ALL images per quality setting / operating point, linear in bpp between points).
   Where a codec cannot reach b on some images (WebP's lowest quality spends over 0.25 bpp on some),
@@ -440,11 +443,18 @@ def mean_curve(per_image: dict[str, list[dict]], key: str) -> list[dict]:
 
 
 def psnr_at_targets(curves: dict[str, tuple[list[float], list[float]]], targets: Sequence[float]) -> list[dict]:
+    """Per target: the mean over the images whose own curve reaches it (`mean_psnr`, `images` of `of`),
+    and the mean over every image, each curve extended linearly beyond its own range where it does not
+    reach the target (`mean_psnr_all`, `extrapolated` images) — the reading of the issue's reference."""
     out = []
     for target in targets:
         values = [v for r, p in curves.values() if (v := bdrate.psnr_at(r, p, target)) is not None]
+        extended = [bdrate.psnr_at(r, p, target, extrapolate=True) for r, p in curves.values()]
+        every = [v for v in extended if v is not None]
         out.append({"bpp": target, "mean_psnr": statistics.fmean(values) if values else None,
-                    "images": len(values), "of": len(curves)})
+                    "images": len(values), "of": len(curves),
+                    "mean_psnr_all": statistics.fmean(every) if len(every) == len(curves) and every else None,
+                    "extrapolated": len(curves) - len(values)})
     return out
 
 
@@ -458,6 +468,20 @@ def render_mean_curve_table(rows: list[dict], targets: Sequence[float]) -> str:
     lines = ["| codec | " + " | ".join(f"@{t:g} bpp" for t in targets) + " |", "|---" * (len(targets) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row['label']} | " + " | ".join(fmt(e["psnr"], ".2f") for e in row["psnr_on_mean_curve"]) + " |")
+    return "\n".join(lines)
+
+
+def render_every_image_table(rows: list[dict], targets: Sequence[float]) -> str:
+    """Per-image PSNR at each target over every image; "(e extrap.)" counts the images read off the
+    straight extension of their own curve because it stops short of the target."""
+    def cell(entry: dict) -> str:
+        if entry["mean_psnr_all"] is None:
+            return "n/a"
+        return f"{entry['mean_psnr_all']:.2f}" + (f" ({entry['extrapolated']} extrap.)" if entry["extrapolated"] else "")
+
+    lines = ["| codec | " + " | ".join(f"@{t:g} bpp" for t in targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {row['label']} | " + " | ".join(cell(e) for e in row["psnr_at"]) + " |")
     return "\n".join(lines)
 
 
@@ -682,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
         print("(k/n): only k of the n images reach that rate on their own curve; the mean is over those k")
     print("\nPSNR on the mean curves (as plotted: every image, mean bpp and mean PSNR per setting):")
     print(render_mean_curve_table(rows, args.targets))
+    print("\nPSNR per image over every image (an image's curve that stops short of b is extended by the line "
+          "through its two nearest points):")
+    print(render_every_image_table(rows, args.targets))
     ours_row = rows[0]
     for anchor in ("jpeg", "webp"):
         if anchor in ours_row.get("bd_per_image", {}):

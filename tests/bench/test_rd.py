@@ -67,6 +67,10 @@ def test_frontier_and_interpolation_at_a_rate() -> None:
     assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.2) == pytest.approx(23.5)
     assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.05) is None
     assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.6) is None
+    # extended: the line through the two nearest frontier points, on either side
+    assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.05, extrapolate=True) == pytest.approx(18.25)
+    assert bdrate.psnr_at([0.1, 0.3, 0.5], [20, 27, 30], 0.6, extrapolate=True) == pytest.approx(31.5)
+    assert bdrate.psnr_at([0.1], [20], 0.2, extrapolate=True) is None
 
 
 def test_quality_lists() -> None:
@@ -87,6 +91,13 @@ def test_summaries_of_several_operating_points() -> None:
     assert [(e["images"], e["of"]) for e in at] == [(1, 2), (2, 2), (1, 2)]
     assert at[0]["mean_psnr"] == pytest.approx(30.75) and at[2]["mean_psnr"] == pytest.approx(33.0)
     assert at[1]["mean_psnr"] == pytest.approx((33.75 + 30.0) / 2)
+    # over every image: b.png's curve starts at 0.3 bpp, so at 0.25 it is read off the line through
+    # (0.3, 28) and (0.6, 31): 27.5; a.png's curve ends at 0.8, so at 1.0 it reads 36 + 0.2 * 7.5
+    assert [e["extrapolated"] for e in at] == [1, 0, 1]
+    assert at[0]["mean_psnr_all"] == pytest.approx((30.75 + 27.5) / 2)
+    assert at[1]["mean_psnr_all"] == pytest.approx(at[1]["mean_psnr"])
+    assert at[2]["mean_psnr_all"] == pytest.approx((37.5 + 33.0) / 2)
+    assert "29.12 (1 extrap.)" in rd.render_every_image_table([{"label": "x", "psnr_at": at}], [0.25, 0.5, 1.0])
     mean = rd.mean_curve(ours, "model")
     assert [c["model"] for c in mean] == ["x", "y", "z"] and mean[0]["bpp"] == pytest.approx(0.2)
     bd = rd.bd_pair(rd.mean_curve(anchor, "quality"), mean, "pchip")
