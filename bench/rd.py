@@ -30,7 +30,7 @@ Figures:
   images that have a value ("(k/n)" shows when only k of the n images do).
 - "over every image": as "PSNR @ b bpp", but an image whose curve stops short of b counts too, read
   off the straight line through the two nearest points of its curve ("(e extrap.)": how many images
-  were read so). This is how the issue's reference figures for WebP and AVIF come out.
+  were read so). Issue #4's reference figures for WebP and AVIF on McMaster are this reading.
 - "on the mean curves": the PSNR at b bpp read off each codec's MEAN curve (the plotted one: mean bpp
   and mean PSNR over ALL images per quality setting / operating point, linear in bpp between points).
   Where a codec cannot reach b on some images (WebP's lowest quality spends over 0.25 bpp on some),
@@ -445,7 +445,7 @@ def mean_curve(per_image: dict[str, list[dict]], key: str) -> list[dict]:
 def psnr_at_targets(curves: dict[str, tuple[list[float], list[float]]], targets: Sequence[float]) -> list[dict]:
     """Per target: the mean over the images whose own curve reaches it (`mean_psnr`, `images` of `of`),
     and the mean over every image, each curve extended linearly beyond its own range where it does not
-    reach the target (`mean_psnr_all`, `extrapolated` images) — the reading of the issue's reference."""
+    reach the target (`mean_psnr_all`, `extrapolated` images): the reading issue #4's reference figures use."""
     out = []
     for target in targets:
         values = [v for r, p in curves.values() if (v := bdrate.psnr_at(r, p, target)) is not None]
