@@ -53,7 +53,7 @@ class Reconstruction:
 
 
 # ---- quality -----------------------------------------------------------------------------------------
-def quality_hundredths(model: LoadedModel, requested: float | None) -> int | None:
+def model_quality(model: LoadedModel, requested: float | None) -> int | None:
     """The quality a variable-rate model codes at, in hundredths (what the stream records); None for
     a single-rate model. Snapped to hundredths here, so encode and decode feed the model one number."""
     rate = model.card.rate
@@ -70,7 +70,6 @@ def quality_hundredths(model: LoadedModel, requested: float | None) -> int | Non
 def _quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
     """The signatures' extra input for one image (none for a single-rate model)."""
     return {} if hundredths is None else {"quality": np.float32(quality_value(hundredths))}
-
 
 
 def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | None) -> bool:
@@ -102,7 +101,7 @@ async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], pl
 async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None,
                  quality: float | None = None) -> Encoded:
     """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise)."""
-    hundredths = quality_hundredths(model, quality)
+    hundredths = model_quality(model, quality)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     latents = await _encode_latents(model, imaging.to_model(source.pixels, plan), plan, tiles, hundredths)
     stream = await asyncio.to_thread(pack, model, latents, plan, source.channels, hundredths)
@@ -190,7 +189,7 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
 # ---- reconstruct -----------------------------------------------------------------------------------
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
                       tiles: tiling.Tiling | None = None, quality: float | None = None) -> Reconstruction:
-    hundredths = quality_hundredths(model, quality)
+    hundredths = model_quality(model, quality)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = imaging.to_model(source.pixels, plan)
     if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
@@ -226,7 +225,7 @@ def golden_roundtrip(model: LoadedModel, atol: float = 1e-4) -> None:
     height, width = golden_input_size(spec)
     plan = imaging.plan_size(height, width, spec)
     batch = imaging.to_model(golden_image(height, width, spec.channels), plan)[None]
-    hundredths = quality_hundredths(model, None)
+    hundredths = model_quality(model, None)
     extra = {k: v[None] for k, v in _quality_input(hundredths).items()}
     reference = model.run("reconstruct", {"images": batch, **extra})["images"][0]
     latents = {name: value[0] for name, value in model.run("encode", {"images": batch, **extra}).items()}

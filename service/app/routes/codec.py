@@ -46,7 +46,7 @@ router = APIRouter(tags=["codec"], route_class=KeyedRoute)
 async def encode(request: Request) -> Response:
     q = query.parse(request)
     model = model_for(request, q.model, q.version)
-    codec.quality_hundredths(model, q.quality)  # refuse a bad quality before reading the images
+    codec.model_quality(model, q.quality)  # refuse a bad quality before reading the images
     settings, metrics = settings_of(request), request.app.state.metrics
     items = await read_images(request, settings, model)
     encoded = await for_each(
@@ -154,7 +154,7 @@ async def decode(request: Request) -> Response:
 async def reconstruct(request: Request) -> Response:
     q = query.parse(request)
     model, format = model_for(request, q.model, q.version), q.format
-    codec.quality_hundredths(model, q.quality)
+    codec.model_quality(model, q.quality)
     settings = settings_of(request)
     items = await read_images(request, settings, model)
     fmt = negotiate.image_format(request, format)
