@@ -448,13 +448,18 @@ def psnr_at_targets(curves: dict[str, tuple[list[float], list[float]]], targets:
     reach the target (`mean_psnr_all`, `extrapolated` images): the reading issue #4's reference figures use."""
     out = []
     for target in targets:
-        values = [v for r, p in curves.values() if (v := bdrate.psnr_at(r, p, target)) is not None]
-        extended = [bdrate.psnr_at(r, p, target, extrapolate=True) for r, p in curves.values()]
-        every = [v for v in extended if v is not None]
+        values: list[float] = []  # images whose curve reaches the target
+        extended: list[float] = []  # the others, read off their curve's straight extension
+        for r, p in curves.values():
+            if (v := bdrate.psnr_at(r, p, target)) is not None:
+                values.append(v)
+            elif (v := bdrate.psnr_at(r, p, target, extrapolate=True)) is not None:
+                extended.append(v)
+        every = values + extended
         out.append({"bpp": target, "mean_psnr": statistics.fmean(values) if values else None,
                     "images": len(values), "of": len(curves),
-                    "mean_psnr_all": statistics.fmean(every) if len(every) == len(curves) and every else None,
-                    "extrapolated": len(curves) - len(values)})
+                    "mean_psnr_all": statistics.fmean(every) if every and len(every) == len(curves) else None,
+                    "extrapolated": len(extended)})
     return out
 
 
@@ -464,11 +469,16 @@ def psnr_on_mean_curve(curve: list[dict], targets: Sequence[float]) -> list[dict
     return [{"bpp": t, "psnr": bdrate.psnr_at(rates, psnrs, t)} for t in targets]
 
 
-def render_mean_curve_table(rows: list[dict], targets: Sequence[float]) -> str:
+def _targets_table(rows: list[dict], targets: Sequence[float], key: str, cell: Callable[[dict], str]) -> str:
+    """One line per codec, one column per target bpp, each cell from the row's `key` entry for it."""
     lines = ["| codec | " + " | ".join(f"@{t:g} bpp" for t in targets) + " |", "|---" * (len(targets) + 1) + "|"]
     for row in rows:
-        lines.append(f"| {row['label']} | " + " | ".join(fmt(e["psnr"], ".2f") for e in row["psnr_on_mean_curve"]) + " |")
+        lines.append(f"| {row['label']} | " + " | ".join(cell(e) for e in row[key]) + " |")
     return "\n".join(lines)
+
+
+def render_mean_curve_table(rows: list[dict], targets: Sequence[float]) -> str:
+    return _targets_table(rows, targets, "psnr_on_mean_curve", lambda e: fmt(e["psnr"], ".2f"))
 
 
 def render_every_image_table(rows: list[dict], targets: Sequence[float]) -> str:
@@ -479,10 +489,7 @@ def render_every_image_table(rows: list[dict], targets: Sequence[float]) -> str:
             return "n/a"
         return f"{entry['mean_psnr_all']:.2f}" + (f" ({entry['extrapolated']} extrap.)" if entry["extrapolated"] else "")
 
-    lines = ["| codec | " + " | ".join(f"@{t:g} bpp" for t in targets) + " |", "|---" * (len(targets) + 1) + "|"]
-    for row in rows:
-        lines.append(f"| {row['label']} | " + " | ".join(cell(e) for e in row["psnr_at"]) + " |")
-    return "\n".join(lines)
+    return _targets_table(rows, targets, "psnr_at", cell)
 
 
 def bd_pair(anchor: list[dict], test: list[dict], method: str) -> dict[str, float | None]:
