@@ -2,7 +2,10 @@
 
 Names: `mnist`, `fashion_mnist`, `cifar10` (Keras loaders: downloaded and cached on users' machines),
 `idx:<dir>` (IDX files: a train/t10k pair, or a single t10k pair cut by `split`), and
-`folder:<dir>[,<dir>...]` (any images; fully convolutional models train on random crops).
+`folder:<dir>[=<weight>][,<dir>[=<weight>]...]` (any images; fully convolutional models train on random
+crops, each folder drawn with probability proportional to its weight, default 1, so that 111 PNGs are not
+drowned by 3,800 JPEGs; JPEG files are downscaled by 2 on loading so that their 8×8 block artefacts
+shrink below what the codec learns to reproduce).
 Everything is deterministic for a given seed.
 """
 
@@ -28,6 +31,7 @@ class Splits:
     train: np.ndarray | list[np.ndarray]
     val: np.ndarray | list[np.ndarray]
     test: np.ndarray | list[np.ndarray]
+    train_weights: list[float] | None = None  # photo folders: sampling weight of each training image
     train_labels: np.ndarray | None = None
     val_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
@@ -64,7 +68,7 @@ def load(spec: str, *, split: int | None = None, val_fraction: float = 0.1, seed
     elif kind == "idx" and arg:
         splits = _idx(Path(arg), split, val_fraction, seed)
     elif kind == "folder" and arg:
-        splits = _folder([Path(p) for p in arg.split(",")], val_fraction, seed)
+        splits = _folder(arg, val_fraction, seed)
     else:
         raise ValueError(
             f"unknown dataset {spec!r}: use mnist, fashion_mnist, cifar10, idx:<dir> or folder:<dir>[,<dir>...]"
@@ -72,7 +76,8 @@ def load(spec: str, *, split: int | None = None, val_fraction: float = 0.1, seed
     if test_spec:
         test_kind, _, test_arg = test_spec.partition(":")
         if test_kind == "folder" and test_arg:
-            splits.test, splits.test_labels = _folder_images([Path(p) for p in test_arg.split(",")]), None
+            splits.test, splits.test_labels = _folder_images([Path(p) for p, _ in folder_parts(test_arg)],
+                                                             downscale_jpeg=False)[0], None
         else:
             other = load(test_spec, split=split, seed=seed)
             splits.test, splits.test_labels = other.test, other.test_labels
@@ -143,34 +148,68 @@ def _idx(directory: Path, split: int | None, val_fraction: float, seed: int) -> 
     return Splits(f"idx:{directory}", train, val, x_test, y_tr, y_val, y_test, {"split": note})
 
 
-def load_image(path: Path) -> np.ndarray:
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+
+
+def folder_parts(arg: str) -> list[tuple[Path, float]]:
+    """`dir[=weight],dir[=weight]...` → [(dir, weight)]; weights default to 1 and must be positive."""
+    parts = []
+    for item in arg.split(","):
+        path, sep, weight = item.rpartition("=") if "=" in item else (item, "", "1")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"folder weight {weight!r} in {item!r} is not a number") from None
+        if not value > 0:
+            raise ValueError(f"folder weight in {item!r} must be positive")
+        parts.append((Path(path), value))
+    return parts
+
+
+def load_image(path: Path, downscale_jpeg: bool = False) -> np.ndarray:
+    """float32 [H, W, C] in [0, 1]; a JPEG halved in each dimension (box filter) when asked."""
     with Image.open(path) as img:
         img = img.convert("L" if img.mode in {"L", "I;16", "I", "1"} else "RGB")
+        if downscale_jpeg and path.suffix.lower() in JPEG_SUFFIXES and min(img.size) >= 64:
+            img = img.reduce(2)
         arr = np.asarray(img, dtype=np.float32) / 255.0
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _folder_images(directories: list[Path]) -> list[np.ndarray]:
+def _folder_images(directories: list[Path], downscale_jpeg: bool = True) -> tuple[list[np.ndarray], list[int]]:
+    """Every image under the folders (sorted per folder), and the folder index of each."""
     paths: list[Path] = []
-    for directory in directories:
+    owner: list[int] = []
+    for i, directory in enumerate(directories):
         if not directory.is_dir():
             raise ValueError(f"image folder {directory} does not exist")
-        paths += sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += found
+        owner += [i] * len(found)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 images in {', '.join(map(str, directories))}")
-    images = [load_image(p) for p in paths]
+    images = [load_image(p, downscale_jpeg) for p in paths]
     channels = max(img.shape[-1] for img in images)
-    return [np.repeat(img, channels, axis=-1) if img.shape[-1] != channels else img for img in images]
+    return [np.repeat(img, channels, axis=-1) if img.shape[-1] != channels else img for img in images], owner
 
 
-def _folder(directories: list[Path], val_fraction: float, seed: int) -> Splits:
-    images = _folder_images(directories)
+def _folder(arg: str, val_fraction: float, seed: int) -> Splits:
+    parts = folder_parts(arg)
+    directories = [p for p, _ in parts]
+    images, owner = _folder_images(directories)
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = max(1, round(len(images) * val_fraction))
-    val = [images[i] for i in sorted(order[:n_val])]
-    train = [images[i] for i in sorted(order[n_val:])]
-    name = "folder:" + ",".join(map(str, directories))
-    return Splits(name, train, val, val, notes={"images": str(len(images))})
+    val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
+    val = [images[i] for i in val_idx]
+    train = [images[i] for i in train_idx]
+    # each folder's weight shared among its training images
+    per_folder = np.bincount([owner[i] for i in train_idx], minlength=len(parts))
+    weights = [parts[owner[i]][1] / per_folder[owner[i]] for i in train_idx]
+    name = "folder:" + ",".join(f"{p}={w:g}" if w != 1 else str(p) for p, w in parts)
+    notes = {"images": str(len(images))}
+    if any(p.suffix.lower() in JPEG_SUFFIXES for d in directories for p in d.rglob("*")):
+        notes["jpeg"] = "JPEG files halved on loading"
+    return Splits(name, train, val, val, train_weights=weights, notes=notes)
 
 
 def _keep_classes(splits: Splits, classes: list[int]) -> Splits:
@@ -192,15 +231,19 @@ def train_dataset(splits: Splits, batch_size: int, seed: int, crop: int | None =
         return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     if crop is None:
         raise ValueError("photo folders train on random crops: give a crop size")
-    images = [img for img in splits.train if img.shape[0] >= crop and img.shape[1] >= crop]
-    if not images:
+    weights = splits.train_weights or [1.0] * len(splits.train)
+    usable = [(img, w) for img, w in zip(splits.train, weights) if img.shape[0] >= crop and img.shape[1] >= crop]
+    if not usable:
         raise ValueError(f"no training image is at least {crop}x{crop}")
+    images = [img for img, _ in usable]
+    probs = np.asarray([w for _, w in usable], np.float64)
+    probs /= probs.sum()
     channels = images[0].shape[-1]
     rng = np.random.default_rng(seed)
 
     def crops():
         while True:
-            img = images[rng.integers(len(images))]
+            img = images[rng.choice(len(images), p=probs)]
             y, x = rng.integers(img.shape[0] - crop + 1), rng.integers(img.shape[1] - crop + 1)
             patch = img[y : y + crop, x : x + crop]
             if rng.random() < 0.5:

@@ -143,8 +143,18 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
 def _init_from(model: Autoencoder, version_dir: Path) -> None:
     """Load an exported version's weights; variables it lacks (a multi-rate codec's gains when started
     from a single-rate one) keep their initial values and are named, anything else must match."""
-    card = version_dir / "model.json"
-    source_config = ModelCard.read(version_dir).config if card.is_file() else {}
+    card = ModelCard.read(version_dir) if (version_dir / "model.json").is_file() else None
+    source_config = card.config if card else {}
+    if card and card.architecture != model.architecture:  # another architecture: the model adopts what fits
+        from training.models.registry import get_architecture
+
+        config = {k: v for k, v in source_config.items() if k not in ("input_shape", "rate_level", "coded_lmbda", "lmbda")}
+        source = get_architecture(card.architecture)(input_shape=model.image_shape, **config)
+        source(tf.zeros([1, source.size_multiple, source.size_multiple, model.image_shape[-1]]))
+        tf.train.Checkpoint(model=source).read(str(version_dir / "variables" / "variables")).assert_existing_objects_matched()
+        model.adopt(source)
+        print(f"initialised from {version_dir} ({card.architecture} adopted into {model.architecture})")
+        return
     source_levels = sorted(float(v) for v in source_config.get("lmbdas", []))
     other_levels = len(getattr(model, "lmbdas", [])) > 1 and len(source_levels) > 1 and source_levels != model.lmbdas
     source_width = source_config.get("latent_channels")

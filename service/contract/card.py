@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 CARD_FILENAME = "model.json"
 CARD_SCHEMA_VERSION = 1
 
-Architecture = Literal["single_layer_cae", "conv_ae", "dense_ae", "keras_cae", "codec"]
+Architecture = Literal["single_layer_cae", "conv_ae", "dense_ae", "keras_cae", "codec", "codec_cc"]
 ScoreKind = Literal["mse", "ssim", "bits", "combined"]
 
 

@@ -1,0 +1,573 @@
+"""Codec v2: channel-conditional entropy model (Minnen & Singh 2020) with integer entropy parameters.
+
+    x ─g_a─▶ y ─h_a─▶ z ─Q─▶ ẑ ─h_s─▶ support
+    y = [y_0 | y_1 | … | y_{S−1}]   (uneven channel slices, ELIC-style: small ones first)
+    slice k: (μ_k, σ_k) = P_k(support, ȳ_0 … ȳ_{k−1});  ȳ_k = round(y_k − μ_k) + μ_k
+             ŷ_k = ȳ_k + ½·tanh(R_k(support, ȳ_0 … ȳ_k))           (latent residual prediction)
+    x̂ = g_s(ŷ · inverse gain)
+
+Each slice is coded with a quantised Gaussian N(μ_k, σ_k²) whose parameters depend on the slices decoded
+before it, so later slices cost fewer bits than a hyperprior alone gives them. g_a/g_s are the GDN
+transforms of `codec.py`; rates, gains (Cui et al.'s gain units, one continuous quality) and the mixed
+quantisation (noise for rates, rounding with a straight-through gradient for the synthesis and for the
+conditioning) are trained as there.
+
+Deterministic coding. Everything that decides a distribution — h_s, every P_k and the ȳ they read —
+runs as an *integer network* after `finalize` (`training/layers/integer.py`): ẑ and ȳ are fixed-point
+integers (ẑ at 2^−4, ȳ = symbol · 2^8 + μ_int at 2^−8), P_k's outputs are μ_int at 2^−8 and σ_int at
+2^−10, and a scale index is the count of integer table thresholds below σ_int. So the encoder and the
+decoder compute the same indices and the same means on any machine, TensorFlow build or device. The
+residual predictors R_k and g_s stay in float32: they only move pixels, never a distribution. Training
+is all float; `finalize` calibrates activation ranges on training crops and converts.
+
+Coding-state entry points, exported as signatures by `training/export.py`:
+`encode` (images → z, y_0 … y_{S−1}), `decode` (symbols → images), and one `params_y<k>` stage per
+slice: stage 0 takes z and returns the scale indices of y_0 with the integer `support` and `mean_y0`;
+stage k takes `support`, y_0 … y_{k−1} and mean_y0 … mean_y{k−1} and returns y_k's indices and
+`mean_y<k>`. The service runs the stages in card order and carries their extra outputs forward, so
+each stage computes one slice's parameters once.
+
+Sizes: y stride 16, z stride 64 (multiples of `size_multiple` = 64, padded by the service).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from service.contract.card import LatentSpec, RateSpec
+from training.entropy_models import SCALE_BOUND, FactorizedDensity, gaussian_likelihood, scale_table
+from training.layers.bound import lower_bound
+from training.layers.gdn import GDN
+from training.layers.integer import IntegerConv, convert, integer_conv, relu_exponent, to_fixed
+from training.models.base import Autoencoder
+from training.models.registry import register
+
+Y_SYMBOL_RANGE = 1023  # y symbols are clipped to [−1023, 1023] (the top qualities need more than 255)
+Z_EXPONENT = 4  # ẑ = z symbol + median, the median rounded to 1/16: integers at 2^−4
+MEAN_EXPONENT = 8  # μ and ȳ as integers at 2^−8
+SCALE_EXPONENT = 10  # σ as integers at 2^−10
+MEAN_LIMIT = 2.0**20  # |μ_int| ≤ 2^20 (|μ| ≤ 4096)
+Z_TAIL_MASS = 1e-6
+DEFAULT_SLICES = (16, 16, 32, 64, 64)
+
+
+def _conv(filters: int, kernel: int, stride: int = 1, **kwargs) -> layers.Conv2D:
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", **kwargs)
+
+
+def _deconv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2DTranspose:
+    return layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", **kwargs)
+
+
+class _IntegerState:
+    """Non-trainable weights holding one converted layer (created with the model, filled by finalize),
+    so they are checkpointed, exported once as variables and covered by the fingerprint."""
+
+    def __init__(self, owner: keras.Model, name: str, layer: layers.Conv2D, in_channels: int) -> None:
+        transpose = isinstance(layer, layers.Conv2DTranspose)
+        k, out = int(layer.kernel_size[0]), int(layer.filters)
+        shape = (k, k, out, in_channels) if transpose else (k, k, in_channels, out)
+        add = lambda what, shape_, dtype: owner.add_weight(name=f"{name}_{what}", shape=shape_, dtype=dtype,
+                                                           initializer="zeros", trainable=False)
+        self.kernel = add("int_kernel", shape, "int32")
+        self.preshift = add("int_preshift", (out,), "float64")
+        self.multiplier = add("int_multiplier", (out,), "float64")
+        self.offset = add("int_offset", (out,), "float64")
+        self.unshift = add("int_unshift", (out,), "float64")
+        self.low = add("int_low", (out,), "float64")
+        self.high = add("int_high", (out,), "float64")
+        self.stride, self.transpose = int(layer.strides[0]), transpose
+
+    def assign(self, conv: IntegerConv) -> None:
+        for name in ("preshift", "multiplier", "offset", "unshift"):
+            getattr(self, name).assign(getattr(conv, name))
+        self.kernel.assign(conv.kernel.astype(np.int32))
+        self.low.assign(conv.clip_low)
+        self.high.assign(conv.clip_high)
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        return integer_conv(inputs, self.kernel, self.preshift, self.multiplier, self.offset, self.unshift,
+                            self.low, self.high, self.stride, self.transpose)
+
+
+def _widened(ours: np.ndarray, theirs: np.ndarray, kind: str) -> np.ndarray:
+    """`ours` holding `theirs` in its leading block, the rest so that the old channels compute as before.
+
+    kind "conv" (kernel [k, k, in, out]) or "deconv" ([k, k, out, in]): weights from a new input to an
+    old output are zero (old outputs unchanged); weights into new outputs keep our random init, scaled
+    by 0.1, so gradients reach every new weight from the first step. "gamma" (GDN [N, N], stored so
+    that 0 decodes to 0): old channels ignore new ones and new ones start from our diagonal init.
+    Anything else (biases, GDN beta): the old entries copied, new ones at our init.
+    """
+    out = ours.copy()
+    if kind in ("conv", "deconv"):
+        a_old, b_old = theirs.shape[2], theirs.shape[3]
+        out[:, :, a_old:, :] *= 0.1
+        out[:, :, :, b_old:] *= 0.1
+        if kind == "conv":
+            out[:, :, a_old:, :b_old] = 0.0
+        else:
+            out[:, :, :a_old, b_old:] = 0.0
+    elif kind == "gamma":
+        n_old = theirs.shape[0]
+        out[:n_old, n_old:] = 0.0
+        out[n_old:, :n_old] = 0.0
+    out[tuple(slice(0, d) for d in theirs.shape)] = theirs
+    return out
+
+
+@register("codec_cc")
+class ChannelCodec(Autoencoder):
+    """Channel-conditional codec with integer entropy parameters; see the module docstring."""
+
+    architecture = "codec_cc"
+    size_multiple = 64
+
+    def __init__(self, input_shape=(None, None, 3), num_filters: int = 128, latent_channels: int = 192,
+                 hyper_channels: int = 128, support_channels: int = 192, slices: Sequence[int] | None = None,
+                 param_hidden: Sequence[int] = (128, 96), lrp_hidden: int = 96, lmbda: float = 0.01,
+                 lmbdas: list[float] | None = None, z_radius: int = 32, **kwargs) -> None:
+        super().__init__(tuple(input_shape), **kwargs)
+        n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
+        self.num_filters, self.latent_channels = n, m
+        self.hyper_channels, self.support_channels = int(hyper_channels), int(support_channels)
+        self.slices = [int(s) for s in (slices or DEFAULT_SLICES)]
+        if sum(self.slices) != m or min(self.slices) < 1:
+            raise ValueError(f"slices {self.slices} must be positive and sum to latent_channels {m}")
+        self.param_hidden = [int(h) for h in param_hidden]
+        self.lrp_hidden = int(lrp_hidden)
+        self.lmbdas = sorted(float(v) for v in lmbdas) if lmbdas else [float(lmbda)]
+        if min(self.lmbdas) <= 0:
+            raise ValueError("every λ must be positive")
+        self.lmbda = self.lmbdas[0]
+        self.z_radius = int(z_radius)
+        nh, ns = self.hyper_channels, self.support_channels
+
+        self.g_a = keras.Sequential(
+            [_conv(n, 5, 2), GDN(), _conv(n, 5, 2), GDN(), _conv(n, 5, 2), GDN(), _conv(m, 5, 2)], name="analysis")
+        self.g_s = keras.Sequential(
+            [_deconv(n, 5, 2), GDN(inverse=True), _deconv(n, 5, 2), GDN(inverse=True),
+             _deconv(n, 5, 2), GDN(inverse=True), _deconv(c, 5, 2)], name="synthesis")
+        self.h_a = keras.Sequential(
+            [_conv(nh, 3, activation="relu"), _conv(nh, 5, 2, activation="relu"), _conv(nh, 5, 2, use_bias=False)],
+            name="hyper_analysis")
+        self.h_s_layers = [_deconv(nh, 5, 2, activation="relu"), _deconv(nh, 5, 2, activation="relu"),
+                           _conv(ns, 3)]
+        self.param_layers: list[list[layers.Conv2D]] = []
+        self.lrp_nets: list[keras.Sequential] = []
+        for k, width in enumerate(self.slices):
+            h1, h2 = self.param_hidden
+            self.param_layers.append([_conv(h1, 3, activation="relu"), _conv(h2, 3, activation="relu"),
+                                      _conv(2 * width, 1)])
+            # the predictor's last layer starts at zero: the residual starts at 0 (a warm start keeps its
+            # source's pictures) and grows from the first gradient
+            self.lrp_nets.append(keras.Sequential([_conv(self.lrp_hidden, 3, activation="relu"),
+                                                   _conv(width, 3, kernel_initializer="zeros")], name=f"lrp_{k}"))
+        # Build the entropy-parameter layers now: their integer twins need the kernels' shapes.
+        self._int_hs = self._build_integer("h_s", self.h_s_layers, nh)
+        self._int_param_nets = [self._build_integer(f"p{k}", self.param_layers[k], ns + sum(self.slices[:k]))
+                            for k in range(len(self.slices))]
+        for k in range(len(self.slices)):
+            self.lrp_nets[k].build((None, None, None, ns + sum(self.slices[: k + 1])))
+
+        levels = len(self.lmbdas)
+        self.log_gain = self.log_inv_gain = None
+        if levels > 1:
+            init = 0.5 * np.log(np.asarray(self.lmbdas) / np.exp(np.mean(np.log(self.lmbdas))))
+            self.log_gain = self.add_weight(name="log_gain", shape=(levels, m), initializer="zeros")
+            self.log_inv_gain = self.add_weight(name="log_inv_gain", shape=(levels, m), initializer="zeros")
+            self.log_gain.assign(np.repeat(init[:, None], m, axis=1).astype(np.float32))
+            self.log_inv_gain.assign(-np.repeat(init[:, None], m, axis=1).astype(np.float32))
+        self.rate_level = self.add_weight(name="rate_level", shape=(), dtype="int32", initializer="zeros",
+                                          trainable=False)
+        self._lmbda_values = tf.constant(self.lmbdas, tf.float32)
+        self.z_density = FactorizedDensity(name="z_density")
+        self.z_density.build((None, nh))
+        k = 2 * self.z_radius + 1
+        self.z_medians = self.add_weight(name="z_medians", shape=(nh,), initializer="zeros", trainable=False)
+        self.z_table = self.add_weight(name="z_table", shape=(nh, k),
+                                       initializer=keras.initializers.Constant(1.0 / k), trainable=False)
+        table = scale_table()
+        self._scales = tf.constant(table, tf.float32)
+        # fixed-point exponent of the integer support (set by finalize; the float residual predictors read
+        # the support as support_int · 2^−exponent)
+        self.support_exponent = self.add_weight(name="support_exponent", shape=(), initializer="zeros",
+                                                trainable=False)
+        # σ_int ≥ threshold_i ⇔ σ ≥ table_i (rounded up): index = how many thresholds lie below σ_int
+        self._scale_thresholds = tf.constant(np.ceil(table * 2.0**SCALE_EXPONENT), tf.float64)
+        self.finalize_stats: dict[str, float] = {}
+
+    def _build_integer(self, name: str, convs: list[layers.Conv2D], in_channels: int) -> list[_IntegerState]:
+        states, channels = [], in_channels
+        for i, layer in enumerate(convs):
+            layer.build((None, None, None, channels))
+            states.append(_IntegerState(self, f"{name}_{i}", layer, channels))
+            channels = int(layer.filters)
+        return states
+
+    def get_config(self) -> dict:
+        config = {**super().get_config(), "num_filters": self.num_filters, "latent_channels": self.latent_channels,
+                  "hyper_channels": self.hyper_channels, "support_channels": self.support_channels,
+                  "slices": self.slices, "param_hidden": self.param_hidden, "lrp_hidden": self.lrp_hidden,
+                  "lmbda": self.lmbda, "z_radius": self.z_radius}
+        if len(self.lmbdas) > 1:
+            config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
+                       "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
+        return config
+
+    # ---- warm start from a trained hyperprior codec (`codec`, e.g. natural version 8) ----------------
+    def adopt(self, source: keras.Model) -> None:
+        """Start from a trained `codec` with the same M and z channels and at most our N: its g_a, g_s
+        and h_a, widened to our N so that the widened transforms compute exactly the source's y and x̂
+        (new filters start random but feed nothing: their outgoing weights start at zero, and old GDN
+        channels ignore them), and its gains interpolated in log λ onto our levels (extended linearly
+        past either end). h_s and the slice networks are new and start from scratch."""
+        from training.models.codec import _interpolate_rows
+
+        if (source.latent_channels != self.latent_channels or source.num_filters > self.num_filters
+                or source.num_filters != self.hyper_channels):
+            raise ValueError(f"cannot adopt a codec with N={source.num_filters}, M={source.latent_channels} into "
+                             f"N={self.num_filters}, M={self.latent_channels}, z channels={self.hyper_channels}")
+        for ours, theirs in ((self.g_a, source.g_a), (self.g_s, source.g_s)):
+            for mine, old in zip(ours.layers, theirs.layers, strict=True):
+                for w_mine, w_old in zip(mine.weights, old.weights, strict=True):
+                    kind = ("gamma" if w_mine.path.endswith("gamma") else
+                            "deconv" if w_mine.ndim == 4 and isinstance(mine, layers.Conv2DTranspose) else
+                            "conv" if w_mine.ndim == 4 else "other")
+                    w_mine.assign(_widened(w_mine.numpy(), w_old.numpy(), kind))
+        for mine, old in zip(self.h_a.weights, source.h_a.weights, strict=True):
+            mine.assign(old)
+        for mine, old in zip(self.z_density.weights, source.z_density.weights, strict=True):
+            mine.assign(old)
+        if self.log_gain is not None and source.log_gain is not None:
+            old, new = np.log(np.asarray(source.lmbdas)), np.log(np.asarray(self.lmbdas))
+            self.log_gain.assign(_interpolate_rows(old, source.log_gain.numpy(), new).astype(np.float32))
+            self.log_inv_gain.assign(_interpolate_rows(old, source.log_inv_gain.numpy(), new).astype(np.float32))
+
+        # ---- rate levels (as in codec.py) ---------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return len(self.lmbdas)
+
+    def set_rate_level(self, level: int) -> None:
+        if not 0 <= level < self.num_levels:
+            raise ValueError(f"rate level must be in [0, {self.num_levels - 1}], not {level}")
+        self.rate_level.assign(level)
+        self.lmbda = self.lmbdas[level]
+
+    def rate_spec(self) -> RateSpec | None:
+        if self.num_levels < 2:
+            return None
+        return RateSpec(lmbdas=self.lmbdas, default_quality=float(int(self.rate_level.numpy()) + 1))
+
+    def _positions(self, quality: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
+        if quality is None:
+            return tf.fill(tf.shape(like)[:1], tf.cast(tf.convert_to_tensor(self.rate_level), tf.float32))
+        quality = tf.reshape(tf.cast(quality, tf.float32), [-1])
+        return tf.clip_by_value(quality - 1.0, 0.0, float(self.num_levels - 1))
+
+    def _interpolated(self, table: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+        j = tf.minimum(tf.cast(tf.floor(positions), tf.int32), self.num_levels - 2)
+        t = positions - tf.cast(j, tf.float32)
+        t = tf.reshape(t, [-1] + [1] * (len(table.shape) - 1))
+        return (1.0 - t) * tf.gather(table, j) + t * tf.gather(table, j + 1)
+
+    def _gains(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if self.log_gain is None:
+            return tf.constant(1.0), tf.constant(1.0)
+        gain = tf.exp(self._interpolated(self.log_gain, positions))[:, None, None, :]
+        inv_gain = tf.exp(self._interpolated(self.log_inv_gain, positions))[:, None, None, :]
+        return gain, inv_gain
+
+    def _lmbda_at(self, positions: tf.Tensor) -> tf.Tensor:
+        if self.num_levels < 2:
+            return tf.fill(tf.shape(positions), self._lmbda_values[0])
+        return tf.exp(self._interpolated(tf.math.log(self._lmbda_values), positions))
+
+    # ---- float entropy model (training) -----------------------------------------------------------
+    def _split(self, y: tf.Tensor) -> list[tf.Tensor]:
+        return tf.split(y, self.slices, axis=-1)
+
+    def _support(self, z_hat: tf.Tensor, record: dict | None = None) -> tf.Tensor:
+        x = z_hat
+        for i, layer in enumerate(self.h_s_layers):
+            x = layer(x)
+            if record is not None:
+                record.setdefault(f"h_s_{i}", []).append(float(tf.reduce_max(tf.abs(x))))
+        return x
+
+    def _params(self, k: int, support: tf.Tensor, conditioning: list[tf.Tensor],
+                record: dict | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(μ_k, raw σ_k) from the float layers."""
+        x = tf.concat([support, *conditioning], axis=-1) if conditioning else support
+        for i, layer in enumerate(self.param_layers[k]):
+            x = layer(x)
+            if record is not None and i < len(self.param_layers[k]) - 1:
+                record.setdefault(f"p{k}_{i}", []).append(float(tf.reduce_max(x)))
+        mean, raw_scale = tf.split(x, 2, axis=-1)
+        return mean, raw_scale
+
+    def _lrp(self, k: int, support: tf.Tensor, conditioning: list[tf.Tensor], training: bool) -> tf.Tensor:
+        return 0.5 * tf.tanh(self.lrp_nets[k](tf.concat([support, *conditioning], axis=-1), training=training))
+
+    def _forward(self, images: tf.Tensor, training: bool, record: dict | None = None):
+        """(x̂, [likelihoods of each slice], likelihoods of z, λ per image): noisy rates when training,
+        coded (rounded) values otherwise; the float entropy model throughout."""
+        if training:
+            positions = tf.cast(tf.random.uniform(tf.shape(images)[:1], 0, self.num_levels, tf.int32), tf.float32)
+        else:
+            positions = self._positions(None, images)
+        gain, inv_gain = self._gains(positions)
+        y = self.g_a(images, training=training) * gain
+        z = self.h_a(y, training=training)
+        if training:
+            z_hat = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
+        else:
+            z_hat = self._z_symbols(z) + self.z_medians
+        support = self._support(z_hat, record)
+        bars, synth, likelihoods = [], [], []
+        for k, y_k in enumerate(self._split(y)):
+            mean, raw_scale = self._params(k, support, bars, record)
+            scale = lower_bound(raw_scale, SCALE_BOUND, training)
+            y_tilde = y_k + tf.random.uniform(tf.shape(y_k), -0.5, 0.5) if training else tf.round(y_k - mean) + mean
+            likelihoods.append(gaussian_likelihood(y_tilde - mean, scale, training))
+            bar = y_k + tf.stop_gradient(tf.round(y_k - mean) + mean - y_k)
+            bars.append(bar)
+            synth.append(bar + self._lrp(k, support, bars, training))
+        x_hat = self.g_s(tf.concat(synth, axis=-1) * inv_gain, training=training)
+        z_likelihood = self.z_density.likelihood(z_hat, training)
+        return x_hat, likelihoods, z_likelihood, self._lmbda_at(positions)
+
+    def call(self, images, training=False):
+        x_hat = self._forward(images, bool(training))[0]
+        return x_hat if training else tf.clip_by_value(x_hat, 0.0, 1.0)
+
+    def compute_losses(self, images, training=True):
+        images = tf.convert_to_tensor(images, tf.float32)
+        x_hat, y_likelihoods, z_likelihood, lmbda = self._forward(images, bool(training))
+        if not training:
+            x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
+        shape = tf.shape(images)
+        pixels = tf.cast(shape[1] * shape[2], tf.float32) * np.log(2.0)
+        bits_y = tf.add_n([-tf.reduce_sum(tf.math.log(lik), axis=[1, 2, 3]) for lik in y_likelihoods]) / pixels
+        bits_z = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3]) / pixels
+        mse_each = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
+        loss = tf.reduce_mean(lmbda * 255.0**2 * mse_each + bits_y + bits_z)
+        bpp_y, bpp_z = tf.reduce_mean(bits_y), tf.reduce_mean(bits_z)
+        mse = tf.reduce_mean(mse_each)
+        psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
+        return {"loss": loss, "mse": mse, "bpp": bpp_y + bpp_z, "bpp_y": bpp_y, "bpp_z": bpp_z, "psnr": psnr}
+
+    # ---- coding state: integer entropy parameters -----------------------------------------------
+    def _z_symbols(self, z: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(tf.round(z - self.z_medians), -self.z_radius, self.z_radius)
+
+    def _int_support(self, z_symbols: tf.Tensor) -> tf.Tensor:
+        medians = to_fixed(self.z_medians, Z_EXPONENT)
+        x = tf.cast(z_symbols, tf.float64) * 2.0**Z_EXPONENT + medians
+        for state in self._int_hs:
+            x = state(x)
+        return x
+
+    def _int_params(self, k: int, support: tf.Tensor, bars: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """(μ_int at 2^−8, scale index) of slice k from integer support and ȳ_int of the slices before."""
+        x = tf.concat([support, *bars], axis=-1) if bars else support
+        for state in self._int_param_nets[k]:
+            x = state(x)
+        mean, scale = tf.split(x, 2, axis=-1)
+        flat = tf.reshape(scale, [-1])
+        index = tf.searchsorted(self._scale_thresholds, flat, side="left", out_type=tf.int32)
+        index = tf.minimum(index, int(self._scales.shape[0]) - 1)
+        return mean, tf.reshape(index, tf.shape(scale))
+
+    @staticmethod
+    def _bar(symbols: tf.Tensor, mean_int: tf.Tensor) -> tf.Tensor:
+        return tf.cast(symbols, tf.float64) * 2.0**MEAN_EXPONENT + mean_int
+
+    def _symbols_and_bars(self, y: tf.Tensor, z_symbols: tf.Tensor) -> tuple[list[tf.Tensor], list[tf.Tensor], tf.Tensor]:
+        """Encoder side: y's slice symbols round(y_k − μ_k) and ȳ_int, from integer means."""
+        support = self._int_support(z_symbols)
+        symbols, bars = [], []
+        for k, y_k in enumerate(self._split(y)):
+            mean_int, _ = self._int_params(k, support, bars)
+            mean = tf.cast(mean_int * 2.0**-MEAN_EXPONENT, tf.float32)
+            sym = tf.clip_by_value(tf.round(y_k - mean), -Y_SYMBOL_RANGE, Y_SYMBOL_RANGE)
+            symbols.append(sym)
+            bars.append(self._bar(sym, mean_int))
+        return symbols, bars, support
+
+    def _decoded_bars(self, latents: Mapping[str, tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
+        support = self._int_support(latents["z"])
+        bars = []
+        for k in range(len(self.slices)):
+            mean_int, _ = self._int_params(k, support, bars)
+            bars.append(self._bar(latents[f"y{k}"], mean_int))
+        return bars, support
+
+    def _synthesise(self, bars: list[tf.Tensor], support: tf.Tensor, inv_gain: tf.Tensor) -> tf.Tensor:
+        support_f = tf.cast(support * self._support_unit, tf.float32)
+        bars_f = [tf.cast(b * 2.0**-MEAN_EXPONENT, tf.float32) for b in bars]
+        synth = [bars_f[k] + self._lrp(k, support_f, bars_f[: k + 1], False) for k in range(len(self.slices))]
+        return tf.clip_by_value(self.g_s(tf.concat(synth, axis=-1) * inv_gain, training=False), 0.0, 1.0)
+
+    def encode(self, images: tf.Tensor, quality: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        gain = self._gains(self._positions(quality, images))[0]
+        y = self.g_a(images, training=False) * gain
+        z_symbols = self._z_symbols(self.h_a(y, training=False))
+        symbols, _, _ = self._symbols_and_bars(y, z_symbols)
+        return {"z": tf.cast(z_symbols, tf.int32), **{f"y{k}": tf.cast(s, tf.int32) for k, s in enumerate(symbols)}}
+
+    def decode(self, latents: dict[str, tf.Tensor], quality: tf.Tensor | None = None) -> tf.Tensor:
+        bars, support = self._decoded_bars(latents)
+        inv_gain = self._gains(self._positions(quality, latents["z"]))[1]
+        return self._synthesise(bars, support, inv_gain)
+
+    def reconstruct(self, images: tf.Tensor, quality: tf.Tensor | None = None) -> tf.Tensor:
+        return self.decode(self.encode(images, quality), quality)
+
+    # ---- the per-slice stages the service entropy-codes with -----------------------------------
+    def stage_inputs(self, k: int) -> list[str]:
+        """Input names of stage `params_y<k>` (all int32)."""
+        if k == 0:
+            return ["z"]
+        return ["support", *[f"y{j}" for j in range(k)], *[f"mean_y{j}" for j in range(k)]]
+
+    def stage(self, k: int, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Scale indices of slice k (under its latent's name) and what later stages carry forward."""
+        if k == 0:
+            support = self._int_support(inputs["z"])
+            bars = []
+        else:
+            support = tf.cast(inputs["support"], tf.float64)
+            bars = [self._bar(inputs[f"y{j}"], tf.cast(inputs[f"mean_y{j}"], tf.float64)) for j in range(k)]
+        mean_int, index = self._int_params(k, support, bars)
+        out = {f"y{k}": index, f"mean_y{k}": tf.cast(mean_int, tf.int32)}
+        if k == 0:
+            out["support"] = tf.cast(support, tf.int32)
+        return out
+
+    def stages(self) -> dict[str, tuple[list[str], callable]]:
+        """Signature name → (input names, function of a dict of int32 tensors)."""
+        return {f"params_y{k}": (self.stage_inputs(k), lambda inputs, k=k: self.stage(k, inputs))
+                for k in range(len(self.slices))}
+
+    def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """All slices' scale indices at once (tests and ideal code lengths; the service uses the stages)."""
+        bars, support = self._decoded_bars(latents)
+        return {f"y{k}": self._int_params(k, support, bars[:k])[1] for k in range(len(self.slices))}
+
+    # ---- finalize: tables, calibration, conversion ---------------------------------------------
+    @property
+    def _support_unit(self) -> tf.Tensor:
+        return tf.pow(tf.constant(2.0, tf.float64), -tf.cast(tf.convert_to_tensor(self.support_exponent), tf.float64))
+
+    def finalize(self, dataset: tf.data.Dataset | None = None, max_batches: int = 16) -> None:
+        """Freeze the z tables, calibrate the entropy-parameter activations on `dataset` (batches of
+        training crops, coded at every level) and convert h_s and every P_k to integer layers."""
+        c = self.image_shape[-1]
+        if not self.built:
+            self(tf.zeros([1, self.size_multiple, self.size_multiple, c]))
+        quantiles = self.z_density.quantiles([Z_TAIL_MASS, 0.5, 1.0 - Z_TAIL_MASS])
+        medians = np.round(quantiles[:, 1] * 2.0**Z_EXPONENT) / 2.0**Z_EXPONENT
+        self.z_medians.assign(medians.astype(np.float32))
+        self.z_table.assign(self.z_density.pmf_table(medians, self.z_radius).astype(np.float32))
+        needed = float(np.max(np.maximum(medians - quantiles[:, 0], quantiles[:, 2] - medians)))
+        stats: dict[str, float] = {"z_support_needed": needed, "z_radius": float(self.z_radius)}
+
+        record: dict[str, list[float]] = {}
+        batches = [tf.zeros([1, 128, 128, c]) + 0.5] if dataset is None else [
+            b[0] if isinstance(b, (tuple, list)) else b for b in dataset.take(max_batches)]
+        saved_level = int(self.rate_level.numpy())
+        for i, batch in enumerate(batches):
+            for level in ({0, self.num_levels - 1, i % self.num_levels} if self.num_levels > 1 else {0}):
+                self.rate_level.assign(level)
+                self._forward(batch, training=False, record=record)
+        self.rate_level.assign(saved_level)
+        peak = {key: max(values) for key, values in record.items()}
+        self._convert(peak, stats)
+        self.finalize_stats = stats
+        self.finalized = True
+        if dataset is not None:
+            stats |= self._clipping(batches[: min(4, len(batches))])
+            if stats.get("z_clipped_fraction", 0.0) > 1e-3:
+                warnings.warn(f"{stats['z_clipped_fraction']:.2%} of z symbols fall outside ±{self.z_radius}",
+                              stacklevel=2)
+
+    def _convert(self, peak: Mapping[str, float], stats: dict[str, float]) -> None:
+        z_bound = (self.z_radius + float(np.max(np.abs(self.z_medians.numpy())))) * 2.0**Z_EXPONENT + 1
+        exponents = np.full(self.hyper_channels, float(Z_EXPONENT))
+        bound = z_bound
+        for i, (layer, state) in enumerate(zip(self.h_s_layers, self._int_hs)):
+            last = i == len(self.h_s_layers) - 1
+            if last:  # linear support: one exponent, |support_int| ≤ 2^14 − 1
+                e = relu_exponent(peak[f"h_s_{i}"])
+                out_e = np.full(layer.filters, float(e))
+                top = 2.0**14 - 1
+                conv = convert(layer, exponents, bound, out_e, (np.full(layer.filters, -top), np.full(layer.filters, top)))
+                stats["support_exponent"] = float(e)
+                self.support_exponent.assign(float(e))
+            else:
+                out_e = np.full(layer.filters, float(relu_exponent(peak[f"h_s_{i}"])))
+                conv = convert(layer, exponents, bound, out_e)
+            state.assign(conv)
+            exponents, bound = out_e, float(np.max(np.abs(conv.clip_high)))
+        support_e, support_bound = exponents[0], bound
+        mean_bound = MEAN_LIMIT + Y_SYMBOL_RANGE * 2.0**MEAN_EXPONENT
+        for k, (convs, states) in enumerate(zip(self.param_layers, self._int_param_nets)):
+            exps = np.concatenate([np.full(self.support_channels, support_e),
+                                   np.full(sum(self.slices[:k]), float(MEAN_EXPONENT))])
+            bound = max(support_bound, mean_bound if k else 0.0)
+            for i, (layer, state) in enumerate(zip(convs, states)):
+                if i < len(convs) - 1:
+                    out_e = np.full(layer.filters, float(relu_exponent(peak[f"p{k}_{i}"])))
+                    conv = convert(layer, exps, bound, out_e)
+                else:
+                    w = self.slices[k]
+                    out_e = np.concatenate([np.full(w, float(MEAN_EXPONENT)), np.full(w, float(SCALE_EXPONENT))])
+                    low = np.concatenate([np.full(w, -MEAN_LIMIT), np.full(w, 0.0)])
+                    high = np.concatenate([np.full(w, MEAN_LIMIT), np.full(w, 2.0**30)])
+                    conv = convert(layer, exps, bound, out_e, (low, high))
+                state.assign(conv)
+                exps, bound = out_e, float(np.max(np.abs(conv.clip_high)))
+
+    def _clipping(self, batches: list[tf.Tensor]) -> dict[str, float]:
+        clipped_z = clipped_y = total_z = total_y = 0
+        for images in batches:
+            gain = self._gains(self._positions(None, images))[0]
+            y = self.g_a(images, training=False) * gain
+            z = self.h_a(y, training=False)
+            clipped_z += int(tf.reduce_sum(tf.cast(tf.abs(tf.round(z - self.z_medians)) > self.z_radius, tf.int32)))
+            symbols, _, _ = self._symbols_and_bars(y, self._z_symbols(z))
+            clipped_y += sum(int(tf.reduce_sum(tf.cast(tf.abs(s) >= Y_SYMBOL_RANGE, tf.int32))) for s in symbols)
+            total_z, total_y = total_z + int(tf.size(z)), total_y + int(tf.size(y))
+        return {"z_clipped_fraction": clipped_z / max(total_z, 1), "y_clipped_fraction": clipped_y / max(total_y, 1)}
+
+    def latent_specs(self) -> list[LatentSpec]:
+        table = [float(s) for s in scale_table()]
+        return [LatentSpec(name="z", channels=self.hyper_channels, stride=64, coding="categorical",
+                           min_symbol=-self.z_radius, max_symbol=self.z_radius)] + [
+            LatentSpec(name=f"y{k}", channels=width, stride=16, coding="gaussian", min_symbol=-Y_SYMBOL_RANGE,
+                       max_symbol=Y_SYMBOL_RANGE, scale_table=table, scale_source=f"params_y{k}")
+            for k, width in enumerate(self.slices)]
+
+    def entropy_tables(self) -> dict[str, tf.Tensor]:
+        return {"z": tf.convert_to_tensor(self.z_table)}
+
+    def coded_bits(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Information content (bits per image) under the exact coding models (ideal code lengths)."""
+        z = tf.cast(latents["z"], tf.int32)
+        table = self.z_table / tf.reduce_sum(self.z_table, axis=1, keepdims=True)
+        moved = tf.transpose(z + self.z_radius, [3, 0, 1, 2])
+        index = tf.reshape(moved, [self.hyper_channels, -1])
+        z_probs = tf.reshape(tf.gather(table, index, batch_dims=1), tf.shape(moved))
+        bits = {"z": -tf.reduce_sum(tf.math.log(z_probs), axis=[0, 2, 3]) / np.log(2.0)}
+        for name, index in self.hyper_decode(latents).items():
+            probs = gaussian_likelihood(tf.cast(latents[name], tf.float32), tf.gather(self._scales, index))
+            bits[name] = -tf.reduce_sum(tf.math.log(probs), axis=[1, 2, 3]) / np.log(2.0)
+        return bits
