@@ -31,11 +31,11 @@ class Splits:
     train: np.ndarray | list[np.ndarray]
     val: np.ndarray | list[np.ndarray]
     test: np.ndarray | list[np.ndarray]
-    train_weights: list[float] | None = None  # photo folders: sampling weight of each training image
     train_labels: np.ndarray | None = None
     val_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    train_weights: list[float] | None = None  # photo folders: sampling weight of each training image
 
     @property
     def fixed_size(self) -> bool:
@@ -155,7 +155,7 @@ def folder_parts(arg: str) -> list[tuple[Path, float]]:
     """`dir[=weight],dir[=weight]...` → [(dir, weight)]; weights default to 1 and must be positive."""
     parts = []
     for item in arg.split(","):
-        path, sep, weight = item.rpartition("=") if "=" in item else (item, "", "1")
+        path, _, weight = item.rpartition("=") if "=" in item else (item, "", "1")
         try:
             value = float(weight)
         except ValueError:

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from service.contract.bitstream import Bitstream
 from service.contract.card import LatentSpec, ModelCard, quality_value
-from service.contract.entropy import encode_latents
+from service.contract.entropy import ScaleFn, encode_latents, staged_scales
 from training.data import eval_batches
 
 Tensors = Mapping[str, np.ndarray]
@@ -34,17 +34,21 @@ class Coder:
     encode: Callable[[np.ndarray], Tensors]
     decode: Callable[[Tensors], np.ndarray]
     anomaly_score: Callable[[np.ndarray], Tensors]
-    hyper_decode: Callable[[Tensors], Tensors] | None = None
+    run_stage: Callable[[str, Tensors], Tensors] | None = None  # parameter stages, by signature name
+    stage_inputs: dict[str, list[str]] | None = None
     quality_hundredths: int | None = None  # variable-rate models: the quality coded at (in the stream header)
 
-    def scale_fn(self, name: str, coded: Tensors) -> np.ndarray:
-        assert self.hyper_decode is not None
-        return self.hyper_decode(coded)[name]
+    def scale_fn(self) -> ScaleFn | None:
+        """A fresh scale function for one image (as the service's LoadedModel.scale_fn)."""
+        if not self.stage_inputs:
+            return None
+        assert self.run_stage is not None
+        return staged_scales(self.specs, self.run_stage, self.stage_inputs)
 
     def stream_bytes(self, latents: Tensors, index: int, height: int, width: int, channels: int) -> int:
         """Length of the real bitstream for image `index` of a batch (header + payloads + CRC)."""
         one = {k: v[index] for k, v in latents.items()}
-        payloads = encode_latents(self.specs, one, self.tables, self.scale_fn if self.hyper_decode else None)
+        payloads = encode_latents(self.specs, one, self.tables, self.scale_fn())
         stream = Bitstream(self.name, self.version, self.tables_hash, height, width, channels, payloads,
                            self.quality_hundredths)
         return len(stream.to_bytes())
@@ -54,7 +58,7 @@ def coder_from_keras(model, name: str, version: int = 1) -> Coder:
     """Coder around an in-memory Autoencoder (the training side); a variable-rate model codes at its
     `rate_level` (the quality its methods use when given none)."""
     as_np = lambda d: {k: v.numpy() for k, v in d.items()}
-    has_hyper = any(s.coding == "gaussian" for s in model.latent_specs())
+    stages = model.parameter_stages()
     rate = model.rate_spec()
     return Coder(
         name, version, bytes.fromhex(model.fingerprint())[:4], model.size_multiple, model.latent_specs(),
@@ -62,8 +66,8 @@ def coder_from_keras(model, name: str, version: int = 1) -> Coder:
         encode=lambda x: as_np(model.encode(tf.constant(x))),
         decode=lambda lat: np.clip(model.decode({k: tf.constant(v) for k, v in lat.items()}).numpy(), 0, 1),
         anomaly_score=lambda x: as_np(model.anomaly_score(tf.constant(x))),
-        hyper_decode=(lambda lat: as_np(model.hyper_decode({k: tf.constant(v) for k, v in lat.items()})))
-        if has_hyper else None,
+        run_stage=lambda stage, feed: as_np(stages[stage][1]({k: tf.constant(v) for k, v in feed.items()})),
+        stage_inputs={stage: [spec.name for spec in specs] for stage, (specs, _) in stages.items()},
         quality_hundredths=None if rate is None else rate.hundredths(None),
     )
 
@@ -91,7 +95,9 @@ def coder_from_saved_model(version_dir: Path, quality: float | None = None) -> C
         encode=lambda x: call("encode", images=x, **q(len(x))),
         decode=lambda lat: call("decode", **lat, **q(len(next(iter(lat.values())))))["images"],
         anomaly_score=lambda x: call("anomaly_score", images=x),
-        hyper_decode=(lambda lat: call("hyper_decode", **lat)) if "hyper_decode" in sig else None,
+        run_stage=lambda stage, feed: call(stage, **feed),
+        stage_inputs={spec.scale_source: list(sig[spec.scale_source].structured_input_signature[1])
+                      for spec in card.latents if spec.coding == "gaussian" and spec.scale_source},
         quality_hundredths=hundredths,
     )
 

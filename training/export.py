@@ -40,6 +40,9 @@ def build_module(model: Autoencoder) -> tf.Module:
 
     module = tf.Module()
     module.model = model
+    # Every variable, tracked explicitly: weights a model keeps on helper objects (codec_cc's integer
+    # layers) are not reachable through Keras' own attribute tracking.
+    module.model_variables = list(model.variables)
     # autograph=False: the model code has no tensor-dependent Python control flow, and autograph would
     # re-read source files from disk at trace time (wrong functions if they changed since import).
     function = functools.partial(tf.function, autograph=False)
@@ -74,16 +77,18 @@ def build_module(model: Autoencoder) -> tf.Module:
         "anomaly_score": module.anomaly_score.get_concrete_function(),
         "entropy_tables": module.entropy_tables.get_concrete_function(),
     }
-    conditioned = [s for s in specs if s.coding == "gaussian"]
-    if conditioned:
-        cond_inputs = [int_specs[i] for i, s in enumerate(specs) if s.coding == "categorical"]
-        cond_names = [s.name for s in specs if s.coding == "categorical"]
-        module.hyper_decode = function(
-            lambda *latents: model.hyper_decode(dict(zip(cond_names, latents))), input_signature=cond_inputs
-        )
-        signatures["hyper_decode"] = module.hyper_decode.get_concrete_function()
+    for stage, (stage_specs, fn) in model.parameter_stages().items():
+        traced = function(_by_name(fn, [spec.name for spec in stage_specs]), input_signature=stage_specs)
+        setattr(module, stage, traced)
+        signatures[stage] = traced.get_concrete_function()
     module.signatures_to_save = signatures
     return module
+
+
+def _by_name(fn, names: list[str]):
+    """fn(dict) as a function of positional tensors (a closure: tf.function would take default
+    arguments of a lambda for inputs of the signature)."""
+    return lambda *args: fn(dict(zip(names, args)))
 
 
 def export_model(model: Autoencoder, card: ModelCard, store: Path, extra_files: dict[str, str] | None = None) -> Path:

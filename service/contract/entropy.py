@@ -1,9 +1,13 @@
 """Entropy coding of integer latents with `constriction`'s range coder, driven only by the model card.
 
 Training measures real bpp with this module and the service encodes/decodes with it, so the two
-always agree. No TensorFlow here: conditional scales come from a callback (the SavedModel's
-`hyper_decode` signature in the service), called identically when encoding and decoding, so both
-sides feed the coder the same model parameters.
+always agree. No TensorFlow here: conditional scales come from a callback, called identically when
+encoding and decoding, so both sides feed the coder the same model parameters. `staged_scales` builds
+that callback from a model's parameter stages: the signature a Gaussian latent names as its
+`scale_source` takes inputs by name — latents coded before it, or tensors an earlier stage returned —
+and returns the latent's scale indices under the latent's own name (anything else it returns is carried
+to later stages). A plain hyperprior has one stage (`hyper_decode(z) → {"y"}`); a channel-conditional
+codec has one per slice.
 """
 
 from __future__ import annotations
@@ -19,6 +23,33 @@ from service.contract.card import LatentSpec
 # Given the latents decoded so far (each with a leading batch axis of 1), return the scale indices of
 # one Gaussian latent, shaped like that latent (leading batch axis of 1).
 ScaleFn = Callable[[str, Mapping[str, np.ndarray]], np.ndarray]
+# Run one parameter stage (a signature name) on named int32 inputs; returns its named outputs.
+StageFn = Callable[[str, Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def staged_scales(specs: Sequence[LatentSpec], run: StageFn, inputs_of: Mapping[str, Sequence[str]]) -> ScaleFn:
+    """A ScaleFn for ONE image: each Gaussian latent's `scale_source` stage is run on the inputs it
+    declares (`inputs_of[stage]`), looked up among the latents coded so far and what earlier stages
+    returned. Make a new one per image: it carries that image's stage outputs."""
+    sources = {spec.name: spec.scale_source for spec in specs if spec.coding == "gaussian"}
+    carried: dict[str, np.ndarray] = {}
+
+    def scales(name: str, coded: Mapping[str, np.ndarray]) -> np.ndarray:
+        stage = sources.get(name)
+        if stage is None or stage not in inputs_of:
+            raise EntropyCodingError(f"latent {name!r} has no parameter stage {stage!r}")
+        feed = {}
+        for key in inputs_of[stage]:
+            value = coded.get(key, carried.get(key))
+            if value is None:
+                raise EntropyCodingError(f"stage {stage!r} needs {key!r}, which is neither a latent coded "
+                                         f"before {name!r} nor an output of an earlier stage")
+            feed[key] = np.asarray(value, dtype=np.int32)
+        outputs = run(stage, feed)
+        carried.update((key, np.asarray(value)) for key, value in outputs.items() if key != name)
+        return np.asarray(outputs[name])
+
+    return scales
 
 
 class EntropyCodingError(ValueError):

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from service.contract.card import CARD_FILENAME, ModelCard
-from service.contract.entropy import ScaleFn
+from service.contract.entropy import ScaleFn, staged_scales
 from service.inference.batcher import Arrays, BatchObserver, MicroBatcher
 from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
 
@@ -109,15 +109,13 @@ class LoadedModel:
         return await batcher.submit(inputs)
 
     def scale_fn(self) -> ScaleFn | None:
-        """Scale indices of Gaussian latents from the `hyper_decode` signature (None if not needed)."""
-        if "hyper_decode" not in self.signatures:
+        """Scale indices of Gaussian latents from their parameter-stage signatures, for ONE image (a new
+        one per image; None when no latent needs one)."""
+        stages = {spec.scale_source for spec in self.card.latents if spec.coding == "gaussian"}
+        if not stages:
             return None
-        inputs = list(self.signatures["hyper_decode"].structured_input_signature[1])
-
-        def scales(name: str, coded: Mapping[str, np.ndarray]) -> np.ndarray:
-            return self.run("hyper_decode", {key: np.asarray(coded[key], dtype=np.int32) for key in inputs})[name]
-
-        return scales
+        inputs = {stage: list(self.signatures[stage].structured_input_signature[1]) for stage in stages}
+        return staged_scales(self.card.latents, self.run, inputs)
 
     async def close(self) -> None:
         for batcher in list(self._batchers.values()):
@@ -310,8 +308,7 @@ class ModelRegistry:
         required = {"encode", "decode", "reconstruct", "entropy_tables"}
         if card.anomaly is not None:
             required.add("anomaly_score")
-        if any(spec.coding == "gaussian" for spec in card.latents):
-            required.add("hyper_decode")
+        required |= {spec.scale_source for spec in card.latents if spec.coding == "gaussian" and spec.scale_source}
         if missing_sigs := sorted(required - set(signatures)):
             raise LoadError(f"SavedModel lacks signature(s) {', '.join(missing_sigs)}")
         _check_signatures(card, signatures)

@@ -148,6 +148,6 @@ def convert(layer: keras.layers.Layer, in_exponents: np.ndarray, in_bounds: np.n
                        int(layer.strides[0]), transpose)
 
 
-def to_fixed(values: tf.Tensor, exponent: int | float) -> tf.Tensor:
+def to_fixed(values: tf.Tensor, exponent: float) -> tf.Tensor:
     """Real values → integers at 2^−exponent (float64). For inputs that are already exact (symbols)."""
     return tf.round(tf.cast(values, tf.float64) * 2.0**exponent)

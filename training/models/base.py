@@ -10,6 +10,7 @@ tables); export refuses a model that was not finalized.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import ClassVar
 
 import keras
@@ -97,6 +98,18 @@ class Autoencoder(keras.Model):
     def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Scale indices of conditionally coded latents; only models with Gaussian latents need it."""
         return {}
+
+    def parameter_stages(self) -> dict[str, tuple[list[tf.TensorSpec], Callable]]:
+        """Signature name → (int32 input specs, function of a dict of those inputs): the stages the
+        service runs to get each Gaussian latent's scale indices (`LatentSpec.scale_source`; see
+        `service.contract.entropy.staged_scales`). Default: one `hyper_decode` stage fed by every
+        categorical latent."""
+        specs = self.latent_specs()
+        if not any(s.coding == "gaussian" for s in specs):
+            return {}
+        inputs = [tf.TensorSpec([None, *s.shape] if s.shape else [None, None, None, s.channels], tf.int32, name=s.name)
+                  for s in specs if s.coding == "categorical"]
+        return {"hyper_decode": (inputs, self.hyper_decode)}
 
     def reconstruct(self, images: tf.Tensor) -> tf.Tensor:
         return self.decode(self.encode(images))

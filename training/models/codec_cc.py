@@ -33,7 +33,7 @@ Sizes: y stride 16, z stride 64 (multiples of `size_multiple` = 64, padded by th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -452,9 +452,12 @@ class ChannelCodec(Autoencoder):
             out["support"] = tf.cast(support, tf.int32)
         return out
 
-    def stages(self) -> dict[str, tuple[list[str], callable]]:
-        """Signature name → (input names, function of a dict of int32 tensors)."""
-        return {f"params_y{k}": (self.stage_inputs(k), lambda inputs, k=k: self.stage(k, inputs))
+    def parameter_stages(self) -> dict[str, tuple[list[tf.TensorSpec], Callable]]:
+        """One `params_y<k>` signature per slice (inputs as `stage_inputs`, all int32)."""
+        widths = {"z": self.hyper_channels, "support": self.support_channels}
+        widths |= {f"y{k}": w for k, w in enumerate(self.slices)} | {f"mean_y{k}": w for k, w in enumerate(self.slices)}
+        return {f"params_y{k}": ([tf.TensorSpec([None, None, None, widths[n]], tf.int32, name=n)
+                                  for n in self.stage_inputs(k)], lambda inputs, k=k: self.stage(k, inputs))
                 for k in range(len(self.slices))}
 
     def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -1,0 +1,161 @@
+"""Codec v2 (`codec_cc`): channel-conditional slices, integer entropy parameters, real bitstreams.
+
+A tiny model (N=16, M=24 in three slices) trained for a few steps keeps this under a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from service.contract import entropy
+from service.contract.card import ModelCard, Provenance
+from service.inference import codec as service_codec
+from service.inference import imaging
+from service.inference.registry import ModelRegistry
+from training.evaluate import coder_from_keras, coder_from_saved_model
+from training.export import export_model
+from training.models.codec import Codec
+from training.models.codec_cc import ChannelCodec
+from training.train import make_train_step
+
+LEVELS = [0.002, 0.02, 0.2]
+TINY = {"num_filters": 16, "latent_channels": 24, "hyper_channels": 16, "support_channels": 24, "slices": [4, 8, 12],
+            "param_hidden": [16, 16], "lrp_hidden": 16, "lmbdas": LEVELS}
+
+
+def textured(n: int, size: int, seed: int) -> np.ndarray:
+    """Colour fields with edges and fine noise, float32 in [0, 1]: enough detail for every slice."""
+    rng = np.random.default_rng(seed)
+    coarse = tf.image.resize(rng.uniform(size=(n, 6, 6, 3)), (size, size), method="bicubic").numpy()
+    y, x = np.mgrid[0:size, 0:size] / size
+    stripes = 0.2 * np.sin(2 * np.pi * (7 * x + 3 * y))[None, :, :, None]
+    return np.clip(coarse + stripes + 0.05 * rng.normal(size=(n, size, size, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[ChannelCodec, np.ndarray]:
+    keras.utils.set_random_seed(0)
+    model = ChannelCodec(**TINY)
+    images = textured(8, 64, seed=0)
+    model(images[:1])
+    step = make_train_step(model, keras.optimizers.Adam(3e-3))
+    for i in range(30):
+        step(tf.constant(images[(i % 2) * 4:(i % 2) * 4 + 4]))
+    model.set_rate_level(1)
+    model.finalize(tf.data.Dataset.from_tensor_slices(images).batch(4))
+    return model, images
+
+
+def test_slices_must_cover_the_latent() -> None:
+    with pytest.raises(ValueError, match="sum to latent_channels"):
+        ChannelCodec(**{**TINY, "slices": [4, 8]})
+
+
+def test_integer_parameters_stay_close_to_the_float_ones(trained) -> None:
+    """The integer network replaces the trained float one: means within a few 2^−8, ideal bits within 1%."""
+    model, images = trained
+    gain = model._gains(model._positions(None, images))[0]
+    y = model.g_a(images) * gain
+    z_symbols = model._z_symbols(model.h_a(y))
+    support = model._support(z_symbols + model.z_medians)
+    int_support = model._int_support(z_symbols)
+    np.testing.assert_allclose(int_support.numpy() * model._support_unit.numpy(), support.numpy(),
+                               atol=0.01 * float(tf.reduce_max(tf.abs(support))))
+    _, bars, _ = model._symbols_and_bars(y, z_symbols)
+    for k in range(len(model.slices)):
+        float_bars = [tf.cast(b / 256.0, tf.float32) for b in bars[:k]]
+        mean, _ = model._params(k, support, float_bars)
+        int_mean, _ = model._int_params(k, int_support, bars[:k])
+        assert float(tf.reduce_max(tf.abs(mean - tf.cast(int_mean / 256.0, tf.float32)))) < 0.05
+    latents = model.encode(images)
+    ideal = sum(float(tf.reduce_sum(v)) for v in model.coded_bits(latents).values())
+    estimate = float(model.compute_losses(images, training=False)["bpp"]) * images.shape[0] * 64 * 64
+    assert abs(ideal - estimate) < 0.01 * estimate + 64, (ideal, estimate)
+
+
+def test_stages_give_the_indices_of_the_all_at_once_path(trained) -> None:
+    model, images = trained
+    latents = model.encode(images[:2])
+    all_at_once = model.hyper_decode(latents)
+    stages = model.parameter_stages()
+    assert list(stages) == [f"params_y{k}" for k in range(3)]
+    carried: dict[str, tf.Tensor] = {}
+    for k in range(3):
+        inputs, fn = stages[f"params_y{k}"]
+        feed = {spec.name: latents[spec.name] if spec.name in latents else carried[spec.name] for spec in inputs}
+        out = fn(feed)
+        np.testing.assert_array_equal(out[f"y{k}"].numpy(), all_at_once[f"y{k}"].numpy())
+        carried |= {key: value for key, value in out.items() if key != f"y{k}"}
+
+
+def test_real_streams_round_trip_and_match_the_ideal_length(trained) -> None:
+    model, _ = trained
+    coder = coder_from_keras(model, "natural")
+    image = textured(1, 128, seed=5)
+    latents = {k: v.numpy() for k, v in model.encode(image).items()}
+    one = {k: v[0] for k, v in latents.items()}
+    payloads = entropy.encode_latents(coder.specs, one, coder.tables, coder.scale_fn())
+    decoded = entropy.decode_latents(coder.specs, payloads, coder.tables, coder.scale_fn())
+    for name, value in one.items():
+        np.testing.assert_array_equal(decoded[name][0], value)
+    real = sum(8 * len(p) for _, p in payloads)
+    ideal = sum(float(v[0]) for v in model.coded_bits({k: tf.constant(v) for k, v in latents.items()}).values())
+    assert abs(real - ideal) <= 0.02 * ideal + 32 * 4 * len(payloads), (real, ideal)
+    np.testing.assert_array_equal(model.decode({k: tf.constant(v) for k, v in decoded.items()}).numpy(),
+                                  model.decode({k: tf.constant(v) for k, v in latents.items()}).numpy())
+
+
+def test_quality_moves_the_rate(trained) -> None:
+    model, _ = trained
+    image = tf.constant(textured(1, 64, seed=9))
+    bits = [sum(float(v[0]) for v in model.coded_bits(model.encode(image, tf.constant([q]))).values())
+            for q in (1.0, 2.0, 3.0)]
+    assert bits[0] < bits[1] < bits[2], bits
+
+
+def test_export_loads_in_the_service_and_round_trips(trained, tmp_path: Path) -> None:
+    model, _ = trained
+    card = ModelCard(
+        name="cc", version=1, architecture="codec_cc", config=model.get_config(), input=model.input_spec_card(),
+        latents=model.latent_specs(), tables_sha256=model.fingerprint(), rate=model.rate_spec(),
+        training=Provenance(dataset="synthetic", command="tests", steps=30))
+    version_dir = export_model(model, card, tmp_path)
+    saved = coder_from_saved_model(version_dir, quality=2.5)
+    assert set(saved.stage_inputs) == {"params_y0", "params_y1", "params_y2"}
+
+    async def serve() -> tuple[float, float]:
+        registry = ModelRegistry(tmp_path)
+        report = await registry.refresh()
+        assert not report.failed, report  # includes the golden round trip
+        loaded = registry.resolve("cc")
+        source = imaging.SourceImage(pixels=textured(1, 80, seed=11)[0], channels=3, format="png")
+        encoded = await service_codec.encode(loaded, source, quality=2.5)
+        pixels, _ = await service_codec.decode(loaded, service_codec.parse(encoded.stream), max_pixels=1 << 20)
+        direct = await service_codec.reconstruct(loaded, source, quality=2.5)
+        await registry.close()
+        return encoded.bpp, float(np.abs(pixels - direct.pixels).max())
+
+    bpp, diff = asyncio.run(serve())
+    assert bpp > 0 and diff < 1e-5
+
+
+def test_adopting_a_codec_keeps_its_pictures() -> None:
+    """Warm start from a trained hyperprior codec: widened transforms compute the source's y and x̂."""
+    keras.utils.set_random_seed(2)
+    source = Codec(num_filters=8, latent_channels=24, lmbdas=[0.001, 0.01])
+    images = textured(2, 64, seed=3)
+    source(images[:1])
+    model = ChannelCodec(**{**TINY, "num_filters": 16, "hyper_channels": 8})
+    model(images[:1])
+    model.adopt(source)
+    y_source = source.g_a(images)
+    np.testing.assert_allclose(model.g_a(images).numpy(), y_source.numpy(), atol=1e-5)
+    np.testing.assert_allclose(model.g_s(y_source).numpy(), source.g_s(y_source).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="cannot adopt"):
+        ChannelCodec(**TINY).adopt(source)  # z channels differ

@@ -1,0 +1,46 @@
+"""Photo folders: per-folder sampling weights and JPEGs halved on loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import data
+
+
+def _folder(path: Path, n: int, size: tuple[int, int], suffix: str, value: int) -> Path:
+    path.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((size[1], size[0], 3), value + i, np.uint8)).save(path / f"{i}{suffix}", quality=95)
+    return path
+
+
+def test_folder_weights_decide_how_often_each_folder_is_cropped(tmp_path: Path) -> None:
+    few = _folder(tmp_path / "png", 4, (160, 160), ".png", 10)
+    many = _folder(tmp_path / "jpg", 36, (320, 320), ".jpg", 200)
+    splits = data.load(f"folder:{few}=3,{many}=1", val_fraction=0.1, seed=0)
+    # JPEGs are halved on loading (320 → 160), PNGs kept as they are
+    assert {img.shape[:2] for img in splits.train} == {(160, 160)}
+    assert splits.notes["jpeg"] == "JPEG files halved on loading"
+    crops = data.train_dataset(splits, batch_size=100, seed=0, crop=64).take(4)
+    values = np.concatenate([b.numpy()[:, 0, 0, 0] for b in crops]) * 255
+    share_png = float(np.mean(values < 100))
+    assert 0.65 < share_png < 0.85, share_png  # 3 : 1 by weight, although PNGs are 1 in 10 of the images
+
+
+def test_folder_weights_must_be_positive_numbers(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "a", 2, (64, 64), ".png", 0)
+    with pytest.raises(ValueError, match="not a number"):
+        data.load(f"folder:{folder}=lots")
+    with pytest.raises(ValueError, match="positive"):
+        data.load(f"folder:{folder}=0")
+
+
+def test_test_folders_are_not_downscaled(tmp_path: Path) -> None:
+    train = _folder(tmp_path / "train", 3, (128, 128), ".png", 0)
+    test = _folder(tmp_path / "test", 2, (256, 192), ".jpg", 50)
+    splits = data.load(f"folder:{train}", test_spec=f"folder:{test}")
+    assert {img.shape[:2] for img in splits.test} == {(192, 256)}
