@@ -168,7 +168,7 @@ def measure_inprocess(
 
     from service.contract.bitstream import Bitstream
     from service.contract.card import ModelCard
-    from service.contract.entropy import encode_latents
+    from service.contract.entropy import encode_latents, staged_scales
     from service.inference import imaging
 
     card = ModelCard.read(version_dir)
@@ -179,13 +179,14 @@ def measure_inprocess(
     source = imaging.read_image(png, card.input.channels, 1 << 30)
     plan = imaging.plan_size(source.height, source.width, card.input)
     one = imaging.to_model(source.pixels, plan)
-    scale_fn = None
-    if "hyper_decode" in module.signatures:  # hyperprior codecs: Gaussian scales, as LoadedModel.scale_fn
-        hyper = module.signatures["hyper_decode"]
-        hyper_inputs = list(hyper.structured_input_signature[1])
+    stages = {s.scale_source: list(module.signatures[s.scale_source].structured_input_signature[1])
+              for s in card.latents if s.coding == "gaussian" and s.scale_source}
 
-        def scale_fn(name: str, coded) -> np.ndarray:
-            return hyper(**{k: tf.constant(np.asarray(coded[k], np.int32)) for k in hyper_inputs})[name].numpy()
+    def run_stage(stage: str, feed) -> dict[str, np.ndarray]:  # as LoadedModel.run
+        return {k: v.numpy() for k, v in module.signatures[stage](**{k: tf.constant(v) for k, v in feed.items()}).items()}
+
+    def scale_fn():  # one per image, as LoadedModel.scale_fn
+        return staged_scales(card.latents, run_stage, stages) if stages else None
 
     rows: list[InProcess] = []
 
@@ -202,7 +203,7 @@ def measure_inprocess(
             latents = {k: v.numpy() for k, v in encode(images=tf.constant(x)).items()}
             streams = []
             for i in range(len(x)):
-                payloads = encode_latents(card.latents, {k: v[i] for k, v in latents.items()}, tables, scale_fn)
+                payloads = encode_latents(card.latents, {k: v[i] for k, v in latents.items()}, tables, scale_fn())
                 streams.append(Bitstream(card.name, card.version, tables_hash, plan.height, plan.width,
                                          source.channels, payloads).to_bytes())
             return streams
