@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-fraction", type=float, default=0.1,
                        help="share of the training images held out for validation and threshold calibration")
     train.add_argument("--classes", type=_classes, help="train on these labels only (one-class anomaly models), e.g. 3")
-    train.add_argument("--epochs", type=int, default=10, help="passes over the training set (or of --steps-per-epoch)")
+    train.add_argument("--epochs", type=int, default=10,
+                       help="passes over the training set (or of --steps-per-epoch); 0 with --init-from: no "
+                            "training, only freeze, measure and export (e.g. to re-export a version with "
+                            "other coding settings)")
     train.add_argument("--steps-per-epoch", type=int, help="steps per epoch; required for photo folders (endless crops)")
     train.add_argument("--batch-size", type=int, default=64, help="images (or crops) per step")
     train.add_argument("--crop", type=int, default=128, help="random crop size for photo folders")
@@ -155,8 +158,10 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         parser.error(f"unknown --model {args.model!r}; choose one of {', '.join(available())}")
     cls = get_architecture(args.model)
     kwargs = model_kwargs(parser, args, cls)
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be positive")
+    if args.epochs < 0 or args.batch_size < 1:
+        parser.error("--epochs must be 0 or more and --batch-size positive")
+    if args.epochs == 0 and not (args.init_from or args.checkpoint_dir):
+        parser.error("--epochs 0 (freeze, measure and export without training) needs --init-from or --checkpoint-dir")
 
     import keras
 

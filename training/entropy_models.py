@@ -44,6 +44,24 @@ def scale_index(scales: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
     return tf.reshape(index, tf.shape(scales))
 
 
+SCALE_EXPONENT = 10  # integer entropy parameters give σ as integers at 2^−10
+
+
+def integer_scale_thresholds() -> np.ndarray:
+    """The scale table at 2^−SCALE_EXPONENT, rounded up: σ_int reaches threshold i ⇔ σ ≥ table[i]
+    (up to that rounding), float64 holding integers."""
+    return np.ceil(scale_table() * 2.0**SCALE_EXPONENT)
+
+
+def integer_scale_index(sigma_int: tf.Tensor, thresholds: tf.Tensor) -> tf.Tensor:
+    """int32 index of the first threshold ≥ σ_int (clipped to the last): exact on integers, so the
+    same on every machine; σ_int is float64 holding integers."""
+    flat = tf.reshape(sigma_int, [-1])
+    index = tf.searchsorted(thresholds, flat, side="left", out_type=tf.int32)
+    index = tf.minimum(index, tf.shape(thresholds, out_type=tf.int32)[0] - 1)
+    return tf.reshape(index, tf.shape(sigma_int))
+
+
 def _std_normal_cdf(x: tf.Tensor) -> tf.Tensor:
     return 0.5 * tf.math.erfc(-x * (2.0**-0.5))
 

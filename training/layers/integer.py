@@ -80,6 +80,37 @@ def integer_conv(inputs: tf.Tensor, kernel: tf.Tensor, preshift, multiplier, off
     return tf.clip_by_value(out, f64(low), f64(high))
 
 
+class IntegerConvWeights:
+    """Non-trainable weights holding one converted layer (created with the model, filled by finalize),
+    so they are checkpointed, exported once as variables and covered by the fingerprint."""
+
+    def __init__(self, owner: keras.layers.Layer, name: str, layer: keras.layers.Layer, in_channels: int) -> None:
+        transpose = isinstance(layer, keras.layers.Conv2DTranspose)
+        k, out = int(layer.kernel_size[0]), int(layer.filters)
+        shape = (k, k, out, in_channels) if transpose else (k, k, in_channels, out)
+        add = lambda what, shape_, dtype: owner.add_weight(name=f"{name}_{what}", shape=shape_, dtype=dtype,
+                                                           initializer="zeros", trainable=False)
+        self.kernel = add("int_kernel", shape, "int32")
+        self.preshift = add("int_preshift", (out,), "float64")
+        self.multiplier = add("int_multiplier", (out,), "float64")
+        self.offset = add("int_offset", (out,), "float64")
+        self.unshift = add("int_unshift", (out,), "float64")
+        self.low = add("int_low", (out,), "float64")
+        self.high = add("int_high", (out,), "float64")
+        self.stride, self.transpose = int(layer.strides[0]), transpose
+
+    def assign(self, conv: IntegerConv) -> None:
+        for name in ("preshift", "multiplier", "offset", "unshift"):
+            getattr(self, name).assign(getattr(conv, name))
+        self.kernel.assign(conv.kernel.astype(np.int32))
+        self.low.assign(conv.clip_low)
+        self.high.assign(conv.clip_high)
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        return integer_conv(inputs, self.kernel, self.preshift, self.multiplier, self.offset, self.unshift,
+                            self.low, self.high, self.stride, self.transpose)
+
+
 def relu_exponent(max_activation: float) -> int:
     """Fixed-point exponent for an output whose calibrated largest magnitude is `max_activation`: the
     largest e with ACT_MARGIN · max · 2^e ≤ 2^ACT_BITS − 1."""

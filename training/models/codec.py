@@ -31,6 +31,12 @@ chord). Export writes ONE SavedModel whose encode/decode/reconstruct signatures 
 quality used where none is given (training-time evaluation, anomaly scores). A single-λ model has no
 gains and no quality input.
 
+Deterministic parameters (`integer_hyper`): with it, `finalize` also converts h_s into an integer network
+(`training/layers/integer.py`; medians rounded to 1/16, activations calibrated on training crops), and
+coding reads σ and μ from it: the scale indices, and hence the streams, are the same on every machine,
+TensorFlow build and thread setting. Without it (versions up to 8) the indices come from float h_s and
+can differ by one at a table boundary between configurations, which loses the stream.
+
 Spatial sizes must be multiples of `size_multiple` = 64 (the service pads by edge replication and
 crops back): y has stride 16 and z stride 64, and h_s must upsample z exactly onto y's grid.
 """
@@ -47,17 +53,24 @@ from keras import layers
 from service.contract.card import LatentSpec, RateSpec
 from training.entropy_models import (
     SCALE_BOUND,
+    SCALE_EXPONENT,
     FactorizedDensity,
     gaussian_likelihood,
+    integer_scale_index,
+    integer_scale_thresholds,
     scale_index,
     scale_table,
 )
 from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
+from training.layers.integer import IntegerConvWeights, convert, relu_exponent, to_fixed
 from training.models.base import Autoencoder
 from training.models.registry import register
 
 Y_SYMBOL_RANGE = 255  # y symbols are clipped to [−255, 255]
+Z_EXPONENT = 4  # integer hyper-synthesis: ẑ = symbol + median (rounded to 1/16) as integers at 2^−4
+MEAN_EXPONENT = 8  # ... and μ as integers at 2^−8
+MEAN_LIMIT = 2.0**20
 Z_TAIL_MASS = 1e-6  # finalize warns when the z support leaves out more than this per side
 
 
@@ -86,7 +99,7 @@ class Codec(Autoencoder):
 
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 64, latent_channels: int = 96,
                  lmbda: float = 0.01, lmbdas: list[float] | None = None, mean_scale: bool = True,
-                 z_radius: int = 32, synthesis_ste: bool = True, **kwargs) -> None:
+                 z_radius: int = 32, synthesis_ste: bool = True, integer_hyper: bool = False, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
@@ -96,6 +109,7 @@ class Codec(Autoencoder):
         self.lmbda = self.lmbdas[0]  # the λ of `rate_level` (see `set_rate_level`)
         self.mean_scale = bool(mean_scale)
         self.synthesis_ste = bool(synthesis_ste)
+        self.integer_hyper = bool(integer_hyper)
         self.z_radius = int(z_radius)
         if self.z_radius < 1:
             raise ValueError("z_radius must be at least 1")
@@ -138,12 +152,21 @@ class Codec(Autoencoder):
         self.z_table = self.add_weight(name="z_table", shape=(n, k),
                                        initializer=keras.initializers.Constant(1.0 / k), trainable=False)
         self._scales = tf.constant(scale_table(), tf.float32)
+        self._int_hs: list[IntegerConvWeights] = []
+        if self.integer_hyper:
+            self.h_s.build((None, None, None, n))
+            widths = [n] + [int(layer.filters) for layer in self.h_s.layers[:-1]]
+            self._int_hs = [IntegerConvWeights(self, f"h_s_{i}", layer, w)
+                            for i, (layer, w) in enumerate(zip(self.h_s.layers, widths))]
+            self._scale_thresholds = tf.constant(integer_scale_thresholds(), tf.float64)
         self.finalize_stats: dict[str, float] = {}
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "num_filters": self.num_filters, "latent_channels": self.latent_channels,
                   "lmbda": self.lmbda, "mean_scale": self.mean_scale, "z_radius": self.z_radius,
                   "synthesis_ste": self.synthesis_ste}
+        if self.integer_hyper:
+            config["integer_hyper"] = True
         if len(self.lmbdas) > 1:
             config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
                        "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
@@ -296,6 +319,47 @@ class Codec(Autoencoder):
             raw_scale, mean = params, tf.zeros_like(params)
         return lower_bound(raw_scale, SCALE_BOUND, training), mean
 
+    def _coded_hyper(self, z_symbols: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(scale index, μ) of y from z symbols, as coding uses them: from the integer h_s when the model
+        has one (exact everywhere), else from the float h_s."""
+        if not self.integer_hyper:
+            scale, mean = self._hyper(tf.cast(z_symbols, tf.float32) + self.z_medians, training=False)
+            return scale_index(scale, self._scales), mean
+        x = tf.cast(z_symbols, tf.float64) * 2.0**Z_EXPONENT + to_fixed(self.z_medians, Z_EXPONENT)
+        for state in self._int_hs:
+            x = state(x)
+        if self.mean_scale:
+            sigma, mean = tf.split(x, 2, axis=-1)
+        else:
+            sigma, mean = x, tf.zeros_like(x)
+        return integer_scale_index(sigma, self._scale_thresholds), tf.cast(mean * 2.0**-MEAN_EXPONENT, tf.float32)
+
+    def _convert_hyper(self, z_batches: list[tf.Tensor]) -> None:
+        """Calibrate the float h_s on coded ẑ (`z_batches`: z symbols) and convert it to integers."""
+        peaks = [0.0] * len(self.h_s.layers)
+        for z_symbols in z_batches:
+            x = tf.cast(z_symbols, tf.float32) + self.z_medians
+            for i, layer in enumerate(self.h_s.layers):
+                x = layer(x)
+                peaks[i] = max(peaks[i], float(tf.reduce_max(tf.abs(x))))
+        exponents = np.full(self.num_filters, float(Z_EXPONENT))
+        bound = (self.z_radius + float(np.max(np.abs(self.z_medians.numpy())))) * 2.0**Z_EXPONENT + 1
+        m = self.latent_channels
+        for i, (layer, state) in enumerate(zip(self.h_s.layers, self._int_hs)):
+            if i < len(self._int_hs) - 1:
+                out_e = np.full(layer.filters, float(relu_exponent(peaks[i])))
+                conv = convert(layer, exponents, bound, out_e)
+            elif self.mean_scale:
+                out_e = np.concatenate([np.full(m, float(SCALE_EXPONENT)), np.full(m, float(MEAN_EXPONENT))])
+                low = np.concatenate([np.full(m, 0.0), np.full(m, -MEAN_LIMIT)])
+                high = np.concatenate([np.full(m, 2.0**30), np.full(m, MEAN_LIMIT)])
+                conv = convert(layer, exponents, bound, out_e, (low, high))
+            else:
+                out_e = np.full(m, float(SCALE_EXPONENT))
+                conv = convert(layer, exponents, bound, out_e, (np.zeros(m), np.full(m, 2.0**30)))
+            state.assign(conv)
+            exponents, bound = out_e, float(np.max(np.abs(conv.clip_high)))
+
     def _z_symbols(self, z: tf.Tensor) -> tf.Tensor:
         return tf.clip_by_value(tf.round(z - self.z_medians), -self.z_radius, self.z_radius)
 
@@ -363,16 +427,20 @@ class Codec(Autoencoder):
             self(tf.zeros([1, self.size_multiple, self.size_multiple, c]))
         quantiles = self.z_density.quantiles([Z_TAIL_MASS, 0.5, 1.0 - Z_TAIL_MASS])
         medians = quantiles[:, 1]
+        if self.integer_hyper:  # exactly representable at 2^−Z_EXPONENT
+            medians = np.round(medians * 2.0**Z_EXPONENT) / 2.0**Z_EXPONENT
         self.z_medians.assign(medians.astype(np.float32))
         self.z_table.assign(self.z_density.pmf_table(medians, self.z_radius).astype(np.float32))
         needed = float(np.max(np.maximum(medians - quantiles[:, 0], quantiles[:, 2] - medians)))
         self.finalize_stats = {"z_support_needed": needed, "z_radius": float(self.z_radius)}
+        if self.integer_hyper:
+            self._convert_hyper(self._calibration_z(dataset, max_batches))
         if dataset is not None:
             clipped_z = clipped_y = total_z = total_y = 0
             for batch in dataset.take(max_batches):
                 images = batch[0] if isinstance(batch, (tuple, list)) else batch
                 y, z = self._analysis(images, False, self._gains(self._positions(None, images))[0])
-                _, mean = self._hyper(self._z_symbols(z) + self.z_medians, training=False)
+                _, mean = self._coded_hyper(self._z_symbols(z))
                 clipped_z += int(tf.reduce_sum(tf.cast(tf.abs(tf.round(z - self.z_medians)) > self.z_radius, tf.int32)))
                 clipped_y += int(tf.reduce_sum(tf.cast(tf.abs(tf.round(y - mean)) > Y_SYMBOL_RANGE, tf.int32)))
                 total_z += int(tf.size(z))
@@ -383,6 +451,18 @@ class Codec(Autoencoder):
                 warnings.warn(f"{self.finalize_stats['z_clipped_fraction']:.2%} of z symbols fall outside "
                               f"±{self.z_radius}; consider a larger z_radius", stacklevel=2)
         self.finalized = True
+
+    def _calibration_z(self, dataset: tf.data.Dataset | None, max_batches: int) -> list[tf.Tensor]:
+        """z symbols of calibration images at the lowest, default and highest levels (h_s sees them all)."""
+        if dataset is None:
+            return [tf.zeros([1, 2, 2, self.num_filters])]
+        out, saved = [], int(self.rate_level.numpy())
+        for batch in dataset.take(max_batches):
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for level in sorted({0, saved, self.num_levels - 1}):
+                gain = self._gains(tf.fill(tf.shape(images)[:1], float(level)))[0]
+                out.append(self._z_symbols(self._analysis(images, False, gain)[1]))
+        return out
 
     def latent_specs(self) -> list[LatentSpec]:
         return [
@@ -399,15 +479,14 @@ class Codec(Autoencoder):
     def encode(self, images: tf.Tensor, quality: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         y, z = self._analysis(images, False, self._gains(self._positions(quality, images))[0])
         z_symbols = self._z_symbols(z)
-        _, mean = self._hyper(z_symbols + self.z_medians, training=False)
+        _, mean = self._coded_hyper(z_symbols)
         return {"z": tf.cast(z_symbols, tf.int32), "y": tf.cast(self._y_symbols(y, mean), tf.int32)}
 
     def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        scale, _ = self._hyper(tf.cast(latents["z"], tf.float32) + self.z_medians, training=False)
-        return {"y": scale_index(scale, self._scales)}
+        return {"y": self._coded_hyper(latents["z"])[0]}
 
     def decode(self, latents: dict[str, tf.Tensor], quality: tf.Tensor | None = None) -> tf.Tensor:
-        _, mean = self._hyper(tf.cast(latents["z"], tf.float32) + self.z_medians, training=False)
+        _, mean = self._coded_hyper(latents["z"])
         y_hat = tf.cast(latents["y"], tf.float32) + mean
         inv_gain = self._gains(self._positions(quality, y_hat))[1]
         return tf.clip_by_value(self._synthesis(y_hat, False, inv_gain), 0.0, 1.0)

@@ -41,17 +41,24 @@ import tensorflow as tf
 from keras import layers
 
 from service.contract.card import LatentSpec, RateSpec
-from training.entropy_models import SCALE_BOUND, FactorizedDensity, gaussian_likelihood, scale_table
+from training.entropy_models import (
+    SCALE_BOUND,
+    SCALE_EXPONENT,
+    FactorizedDensity,
+    gaussian_likelihood,
+    integer_scale_index,
+    integer_scale_thresholds,
+    scale_table,
+)
 from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
-from training.layers.integer import IntegerConv, convert, integer_conv, relu_exponent, to_fixed
+from training.layers.integer import IntegerConvWeights, convert, relu_exponent, to_fixed
 from training.models.base import Autoencoder
 from training.models.registry import register
 
 Y_SYMBOL_RANGE = 1023  # y symbols are clipped to [−1023, 1023] (the top qualities need more than 255)
 Z_EXPONENT = 4  # ẑ = z symbol + median, the median rounded to 1/16: integers at 2^−4
 MEAN_EXPONENT = 8  # μ and ȳ as integers at 2^−8
-SCALE_EXPONENT = 10  # σ as integers at 2^−10
 MEAN_LIMIT = 2.0**20  # |μ_int| ≤ 2^20 (|μ| ≤ 4096)
 Z_TAIL_MASS = 1e-6
 DEFAULT_SLICES = (16, 16, 32, 64, 64)
@@ -63,37 +70,6 @@ def _conv(filters: int, kernel: int, stride: int = 1, **kwargs) -> layers.Conv2D
 
 def _deconv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2DTranspose:
     return layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", **kwargs)
-
-
-class _IntegerState:
-    """Non-trainable weights holding one converted layer (created with the model, filled by finalize),
-    so they are checkpointed, exported once as variables and covered by the fingerprint."""
-
-    def __init__(self, owner: keras.Model, name: str, layer: layers.Conv2D, in_channels: int) -> None:
-        transpose = isinstance(layer, layers.Conv2DTranspose)
-        k, out = int(layer.kernel_size[0]), int(layer.filters)
-        shape = (k, k, out, in_channels) if transpose else (k, k, in_channels, out)
-        add = lambda what, shape_, dtype: owner.add_weight(name=f"{name}_{what}", shape=shape_, dtype=dtype,
-                                                           initializer="zeros", trainable=False)
-        self.kernel = add("int_kernel", shape, "int32")
-        self.preshift = add("int_preshift", (out,), "float64")
-        self.multiplier = add("int_multiplier", (out,), "float64")
-        self.offset = add("int_offset", (out,), "float64")
-        self.unshift = add("int_unshift", (out,), "float64")
-        self.low = add("int_low", (out,), "float64")
-        self.high = add("int_high", (out,), "float64")
-        self.stride, self.transpose = int(layer.strides[0]), transpose
-
-    def assign(self, conv: IntegerConv) -> None:
-        for name in ("preshift", "multiplier", "offset", "unshift"):
-            getattr(self, name).assign(getattr(conv, name))
-        self.kernel.assign(conv.kernel.astype(np.int32))
-        self.low.assign(conv.clip_low)
-        self.high.assign(conv.clip_high)
-
-    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
-        return integer_conv(inputs, self.kernel, self.preshift, self.multiplier, self.offset, self.unshift,
-                            self.low, self.high, self.stride, self.transpose)
 
 
 def _widened(ours: np.ndarray, theirs: np.ndarray, kind: str) -> np.ndarray:
@@ -199,15 +175,14 @@ class ChannelCodec(Autoencoder):
         # the support as support_int · 2^−exponent)
         self.support_exponent = self.add_weight(name="support_exponent", shape=(), initializer="zeros",
                                                 trainable=False)
-        # σ_int ≥ threshold_i ⇔ σ ≥ table_i (rounded up): index = how many thresholds lie below σ_int
-        self._scale_thresholds = tf.constant(np.ceil(table * 2.0**SCALE_EXPONENT), tf.float64)
+        self._scale_thresholds = tf.constant(integer_scale_thresholds(), tf.float64)
         self.finalize_stats: dict[str, float] = {}
 
-    def _build_integer(self, name: str, convs: list[layers.Conv2D], in_channels: int) -> list[_IntegerState]:
+    def _build_integer(self, name: str, convs: list[layers.Conv2D], in_channels: int) -> list[IntegerConvWeights]:
         states, channels = [], in_channels
         for i, layer in enumerate(convs):
             layer.build((None, None, None, channels))
-            states.append(_IntegerState(self, f"{name}_{i}", layer, channels))
+            states.append(IntegerConvWeights(self, f"{name}_{i}", layer, channels))
             channels = int(layer.filters)
         return states
 
@@ -381,10 +356,7 @@ class ChannelCodec(Autoencoder):
         for state in self._int_param_nets[k]:
             x = state(x)
         mean, scale = tf.split(x, 2, axis=-1)
-        flat = tf.reshape(scale, [-1])
-        index = tf.searchsorted(self._scale_thresholds, flat, side="left", out_type=tf.int32)
-        index = tf.minimum(index, int(self._scales.shape[0]) - 1)
-        return mean, tf.reshape(index, tf.shape(scale))
+        return mean, integer_scale_index(scale, self._scale_thresholds)
 
     @staticmethod
     def _bar(symbols: tf.Tensor, mean_int: tf.Tensor) -> tf.Tensor:
