@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from training.layers.integer import ACT_BITS, convert, relu_exponent, to_fixed
 
@@ -71,3 +72,35 @@ def test_integer_layer_is_the_same_on_a_thread_and_with_other_batch_shapes() -> 
     whole = conv(ints).numpy()
     one_by_one = np.concatenate([conv(ints[i:i + 1]).numpy() for i in range(4)])
     assert np.array_equal(whole, one_by_one)
+
+
+def test_codec_with_an_integer_hyper_synthesis_codes_like_the_float_one() -> None:
+    """`integer_hyper` (how natural version 9 re-exports version 8's weights): same indices and streams
+    round trip; pictures within a small fraction of a level of the float hyper-synthesis."""
+    from service.contract import entropy
+    from training.evaluate import coder_from_keras
+    from training.models.codec import Codec
+
+    keras.utils.set_random_seed(0)
+    images = tf.random.uniform([2, 64, 64, 3], seed=1)
+    exact = Codec(num_filters=8, latent_channels=12, lmbdas=[0.001, 0.01], integer_hyper=True)
+    exact(images[:1])
+    plain = Codec(num_filters=8, latent_channels=12, lmbdas=[0.001, 0.01])
+    plain(images[:1])
+    for mine, other in zip(plain.weights, [w for w in exact.weights if "int_" not in w.path], strict=True):
+        mine.assign(other)
+    dataset = tf.data.Dataset.from_tensors(images)
+    exact.finalize(dataset)
+    plain.finalize(dataset)
+    assert exact.get_config()["integer_hyper"] and "integer_hyper" not in plain.get_config()
+    latents = exact.encode(images)
+    agree = tf.reduce_mean(tf.cast(tf.equal(exact.hyper_decode(latents)["y"], plain.hyper_decode(latents)["y"]),
+                                   tf.float32))
+    assert float(agree) > 0.99
+    assert float(tf.reduce_max(tf.abs(exact.reconstruct(images) - plain.reconstruct(images)))) < 0.01
+    coder = coder_from_keras(exact, "n")
+    one = {k: v.numpy()[0] for k, v in latents.items()}
+    payloads = entropy.encode_latents(coder.specs, one, coder.tables, coder.scale_fn())
+    decoded = entropy.decode_latents(coder.specs, payloads, coder.tables, coder.scale_fn())
+    for name, value in one.items():
+        assert np.array_equal(decoded[name][0], value)
