@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,train,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: setup  ## run the service on models_store at http://127.0.0.1:8000 (default model: mnist)

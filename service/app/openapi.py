@@ -1,13 +1,25 @@
 """OpenAPI: the bodies the routes read themselves (streamed under the byte limit, so they are not
 FastAPI body parameters), the error responses, and the fix-ups that make the served schema true to
-what the service answers (checked by schemathesis in tests/service/test_schemathesis.py)."""
+what the service answers (checked by schemathesis in tests/service/test_schemathesis.py).
+
+Also the docs pages: /docs (Swagger UI) and /redoc load their JavaScript and CSS from the app itself
+(under /docs/assets, from the fastapi-offline package), not from a CDN, so they work on air-gapped
+hosts and in clusters without egress (tested in headless Chromium with the network cut:
+tests/service/test_docs_offline.py).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute
 
 from service.app.config import Settings
 from service.app.schemas import ErrorResponse
@@ -87,6 +99,71 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]
+    install_docs(app)
+
+
+#: Swagger UI's and ReDoc's built assets (swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js,
+#: favicon.png), as the fastapi-offline package ships and updates them.
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS_URL = "/docs/assets"
+#: The docs pages may load and call nothing but this app. Chromium then never even tries ReDoc's one
+#: remote fetch (the "API docs by Redocly" footer logo, cdn.redoc.ly, hard-coded, no option to turn it
+#: off); FastAPI's page templates use inline scripts, Swagger UI inline styles, ReDoc a blob: worker.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+            "frame-ancestors 'self'")
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve /docs and /redoc with assets from DOCS_ASSETS_URL instead of FastAPI's CDN defaults.
+
+    FastAPI adds its CDN-backed pages when the app is constructed; they are swapped here for pages
+    that name only this app's URLs (the root path included, behind a proxy). The favicon and Google
+    Fonts are local or off too, Swagger UI's online validator badge is off (it calls
+    validator.swagger.io), and a Content-Security-Policy (DOCS_CSP) keeps the pages on this origin."""
+    docs_url, redoc_url = app.docs_url, app.redoc_url
+    if docs_url is None and redoc_url is None:
+        return
+    app.router.routes[:] = [r for r in app.router.routes if not _is_cdn_docs_route(r, {docs_url, redoc_url})]
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+    parameters = {**(app.swagger_ui_parameters or {}), "validatorUrl": None}
+
+    if docs_url is not None:
+        @app.get(docs_url, include_in_schema=False)
+        async def swagger_ui(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return _with_csp(get_swagger_ui_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}"
+                if app.swagger_ui_oauth2_redirect_url else None,
+                swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+                swagger_ui_parameters=parameters,
+            ))
+
+    if redoc_url is not None:
+        @app.get(redoc_url, include_in_schema=False)
+        async def redoc(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return _with_csp(get_redoc_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+                with_google_fonts=False,
+            ))
+
+
+def _with_csp(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
+def _is_cdn_docs_route(route: BaseRoute, paths: set[str | None]) -> bool:
+    """FastAPI's own /docs and /redoc page routes (the OAuth2 redirect page needs no assets and stays)."""
+    return getattr(route, "path", None) in paths and not getattr(route, "include_in_schema", True)
 
 
 def _fix(schema: dict[str, Any], settings: Settings) -> None:
