@@ -80,6 +80,7 @@ from bench import bdrate
 TARGETS = (0.125, 0.25, 0.5, 1.0)
 BD_RANGE = (0.25, 1.0)
 OURS = "ours"
+ANCHORS = ("jpeg", "webp", "avif")  # BD-rate of every curve against each of these classic codecs
 UNLIMITED_PIXELS = 1 << 62
 
 
@@ -167,7 +168,8 @@ class OperatingPoint:
 
 
 def select_models(models_dir: Path, spec: str | None) -> list[OperatingPoint]:
-    """Newest version of every model named by `spec`: comma-separated exact names, globs or prefixes;
+    """Newest version of every model named by `spec`: comma-separated exact names, globs or prefixes,
+    or `name/version` for one version (so two versions of a model can be compared side by side);
     None = every any-size model (fixed-size models would be fed resized images)."""
     from service.contract.card import ModelCard
     from service.inference.registry import ModelRegistry
@@ -187,8 +189,15 @@ def select_models(models_dir: Path, spec: str | None) -> list[OperatingPoint]:
             raise SystemExit(f"rd.py: no any-size model in {models_dir} (models there: {known}); name some with --models")
     else:
         chosen = []
+        pinned: list[OperatingPoint] = []
         for item in (s.strip() for s in spec.split(",")):
             if not item:
+                continue
+            name, _, version = item.partition("/")
+            if version:
+                if not version.isascii() or not version.isdigit() or (name, int(version)) not in found:
+                    raise SystemExit(f"rd.py: no version {item!r} in {models_dir} (models there: {known})")
+                pinned.append(OperatingPoint(name, int(version), found[(name, int(version))]))
                 continue
             if any(c in item for c in "*?["):
                 hits = sorted(n for n in newest if fnmatch.fnmatchcase(n, item))
@@ -199,6 +208,8 @@ def select_models(models_dir: Path, spec: str | None) -> list[OperatingPoint]:
             if not hits:
                 raise SystemExit(f"rd.py: no model in {models_dir} matches {item!r} (models there: {known})")
             chosen += [h for h in hits if h not in chosen]
+        return pinned + [OperatingPoint(n, newest[n][0], newest[n][1]) for n in chosen
+                         if (n, newest[n][0]) not in {(p.name, p.version) for p in pinned}]
     return [OperatingPoint(n, newest[n][0], newest[n][1]) for n in chosen]
 
 
@@ -252,13 +263,15 @@ async def run_ours(
         log(f"loaded {len(loaded)} model(s) in {time.perf_counter() - started:.1f} s")
         paths = {(p.name, p.version): p.path for p in points}
         operating: list[tuple[Any, float | None, str]] = []  # (model, quality, label)
+        several = {m.name for m in loaded if sum(o.name == m.name for o in loaded) > 1}
         for model in loaded:
+            shown = f"{model.name}/{model.version}" if model.name in several else model.name
             rate = model.card.rate
             qualities = [None] if rate is None else sorted(
                 q for q in (our_qualities or _steps(rate.min_quality, rate.max_quality, 0.5))
                 if rate.min_quality <= q <= rate.max_quality)
             for quality in qualities:
-                label = model.name if quality is None else f"{model.name}@q{quality:g}"
+                label = shown if quality is None else f"{shown}@q{quality:g}"
                 operating.append((model, quality, label))
                 result.models.append({
                     "name": label, "model": model.name, "version": model.version, "quality": quality,
@@ -528,12 +541,14 @@ def psnr_cell(entry: dict) -> str:
 
 
 def render_table(rows: list[dict], targets: Sequence[float]) -> str:
+    anchors = [a for a in ANCHORS if any(a in row["bd"] for row in rows)]
+    names = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
     header = (["codec"] + [f"PSNR @{t:g} bpp" for t in targets]
-              + ["BD vs JPEG", "BD vs JPEG 0.25-1", "BD vs WebP", "BD vs WebP 0.25-1", "enc s/MP", "dec s/MP"])
+              + [f"BD vs {names[a]}{r}" for a in anchors for r in ("", " 0.25-1")] + ["enc s/MP", "dec s/MP"])
     body = []
     for row in rows:
         cells = [row["label"]] + [psnr_cell(e) for e in row["psnr_at"]]
-        for anchor in ("jpeg", "webp"):
+        for anchor in anchors:
             bd = row["bd"].get(anchor)
             cells += [fmt(bd and bd["full"], "+.1f", "%"), fmt(bd and bd["0.25-1.0"], "+.1f", "%")] if bd else ["-", "-"]
         cells += [fmt(row["enc_s_per_mp"], ".3f"), fmt(row["dec_s_per_mp"], ".3f")]
@@ -545,9 +560,8 @@ def render_table(rows: list[dict], targets: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def render_points(models: list[dict], ours: dict[str, list[dict]], curve: list[dict]) -> str:
+def render_points(models: list[dict], ours: dict[str, list[dict]], by_model: dict[str, dict]) -> str:
     lines = ["| operating point | lmbda | images | mean bpp | mean PSNR | enc s/MP | dec s/MP |", "|---|---|---|---|---|---|---|"]
-    by_model = {c["model"]: c for c in curve}
     for m in models:
         rows = [r for rs in ours.values() for r in rs if r["model"] == m["name"]]
         c = by_model.get(m["name"])
@@ -569,13 +583,15 @@ def plot(path: Path, curves: dict[str, list[dict]], title: str, max_bpp: float, 
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     styles = {"JPEG": "tab:red", "WebP": "tab:green", "AVIF": "tab:purple"}
+    ours_colors = iter(["tab:blue", "tab:orange", "tab:cyan", "tab:brown", "tab:olive"])
     for label, curve in curves.items():
         r, p = bdrate.frontier([c["bpp"] for c in curve], [c["psnr"] for c in curve])
         keep = r <= max_bpp * 1.05
         if label in styles:
             ax.plot(r[keep], p[keep], "-", color=styles[label], label=label, linewidth=1.5)
         else:
-            ax.plot(r[keep], p[keep], "o-", color="tab:blue", label=label, linewidth=2, markersize=5)
+            ax.plot(r[keep], p[keep], "o-", color=next(ours_colors, "tab:gray"), label=label, linewidth=2,
+                    markersize=5)
     for t in targets:
         ax.axvline(t, color="0.8", linewidth=0.8, linestyle=":", zorder=0)
     ax.axvspan(*BD_RANGE, color="0.95", zorder=-1)
@@ -683,21 +699,27 @@ def main(argv: list[str] | None = None) -> int:
     speeds = {c.key: [time_classic(image, c, args.speed_quality) for image in images] for c in codecs}
 
     # ---- summary -----------------------------------------------------------------------------------
-    label_ours = f"ours ({ours.models[0]['name']})" if len(ours.models) == 1 else f"ours ({args.models or 'any-size'})"
-    means = {OURS: mean_curve(ours.points, "model")} | {key: mean_curve(per, "quality") for key, per in classic.items()}
-    per_image = {OURS: ours.points} | classic
-    labels = {OURS: label_ours} | {c.key: c.label for c in codecs}
+    # One curve per model version (several versions of a model, e.g. natural/8 and natural/10, side by side)
+    version_of = {m["name"]: f"{m['model']}/{m['version']}" for m in ours.models}
+    versions = list(dict.fromkeys(version_of.values()))
+    ours_keys = {v: OURS if len(versions) == 1 else f"{OURS}:{v}" for v in versions}
+    ours_points = {key: {path: [r for r in rs if ours_keys[version_of[r["model"]]] == key]
+                         for path, rs in ours.points.items()} for key in ours_keys.values()}
+    means = {key: mean_curve(points, "model") for key, points in ours_points.items()}
+    means |= {key: mean_curve(per, "quality") for key, per in classic.items()}
+    per_image = dict(ours_points) | classic
+    labels = {key: f"ours ({v})" for v, key in ours_keys.items()} | {c.key: c.label for c in codecs}
     rows = []
     for key in per_image:
         row: dict[str, Any] = {"codec": key, "label": labels[key],
                                "psnr_at": psnr_at_targets(image_curves(per_image[key]), args.targets),
                                "psnr_on_mean_curve": psnr_on_mean_curve(means[key], args.targets), "bd": {}}
-        for anchor in ("jpeg", "webp"):
+        for anchor in ANCHORS:
             if anchor in means:
                 row["bd"][anchor] = bd_pair(means[anchor], means[key], args.bd_method)
                 row.setdefault("bd_per_image", {})[anchor] = per_image_bd(per_image[anchor], per_image[key], args.bd_method)
-        if key == OURS:
-            rows_ours = [r for rs in ours.points.values() for r in rs]
+        if key in ours_points:
+            rows_ours = [r for rs in ours_points[key].values() for r in rs]
             row["enc_s_per_mp"] = median(r["enc_s_per_mp"] for r in rows_ours)
             row["dec_s_per_mp"] = median(r["dec_s_per_mp"] for r in rows_ours)
         else:
@@ -716,16 +738,21 @@ def main(argv: list[str] | None = None) -> int:
     print("\nPSNR per image over every image (an image's curve that stops short of b is extended by the line "
           "through its two nearest points):")
     print(render_every_image_table(rows, args.targets))
-    ours_row = rows[0]
-    for anchor in ("jpeg", "webp"):
-        if anchor in ours_row.get("bd_per_image", {}):
-            pi = ours_row["bd_per_image"][anchor]
-            print(f"per-image BD-rate of ours vs {labels[anchor]}, mean over images: "
-                  f"{fmt(pi['full']['mean'], '+.1f', '%')} ({pi['full']['images']}/{pi['full']['of']} images), "
-                  f"0.25-1.0 bpp {fmt(pi['0.25-1.0']['mean'], '+.1f', '%')} "
-                  f"({pi['0.25-1.0']['images']}/{pi['0.25-1.0']['of']} images)")
+    for ours_row in rows[: len(ours_points)]:
+        for anchor in ANCHORS:
+            if anchor in ours_row.get("bd_per_image", {}):
+                pi = ours_row["bd_per_image"][anchor]
+                print(f"per-image BD-rate of {ours_row['label']} vs {labels[anchor]}, mean over images: "
+                      f"{fmt(pi['full']['mean'], '+.1f', '%')} ({pi['full']['images']}/{pi['full']['of']} images), "
+                      f"0.25-1.0 bpp {fmt(pi['0.25-1.0']['mean'], '+.1f', '%')} "
+                      f"({pi['0.25-1.0']['images']}/{pi['0.25-1.0']['of']} images)")
+    keys = list(ours_points)
+    for newer in keys[1:]:  # every later version against the first one named
+        bd = bd_pair(means[keys[0]], means[newer], args.bd_method)
+        print(f"BD-rate of {labels[newer]} vs {labels[keys[0]]} (mean curves): {fmt(bd['full'], '+.1f', '%')} over "
+              f"the range both cover, {fmt(bd['0.25-1.0'], '+.1f', '%')} over 0.25-1 bpp")
     print()
-    print(render_points(ours.models, ours.points, means[OURS]))
+    print(render_points(ours.models, ours.points, {r["model"]: r for key in keys for r in means[key]}))
     settings_note = "; ".join(f"{c.label}: {c.settings_id}" for c in codecs)
     print(f"\nclassic: {settings_note}; timing at quality {args.speed_quality}")
     for line in ours.skipped:

@@ -141,7 +141,7 @@ def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> 
     assert code == 0
     table = capsys.readouterr().out
     rows = {line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")}
-    assert {f"ours ({model_store.codec})", "JPEG", "WebP"} <= rows
+    assert {f"ours ({model_store.codec}/1)", "JPEG", "WebP", "AVIF"} <= rows
     assert "BD vs JPEG" in table and "enc s/MP" in table and "PSNR on the mean curves" in table
     assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -181,3 +181,22 @@ def test_a_variable_rate_model_is_swept_over_its_qualities(variable_rate_store, 
                     "--our-qualities", "1.25,9", "--codecs", "jpeg", "--qualities", "50", "--no-cache", "--quiet",
                     "--json", str(out_json)]) == 0
     assert [m["quality"] for m in json.loads(out_json.read_text())["models"]] == [1.25]  # 9 is out of range
+
+
+def test_two_versions_of_a_model_get_a_curve_each(variable_rate_store, tmp_path: Path, capsys) -> None:
+    images = tmp_path / "images"
+    _write_images(images)
+    out_json = tmp_path / "rd.json"
+    assert rd.main([str(images), "--models-dir", str(variable_rate_store), "--models", "codec-vr/1,codec-vr/2",
+                    "--codecs", "jpeg", "--qualities", "20,50,80", "--no-cache", "--quiet",
+                    "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
+    assert {"ours (codec-vr/1)", "ours (codec-vr/2)", "JPEG"} <= rows
+    assert "BD-rate of ours (codec-vr/2) vs ours (codec-vr/1)" in out
+    doc = json.loads(out_json.read_text())
+    for image in doc["images"]:
+        assert [p["version"] for p in image["ours:codec-vr/1"]] == [1, 1, 1]
+        assert [p["version"] for p in image["ours:codec-vr/2"]] == [2, 2, 2]
+    with pytest.raises(SystemExit, match="no version"):
+        rd.select_models(variable_rate_store, "codec-vr/7")
