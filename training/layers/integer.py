@@ -90,7 +90,7 @@ class IntegerConvWeights:
         shape = (k, k, out, in_channels) if transpose else (k, k, in_channels, out)
         add = lambda what, shape_, dtype: owner.add_weight(name=f"{name}_{what}", shape=shape_, dtype=dtype,
                                                            initializer="zeros", trainable=False)
-        self.kernel = add("int_kernel", shape, "int32")
+        self.kernel = add("int_kernel", shape, "int16")  # |W| < 2^(WEIGHT_BITS − 1)
         self.preshift = add("int_preshift", (out,), "float64")
         self.multiplier = add("int_multiplier", (out,), "float64")
         self.offset = add("int_offset", (out,), "float64")
@@ -102,7 +102,7 @@ class IntegerConvWeights:
     def assign(self, conv: IntegerConv) -> None:
         for name in ("preshift", "multiplier", "offset", "unshift"):
             getattr(self, name).assign(getattr(conv, name))
-        self.kernel.assign(conv.kernel.astype(np.int32))
+        self.kernel.assign(conv.kernel.astype(np.int16))
         self.low.assign(conv.clip_low)
         self.high.assign(conv.clip_high)
 

@@ -106,8 +106,8 @@ class ChannelCodec(Autoencoder):
     size_multiple = 64
 
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 128, latent_channels: int = 192,
-                 hyper_channels: int = 128, support_channels: int = 192, slices: Sequence[int] | None = None,
-                 param_hidden: Sequence[int] = (128, 96), lrp_hidden: int = 96, lmbda: float = 0.01,
+                 hyper_channels: int = 128, support_channels: int = 128, slices: Sequence[int] | None = None,
+                 param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: list[float] | None = None, z_radius: int = 32, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
@@ -138,12 +138,16 @@ class ChannelCodec(Autoencoder):
         self.param_layers: list[list[layers.Conv2D]] = []
         self.lrp_nets: list[keras.Sequential] = []
         for k, width in enumerate(self.slices):
+            # 1×1 mixes the support with the slices before, one 3×3 adds spatial context, 1×1 gives
+            # (μ, σ): the hyperprior already carries the spatial context, so most of the width goes to
+            # the channel context; cheap enough to run in exact integer arithmetic (float64) at every
+            # y position.
             h1, h2 = self.param_hidden
-            self.param_layers.append([_conv(h1, 3, activation="relu"), _conv(h2, 3, activation="relu"),
+            self.param_layers.append([_conv(h1, 1, activation="relu"), _conv(h2, 3, activation="relu"),
                                       _conv(2 * width, 1)])
             # the predictor's last layer starts at zero: the residual starts at 0 (a warm start keeps its
             # source's pictures) and grows from the first gradient
-            self.lrp_nets.append(keras.Sequential([_conv(self.lrp_hidden, 3, activation="relu"),
+            self.lrp_nets.append(keras.Sequential([_conv(self.lrp_hidden, 1, activation="relu"),
                                                    _conv(width, 3, kernel_initializer="zeros")], name=f"lrp_{k}"))
         # Build the entropy-parameter layers now: their integer twins need the kernels' shapes.
         self._int_hs = self._build_integer("h_s", self.h_s_layers, nh)
