@@ -46,7 +46,10 @@ def test_anomaly_model_separates_its_normal_digit_from_others(held_out_digits):
 def test_shipped_cards_validate_and_record_their_command(name):
     card = ModelCard.read(_newest(name))
     assert card.name == name and card.training.command.startswith("python -m training train")
-    assert sum(f.stat().st_size for f in (ROOT / "models_store" / name).rglob("*") if f.is_file()) < 10 * 2**20
+    # small enough for a git checkout: each version, and every version kept (old streams keep decoding)
+    size = lambda path: sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size(_newest(name)) < 24 * 2**20
+    assert size(ROOT / "models_store") < 64 * 2**20
 
 
 def test_shipped_codec_trades_bits_for_quality_between_its_levels():
