@@ -41,13 +41,19 @@ async def score(model: LoadedModel, source: imaging.SourceImage, *, with_map: bo
     require_calibrated(model)
     assert model.card.anomaly is not None
     plan = imaging.plan_size(source.height, source.width, model.card.input)
-    outputs = await model.call("anomaly_score", {"images": imaging.to_model(source.pixels, plan)})
+    work = max(plan.height * plan.width, plan.model_height * plan.model_width)
+    seen = await imaging.off_loop(work, imaging.model_input, source, plan, model.card.input.channels)
+    outputs = await model.call("anomaly_score", {"images": seen})
     value = float(np.asarray(outputs["score"]).reshape(()))
     threshold = float(model.card.anomaly.threshold)
     error_map = None
-    if with_map:
-        error_map = imaging.from_model(np.asarray(outputs["error_map"], dtype=np.float32)[..., None], plan)[..., 0]
+    if with_map:  # back at the original size: a resize of up to the pixel limit, off the event loop
+        error_map = await imaging.off_loop(work, _original_size, np.asarray(outputs["error_map"], dtype=np.float32), plan)
     return AnomalyResult(value, threshold, value > threshold, normalize(value, model.card.anomaly), plan, error_map)
+
+
+def _original_size(error_map: np.ndarray, plan: imaging.SizePlan) -> np.ndarray:
+    return imaging.from_model(error_map[..., None], plan)[..., 0]
 
 
 def normalize(score: float, anomaly: AnomalySpec) -> float:

@@ -45,7 +45,7 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Reconstruction:
-    pixels: np.ndarray  # float32 [H, W, original channels], original size
+    pixels: np.ndarray  # uint8 [H, W, original channels], original size
     plan: imaging.SizePlan
     mse: float
     psnr: float | None
@@ -77,13 +77,25 @@ def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | No
     return bool(tiles and model.card.input.any_size and tiles.applies(plan.model_height, plan.model_width))
 
 
+def _seen(model: LoadedModel, source: imaging.SourceImage, plan: imaging.SizePlan,
+          tiles: tiling.Tiling | None) -> np.ndarray:
+    """The model's view of `source`: float32 at the model's size, or, for an image that runs in tiles,
+    padded in its own dtype and channels (each tile becomes float on its way in: `tiling.encode`)."""
+    return imaging.model_input(source, plan, model.card.input.channels, as_float=not _tiled(model, plan, tiles))
+
+
+def _work(plan: imaging.SizePlan) -> int:
+    """Pixels a conversion between the upload and the model touches (the larger of the two sizes)."""
+    return max(plan.height * plan.width, plan.model_height * plan.model_width)
+
+
 async def _encode_latents(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan,
                           tiles: tiling.Tiling | None, quality: int | None) -> dict[str, np.ndarray]:
     extra = _quality_input(quality)
     if _tiled(model, plan, tiles):
         assert tiles is not None
         return await tiling.encode(model.call, seen, model.card.latents, tiles, model.card.input.size_multiple,
-                                   extra)
+                                   extra, channels=model.card.input.channels)
     return await model.call("encode", {"images": seen, **extra})
 
 
@@ -103,7 +115,8 @@ async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.
     """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise)."""
     hundredths = model_quality(model, quality)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
-    latents = await _encode_latents(model, imaging.to_model(source.pixels, plan), plan, tiles, hundredths)
+    seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
+    latents = await _encode_latents(model, seen, plan, tiles, hundredths)
     stream = await asyncio.to_thread(pack, model, latents, plan, source.channels, hundredths)
     return Encoded(stream, plan, source.channels, quality_value(hundredths))
 
@@ -151,13 +164,49 @@ def check(model: LoadedModel, stream: Bitstream, max_pixels: int) -> imaging.Siz
         raise CorruptBitstream(f"bitstream image size does not fit this model: {exc.message}") from exc
     if len(stream.latents) != len(model.card.latents):
         raise CorruptBitstream(f"bitstream holds {len(stream.latents)} latents, the model codes {len(model.card.latents)}")
-    for spec, (shape, _) in zip(model.card.latents, stream.latents):
+    for spec, (shape, payload) in zip(model.card.latents, stream.latents):
         want = expected_latent_shape(spec, plan)
         if want is not None and tuple(shape) != want:
             raise CorruptBitstream(f"latent {spec.name!r} is shaped {tuple(shape)} in the stream, expected {want}")
         if want is None and (not shape or math.prod(shape) > 64 * plan.model_height * plan.model_width * 4):
             raise CorruptBitstream(f"latent {spec.name!r} shape {tuple(shape)} is implausible")
+        needed = min_payload_bytes(model, spec, math.prod(shape))
+        if len(payload) < needed:
+            raise CorruptBitstream(
+                f"latent {spec.name!r} of shape {tuple(shape)} needs at least {needed} payload bytes under this "
+                f"model's entropy tables, the stream holds {len(payload)}: truncated, or a header claiming a "
+                f"bigger image ({stream.width}x{stream.height}) than the payload codes"
+            )
     return plan
+
+
+#: Probability at or below which a latent's lowest symbol counts as improbable (see `min_payload_bytes`).
+_IMPROBABLE_FIRST = 2.0**-8
+
+
+def min_payload_bytes(model: LoadedModel, spec: LatentSpec, count: int) -> int:
+    """A lower bound on the payload an encoder writes for `count` symbols of a categorical latent: every
+    symbol costs at least -log2 of its channel's most probable symbol, and a range coder cannot beat the
+    information content. Loose on purpose (90% of the bound, less 8 bytes for the coder's flush), so only
+    a payload far too short for its claimed shape is refused, before the decoder would run out of input
+    and fill the claimed size with padding (a 42-byte stream "decoding" a 4096² image).
+
+    One exception makes it conditional: the format strips trailing zero bytes, so a run of each
+    channel's *first* symbol at the end costs nothing. The bound is applied only where that symbol is
+    improbable (p <= 2^-8 in every channel: the clipped extreme of a trained latent), never for latents
+    whose lowest symbol is common (an autoencoder's 0 on a black background), and never to Gaussian
+    latents, whose cheapest symbol can cost almost nothing."""
+    if spec.coding != "categorical" or count <= 0 or spec.name not in model.tables:
+        return 0
+    table = np.asarray(model.tables[spec.name], dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] != spec.channels or np.any(table <= 0):
+        return 0
+    probs = table / table.sum(axis=1, keepdims=True)
+    if np.any(probs[:, 0] > _IMPROBABLE_FIRST):
+        return 0
+    bits_per_position = float(np.sum(-np.log2(probs.max(axis=1))))  # one symbol of every channel
+    bits = count / spec.channels * bits_per_position
+    return max(0, math.floor((0.9 * bits - 64) / 8))
 
 
 def expected_latent_shape(spec: LatentSpec, plan: imaging.SizePlan) -> tuple[int, ...] | None:
@@ -179,11 +228,13 @@ def unpack(model: LoadedModel, stream: Bitstream) -> dict[str, np.ndarray]:
 
 async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
                  tiles: tiling.Tiling | None = None) -> tuple[np.ndarray, imaging.SizePlan]:
-    """Bitstream → float pixels at the original size and channels."""
+    """Bitstream → uint8 pixels at the original size and channels. Every size check runs first
+    (`check`); the entropy decode and the conversion back to the original size (a resize of up to
+    `max_pixels`) run off the event loop."""
     plan = check(model, stream, max_pixels)
     latents = await asyncio.to_thread(unpack, model, stream)
     images = await _decode_latents(model, latents, plan, tiles, stream.quality_hundredths)
-    return imaging.match_channels(imaging.from_model(images, plan), stream.channels), plan
+    return await imaging.off_loop(_work(plan), imaging.output_image, images, plan, stream.channels), plan
 
 
 # ---- reconstruct -----------------------------------------------------------------------------------
@@ -191,15 +242,21 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
                       tiles: tiling.Tiling | None = None, quality: float | None = None) -> Reconstruction:
     hundredths = model_quality(model, quality)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
-    seen = imaging.to_model(source.pixels, plan)
+    seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
     if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
         latents = await _encode_latents(model, seen, plan, tiles, hundredths)
         output = await _decode_latents(model, latents, plan, tiles, hundredths)
     else:
         output = (await model.call("reconstruct", {"images": seen, **_quality_input(hundredths)}))["images"]
-    mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
-    pixels = imaging.match_channels(imaging.from_model(output, plan), source.channels)
+    mse, psnr, pixels = await imaging.off_loop(_work(plan), _measure_and_restore, seen, output, plan, source.channels)
     return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths))
+
+
+def _measure_and_restore(seen: np.ndarray, output: np.ndarray, plan: imaging.SizePlan,
+                         channels: int) -> tuple[float, float | None, np.ndarray]:
+    """PSNR against what the model saw, and the output back at the original size and channels."""
+    mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
+    return mse, psnr, imaging.output_image(output, plan, channels)
 
 
 # ---- load-time check -------------------------------------------------------------------------------
@@ -224,7 +281,7 @@ def golden_roundtrip(model: LoadedModel, atol: float = 1e-4) -> None:
     spec = model.card.input
     height, width = golden_input_size(spec)
     plan = imaging.plan_size(height, width, spec)
-    batch = imaging.to_model(golden_image(height, width, spec.channels), plan)[None]
+    batch = imaging.to_model(golden_image(height, width, spec.channels), plan)[None]  # float in, float out
     hundredths = model_quality(model, None)
     extra = {k: v[None] for k, v in _quality_input(hundredths).items()}
     reference = model.run("reconstruct", {"images": batch, **extra})["images"][0]

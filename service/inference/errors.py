@@ -62,6 +62,24 @@ class CorruptImage(ServiceError):
     code, status = "corrupt_image", 400
 
 
+class NonFinitePixels(ServiceError):
+    """A float image (TIFF) holding NaN or infinite values: no model input, no PSNR, no entropy code."""
+
+    code, status = "non_finite_pixels", 400
+
+
+class ImageMetadataTooLarge(ServiceError):
+    """A PNG text or ICC chunk that inflates past Pillow's bomb limit: an image, but refused for it."""
+
+    code, status = "image_metadata_too_large", 413
+
+
+class BodyTimeout(ServiceError):
+    """The request body did not arrive within AEC_BODY_TIMEOUT_S (a slow or stalled client)."""
+
+    code, status = "body_timeout", 408
+
+
 class ImageSizeRejected(ServiceError):
     """A fixed-size model whose size policy is `reject` (or `pad` with a too-large image)."""
 

@@ -16,6 +16,7 @@ The default halo of 192 px (three z cells) covers both. Core and halo are multip
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.contract.card import LatentSpec
+from service.inference import imaging
 
 Call = Callable[[str, dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
@@ -69,15 +71,21 @@ def _latent_slice(span: Span, stride: int, which: str) -> slice:
 
 
 async def encode(call: Call, images: np.ndarray, latents: list[LatentSpec], tiling: Tiling,
-                 multiple: int, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                 multiple: int, extra: dict[str, np.ndarray] | None = None,
+                 channels: int | None = None) -> dict[str, np.ndarray]:
     """`encode` over tiles of `images` [H, W, C] (already padded to `multiple`) → whole latent grids.
-    `extra`: per-image inputs every tile takes as they are (a variable-rate model's quality)."""
+    `extra`: per-image inputs every tile takes as they are (a variable-rate model's quality).
+    `channels`: the model's; `images` may then be stored narrower (uint8, the upload's own channels),
+    and only each tile becomes float32 (`imaging.to_float`): a big image never has a float copy."""
     height, width = images.shape[:2]
     rows, cols = spans(height, tiling, multiple), spans(width, tiling, multiple)
     out: dict[str, np.ndarray] = {}
     for row in rows:
         for col in cols:  # one tile at a time: that is the memory bound
-            tile = np.ascontiguousarray(images[row.read0 : row.read1, col.read0 : col.read1])
+            tile = images[row.read0 : row.read1, col.read0 : col.read1]
+            if channels is not None and (tile.dtype != np.float32 or tile.shape[-1] != channels):
+                tile = await asyncio.to_thread(imaging.to_float, tile, channels)  # tile-sized, off the loop
+            tile = np.ascontiguousarray(tile)
             result = await call("encode", {"images": tile, **(extra or {})})
             for spec in latents:
                 value, s = np.asarray(result[spec.name]), int(spec.stride or 0)
