@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.inference.tiling import Tiling
@@ -25,10 +25,42 @@ class Settings(BaseSettings):
 
     models_dir: Path = Field(Path("models_store"), description="Root of <name>/<int version>/ model dirs.")
     default_model: str | None = Field(None, description="Model served when a request names none.")
-    max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Request body limit, checked while reading.")
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Request body limit, checked while reading. The default holds the "
+        "largest image AEC_MAX_PIXELS allows as uncompressed 8-bit RGB (4096*4096*3 = 48 MiB), so a 12 MP photo "
+        "fits in any 8-bit format."
+    )
     max_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest width*height accepted, checked from the image header before "
         "decoding (a 12 MP phone photo fits; bigger images of any-size models run in tiles)."
+    )
+    max_request_pixels: int = Field(
+        4096 * 4096, gt=0, description="Most decoded pixels one request may ask for: width*height summed over its "
+        "images (or over the images its bitstreams decode to), from the headers, before decoding (413). Without "
+        "it one 1 MB multipart of 64 zlib-bomb PNGs decodes a gigapixel."
+    )
+    max_pixels_in_flight: int = Field(
+        2 * 4096 * 4096, gt=0, description="Most decoded pixels all requests together may hold at once. A request "
+        "that would pass it waits for others to finish (up to AEC_REQUEST_TIMEOUT_S, then 503 overloaded), so "
+        "memory for pixels is bounded by this times the bytes per pixel (docs/operators.md)."
+    )
+    max_error_map_pixels: int = Field(
+        256 * 256, ge=0, description="Largest image whose ?error_map=true answer (one JSON number per pixel, "
+        "~10 bytes each) is built; bigger ones are refused from the header (413) before any work."
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Most bytes of request line + headers; past it 431 and the connection is "
+        "closed, before the server buffers more."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="How long a connection may take from its first byte (or from opening) to the end "
+        "of a request's headers; past it 408 and close (a client trickling headers holds nothing for long)."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="How long a request body may take to arrive in full; past it 408 body_timeout."
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Most open connections; one more is answered 503 and closed at once."
     )
     tile_size: int = Field(
         1024, ge=64, description="Any-size models (the codec) run images bigger than one tile (plus halos) "
@@ -77,10 +109,25 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_list(cls, value: object) -> object:
+    def _split_list(cls, value: object, info: ValidationInfo) -> object:
+        """Comma-separated text to a list. `AEC_API_KEYS=" , "` names no key: refusing it at start beats
+        silently serving without auth."""
         if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+            items = [key.strip() for key in value.split(",") if key.strip()]
+            if info.field_name == "api_keys" and value and not items:
+                raise ValueError("AEC_API_KEYS is set but holds no key (only commas and spaces); unset it to "
+                                 "serve without auth, or list the keys")
+            return items
         return value
+
+    @model_validator(mode="after")
+    def _budgets_fit(self) -> Settings:
+        """A request within the per-request budget must be able to enter the in-flight one, or it waits
+        for ever."""
+        if self.max_pixels_in_flight < self.max_request_pixels:
+            raise ValueError(f"AEC_MAX_PIXELS_IN_FLIGHT ({self.max_pixels_in_flight}) must be at least "
+                             f"AEC_MAX_REQUEST_PIXELS ({self.max_request_pixels})")
+        return self
 
     @field_validator("cors_origins")
     @classmethod

@@ -36,6 +36,10 @@ class Metrics:
             "aec_requests_in_flight", "HTTP requests being served (this one included); drains to 0 on shutdown.",
             registry=r,
         )
+        self.pixels_in_flight = Gauge(
+            "aec_pixels_in_flight", "Decoded pixels held by requests being served (AEC_MAX_PIXELS_IN_FLIGHT bounds it).",
+            registry=r,
+        )
         self.latency = Histogram(
             "aec_request_duration_seconds", "HTTP request latency.", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
         )

@@ -2,11 +2,14 @@
 
 The limit is enforced while the body streams in: a declared Content-Length over the limit is refused
 before reading a byte, and an undeclared (chunked) body is cut off as soon as it passes the limit, so a
-client can never make the service buffer more than `max_upload_bytes`.
+client can never make the service buffer more than `max_upload_bytes`. The whole body must also arrive
+within `timeout_s` (AEC_BODY_TIMEOUT_S), or the request ends with 408: a client trickling a byte now and
+then holds a connection and a buffer for that long, not for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
@@ -14,7 +17,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
-from service.inference.errors import EmptyBody, InvalidMultipart, PayloadTooLarge, ServiceError, TooManyFiles
+from service.inference.errors import (
+    BodyTimeout,
+    EmptyBody,
+    InvalidMultipart,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyFiles,
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,7 @@ class Upload:
         return repr(self.filename) if self.filename else "the body"
 
 
-async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> list[Upload]:
+async def read_uploads(request: Request, *, max_bytes: int, max_files: int, timeout_s: float = 0.0) -> list[Upload]:
     """All files of a multipart request (in order), or the raw body as one upload.
 
     Any other content type is a raw body, whatever it claims: `curl --data-binary @x.png` without -H
@@ -46,7 +56,7 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> l
         if int(declared) > max_bytes:
             raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
     media_type = content_type.split(";")[0].strip().lower()
-    limited = Request(request.scope, _limited(request.receive, max_bytes))
+    limited = Request(request.scope, _limited(request.receive, max_bytes, timeout_s))
     try:
         if media_type == "multipart/form-data":
             return await _multipart(limited, max_files)
@@ -80,12 +90,23 @@ async def _multipart(request: Request, max_files: int) -> list[Upload]:
     return uploads
 
 
-def _limited(receive: Receive, max_bytes: int) -> Receive:
+def _limited(receive: Receive, max_bytes: int, timeout_s: float = 0.0) -> Receive:
+    """`receive` that refuses more than `max_bytes` and a body still arriving `timeout_s` after the first
+    read (0 = no deadline)."""
     seen = 0
+    deadline = asyncio.get_running_loop().time() + timeout_s if timeout_s > 0 else None
 
     async def receive_limited() -> Message:
         nonlocal seen
-        message = await receive()
+        if deadline is None:
+            message = await receive()
+        else:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(f"the request body did not arrive within {timeout_s:g} s (AEC_BODY_TIMEOUT_S); "
+                                  f"{seen} bytes came") from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > max_bytes:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from service.app import negotiate, query
 from service.app.deps import KeyedRoute, model_for, settings_of
 from service.app.openapi import BUSY, IMAGE_BODY, errors
-from service.app.routes.common import for_each, model_headers, read_images
+from service.app.routes.common import INLINE_JSON_BYTES, for_each, json_response, model_headers, read_images
 from service.app.schemas import AnomalyScore
 from service.app.uploads import Upload
 from service.inference import anomaly, imaging
@@ -32,22 +30,22 @@ router = APIRouter(tags=["anomaly"], route_class=KeyedRoute)
     responses=errors(400, 404, 409, 413, 415, 422, *BUSY),
     openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "heatmap", "error_map")},
 )
-async def anomaly_score(request: Request) -> JSONResponse:
+async def anomaly_score(request: Request) -> Response:
     q = query.parse(request)
     model, heatmap, error_map = model_for(request, q.model, q.version), q.heatmap, q.error_map
     settings = settings_of(request)
     anomaly.require_calibrated(model)  # before reading the body: a clear 409 costs nothing
-    items = await read_images(request, settings, model)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> AnomalyScore:
         upload, source = item
         result = await anomaly.score(model, source, with_map=heatmap or error_map)
         png = values = None
+        pixels = source.height * source.width
         if heatmap and result.error_map is not None:
-            overlay = imaging.heatmap_overlay(source.pixels, result.error_map)
-            png = negotiate.b64(await asyncio.to_thread(imaging.encode_image, overlay))
+            overlay = await imaging.off_loop(pixels, imaging.heatmap_overlay, source.pixels, result.error_map)
+            png = negotiate.b64(await imaging.off_loop(pixels, imaging.encode_image, overlay))
         if error_map and result.error_map is not None:
-            values = np.round(result.error_map.astype(np.float64), 6).tolist()
+            values = await imaging.off_loop(pixels, _values, result.error_map)
         assert model.card.anomaly is not None
         return AnomalyScore(
             model=model.name, version=model.version, height=source.height, width=source.width,
@@ -57,6 +55,17 @@ async def anomaly_score(request: Request) -> JSONResponse:
             score_kind=model.card.anomaly.score, heatmap=png, error_map=values,
         )
 
-    scored = await for_each(items, one, timeout_s=settings.request_timeout_s)
-    results = [r.model_dump(mode="json") for r in scored]
-    return JSONResponse(results if len(results) > 1 else results[0], headers=model_headers(model))
+    limit = settings.max_error_map_pixels if error_map else None
+    async with read_images(request, settings, model, max_image_pixels=limit,
+                           why_image_limit="error_map=true answers one JSON number per pixel (AEC_MAX_ERROR_MAP_PIXELS); "
+                           "ask for heatmap=true instead, or send images of") as items:
+        scored = await for_each(items, one, timeout_s=settings.request_timeout_s)
+        results = [r.model_dump(mode="json") for r in scored]
+        big = error_map or heatmap and sum(len(r.heatmap or "") for r in scored) > INLINE_JSON_BYTES
+        del items, scored
+    return await json_response(results if len(results) > 1 else results[0], model_headers(model), big=big)
+
+
+def _values(error_map: np.ndarray) -> list[list[float]]:
+    """The error map as JSON numbers, rounded to 6 decimals (tens of ms for a big map: off the loop)."""
+    return np.round(error_map.astype(np.float64), 6).tolist()

@@ -3,44 +3,82 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
+from service.app.budget import PixelBudget, over_budget
 from service.app.config import Settings
 from service.app.uploads import Upload, read_uploads
 from service.inference import imaging
-from service.inference.errors import InferenceTimeout, ServiceError
+from service.inference.errors import InferenceTimeout, ServiceError, TooManyPixels
 from service.inference.registry import LoadedModel
 
-#: Images up to this many pixels are decoded and encoded on the event loop: for a small image (an MNIST
-#: digit) the hop to a worker thread costs more than the work itself (bench/serve.py). Bigger ones, and
-#: uploads whose header claims more (a 1 KB PNG can hold a megapixel), go to a worker thread.
-INLINE_MAX_PIXELS = 64 * 64
+#: Uploads up to this many bytes have their header parsed on the event loop; bigger ones in a worker
+#: thread (a PNG's text and ICC chunks are inflated while its header is read: up to 1 MiB each).
+INLINE_OPEN_BYTES = 8 * 1024
+#: JSON answers carrying more than this many bytes of images (or any error map) are rendered off the loop.
+INLINE_JSON_BYTES = 256 * 1024
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 
+@contextlib.asynccontextmanager
 async def read_images(
-    request: Request, settings: Settings, model: LoadedModel
-) -> list[tuple[Upload, imaging.SourceImage]]:
-    """Uploads decoded (big ones off the event loop) to the model's channel count, limits checked first."""
-    uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files)
+    request: Request, settings: Settings, model: LoadedModel, *, max_image_pixels: int | None = None,
+    why_image_limit: str = "",
+) -> AsyncIterator[list[tuple[Upload, imaging.SourceImage]]]:
+    """The uploads, decoded (big ones off the event loop), for the body of an `async with`.
 
+    Every limit is checked from the image headers before a pixel is decoded: each image against
+    AEC_MAX_PIXELS (and `max_image_pixels`, where the answer grows with the image), their sum against
+    AEC_MAX_REQUEST_PIXELS; then the sum is held in the in-flight budget until the `with` ends (the
+    route builds its answer inside it, so the pixels are counted while they exist)."""
+    uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files,
+                                 timeout_s=settings.body_timeout_s)
+
+    async def open_one(upload: Upload) -> Image.Image:
+        if len(upload.data) <= INLINE_OPEN_BYTES:
+            image = imaging.open_image(upload.data, settings.max_pixels)
+        else:
+            image = await asyncio.to_thread(imaging.open_image, upload.data, settings.max_pixels)
+        width, height = image.size
+        if max_image_pixels is not None and width * height > max_image_pixels:
+            raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels; {why_image_limit} "
+                                f"up to {max_image_pixels} pixels")
+        return image
+
+    images = await for_each(uploads, open_one)
+    total = sum(image.size[0] * image.size[1] for image in images)
+    if total > settings.max_request_pixels:
+        raise over_budget(total, settings.max_request_pixels, f"the request's {len(images)} images")
     channels = model.card.input.channels
 
-    async def decode_one(upload: Upload) -> imaging.SourceImage:
-        image = imaging.open_image(upload.data, settings.max_pixels)  # header only: limits, format
-        width, height = image.size
-        if width * height <= INLINE_MAX_PIXELS:
-            return imaging.decode_image(image, channels)
-        return await asyncio.to_thread(imaging.decode_image, image, channels)
+    async def decode_one(item: tuple[Upload, Image.Image]) -> imaging.SourceImage:
+        width, height = item[1].size
+        return await imaging.off_loop(width * height, imaging.decode_image, item[1], channels)
 
-    sources = await for_each(uploads, decode_one)
-    return list(zip(uploads, sources))
+    async with pixel_budget(request).hold(total, settings.request_timeout_s):
+        sources = await for_each(list(zip(uploads, images)), decode_one)
+        yield list(zip(uploads, sources))
+
+
+def pixel_budget(request: Request) -> PixelBudget:
+    return request.app.state.pixel_budget
+
+
+def _label(item: object) -> str | None:
+    """The upload an item is about (an Upload, or a tuple starting with one), to name it in errors."""
+    if isinstance(item, tuple) and item and isinstance(item[0], Upload):
+        item = item[0]
+    return item.label if isinstance(item, Upload) else None
 
 
 async def for_each(
@@ -53,8 +91,8 @@ async def for_each(
         return [await _within(work(item), timeout_s) for item in items]
     results = await _within(asyncio.gather(*(work(item) for item in items), return_exceptions=True), timeout_s)
     for item, result in zip(items, results):
-        if isinstance(result, ServiceError) and isinstance(item, Upload):
-            result.message = f"{item.label}: {result.message}"
+        if isinstance(result, ServiceError) and (label := _label(item)) is not None:
+            result.message = f"{label}: {result.message}"
             result.args = (result.message,)
         if isinstance(result, BaseException):
             raise result
@@ -77,9 +115,21 @@ async def _within(work: Awaitable[U], timeout_s: float) -> U:
 
 async def encode_image(pixels: np.ndarray, fmt: imaging.OutputFormat) -> bytes:
     """`imaging.encode_image`: inline for small results, in a worker thread for big ones."""
-    if pixels.shape[0] * pixels.shape[1] <= INLINE_MAX_PIXELS:
-        return imaging.encode_image(pixels, fmt)
-    return await asyncio.to_thread(imaging.encode_image, pixels, fmt)
+    return await imaging.off_loop(pixels.shape[0] * pixels.shape[1], imaging.encode_image, pixels, fmt)
+
+
+async def json_response(content: Any, headers: dict[str, str], *, big: bool) -> Response:
+    """`JSONResponse(content)`, rendered in a worker thread when `big` (megabytes of base64 or an error
+    map of many numbers take tens of milliseconds to serialise: not on the event loop)."""
+    if not big:
+        return JSONResponse(content, headers=headers)
+    body = await asyncio.to_thread(_render_json, content)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _render_json(content: Any) -> bytes:
+    """What JSONResponse.render writes, byte for byte."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:
