@@ -3,6 +3,10 @@
 The id comes from the X-Request-ID header (or is generated) in the middleware and lives in a context
 variable, so every log line emitted while serving a request, in any module, can be correlated.
 
+Every message is one line: control characters in it (a path with %0a, a header value, anything a
+request puts in a log line) are written as escapes (`\\x0a`), and text-format tracebacks are indented,
+so no client can forge a line that looks like another event.
+
 The event loop only builds each record and appends it to a buffer (with the request id stamped on it
 while the context variable is still set); a writer thread wakes every `FLUSH_INTERVAL_S`, formats and
 writes what has gathered. So an access line per request costs the loop microseconds instead of a format
@@ -17,6 +21,7 @@ import collections
 import json
 import logging
 import logging.handlers
+import re
 import threading
 import time
 from contextvars import ContextVar
@@ -29,6 +34,34 @@ _HANDLER_MARK = "_aec_handler"
 FLUSH_INTERVAL_S = 0.05
 #: Log records held while the output is blocked; beyond it the oldest are dropped.
 MAX_BUFFERED = 100_000
+
+
+#: C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: what can end or fake a line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as a visible escape (`\\x0a`, `\\u2028`)."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with traceback lines indented: none starts a line as an event would."""
+
+    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]
+        return _indent(super().formatException(ei))
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_text and not record.exc_text.startswith("  "):
+            record.exc_text = _indent(record.exc_text)
+        return super().format(record)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + escape_controls(line) for line in text.splitlines())
 
 
 class RequestIdFilter(logging.Filter):
@@ -68,6 +101,7 @@ class BufferedWriter:
         self.target, self.interval = target, interval
         self.buffer: collections.deque[logging.LogRecord] = collections.deque(maxlen=MAX_BUFFERED)
         self._stopping = threading.Event()
+        self._flush_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
@@ -78,11 +112,20 @@ class BufferedWriter:
 
     def _drain(self) -> None:
         while self.buffer:
-            self.target.handle(self.buffer.popleft())
+            try:
+                record = self.buffer.popleft()
+            except IndexError:  # drained by the other thread meanwhile
+                return
+            self.target.handle(record)
 
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join()  # StreamHandler flushes after every record: nothing more to do
+
+    def flush(self) -> None:
+        """Write what is buffered now, from the calling thread (at shutdown: nothing may be left)."""
+        with self._flush_lock:
+            self._drain()
 
 
 class BufferHandler(logging.handlers.QueueHandler):
@@ -96,7 +139,8 @@ class BufferHandler(logging.handlers.QueueHandler):
         self._buffer.append(record)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        record.msg, record.args = record.getMessage(), None  # the arguments may change after this call
+        # the arguments may change after this call; control characters from a request end up escaped
+        record.msg, record.args = escape_controls(record.getMessage()), None
         if record.exc_info:  # tracebacks cannot cross threads later: render them now
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
@@ -118,7 +162,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     if fmt == "json":
         stream.setFormatter(JsonFormatter())
     else:
-        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        stream.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     _writer = BufferedWriter(stream)
     handler = BufferHandler(_writer)
     setattr(handler, _HANDLER_MARK, True)
@@ -128,6 +172,12 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+
+def flush_logs() -> None:
+    """Write every buffered line now (the app's shutdown and `python -m service` call it on the way out)."""
+    if _writer is not None:
+        _writer.flush()
 
 
 @atexit.register

@@ -30,6 +30,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method, path = scope.get("method"), scope.get("path")  # as the client sent them (before /v1 is cut)
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_ID.match(incoming) else os.urandom(16).hex()  # uuid4's entropy, less work
         token = request_id_var.set(request_id)
@@ -51,7 +52,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error serving %s %s", method, path)
             if response_started:
                 raise
             body = json.dumps(
@@ -73,9 +74,9 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(endpoint, model or "none", str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(elapsed)
             log.info(
-                "%s %s %s %.1fms",
-                scope.get("method"),
-                scope.get("path"),
+                "%s %s %s %.1fms",  # the path may hold anything a client sent: the log handler escapes it
+                method,
+                path,
                 status,
                 elapsed * 1000,
                 extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "model": model or None},
@@ -110,6 +111,8 @@ class VersionPrefixMiddleware:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # In place, not a copy: the route the router matches is recorded on this scope, and the request
+        # context around it reads it there (a copy counted every /v1 request as endpoint="unmatched").
         if scope["type"] == "http" and (path := unprefixed(scope["path"], self.prefix)) != scope["path"]:
-            scope = {**scope, "path": path, "raw_path": path.encode("latin-1")}
+            scope["path"], scope["raw_path"] = path, path.encode("latin-1")
         await self.app(scope, receive, send)

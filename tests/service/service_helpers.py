@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import numpy as np
@@ -24,6 +26,7 @@ from PIL import Image
 
 from service.app.config import Settings
 from service.app.main import create_app
+from service.app.server import server_config
 
 MAX_UPLOAD = 256 * 1024
 MAX_PIXELS = 1_000_000
@@ -31,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class LiveServer:
-    """uvicorn.Server in a background thread, bound to a socket we opened (no port race)."""
+    """uvicorn.Server in a background thread, bound to a socket we opened (no port race), configured as
+    `python -m service` configures it (`service.app.server`: head and connection limits, deadlines)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -40,7 +44,7 @@ class LiveServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        config = server_config(self.app, settings, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -108,9 +112,81 @@ def png_header_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def png_bomb(width: int, height: int | None = None) -> bytes:
+    """A valid grey PNG of zeros (width x height bytes inflated) in a few KB: a real decompression bomb."""
+    height = width if height is None else height
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+_PROBE = r"""
+import http.client, json, sys, threading, time
+host, port, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+stop, latencies, failures = threading.Event(), [], []
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+conn = http.client.HTTPConnection(host, port, timeout=30)
+print("ready", flush=True)
+while not stop.is_set():
+    started = time.perf_counter()
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        if response.status != 200:
+            failures.append(f"HTTP {response.status}")
+    except Exception as exc:
+        failures.append(repr(exc))
+        conn.close()
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+    stop.wait(interval)
+print(json.dumps({"latencies_ms": latencies, "failures": failures}), flush=True)
+"""
+
+
+class HealthProbe:
+    """GET /healthz in a loop while something else runs: the slowest answer says whether the server's
+    event loop stalled. `with HealthProbe(url) as probe: ...; probe.worst_ms`.
+
+    The prober is a small process of its own (stdlib only): in the test process, which has TensorFlow
+    loaded, a garbage collection of its ~500,000 objects takes ~0.4 s and would be measured as the
+    server's latency, as would the GIL the test's own client threads hold."""
+
+    def __init__(self, url: str, interval: float = 0.02) -> None:
+        self.url, self.interval = url, interval
+        self.latencies_ms: list[float] = []
+        self.failures: list[str] = []
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def worst_ms(self) -> float:
+        return max(self.latencies_ms, default=float("nan"))
+
+    def __enter__(self) -> Self:
+        host, port = self.url.removeprefix("http://").split(":")
+        self._process = subprocess.Popen([sys.executable, "-c", _PROBE, host, port, str(self.interval)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None and self._process.stdout.readline().strip() == "ready"
+        time.sleep(0.1)  # a few answers before the attack starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None
+        out, _ = self._process.communicate(timeout=60)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.latencies_ms, self.failures = result["latencies_ms"], result["failures"]
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:
     """The one error shape: {"error": {"code", "message"}} and nothing else."""
-    assert response.status_code == status, (response.status_code, response.text)
+    assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
