@@ -37,6 +37,10 @@ class LoadError(Exception):
     """A version directory that cannot be served; the message is shown in /models."""
 
 
+class ModelsDirUnavailable(OSError):
+    """models_dir is missing or unreadable: a refresh keeps every loaded version instead of unloading."""
+
+
 def configure_tensorflow(intra_op_threads: int = 0) -> None:
     """Serving defaults: grow GPU memory on demand instead of grabbing it all (tensorflow/serving#249);
     `intra_op_threads` > 0 caps the threads one TF op may use (0 = TF's choice, all cores). A small CPU
@@ -174,6 +178,10 @@ class ModelRegistry:
         self._state = RegistryState()
         self._lock = asyncio.Lock()
         self.loaded_once = False
+        #: Why models_dir could not be read at the last refresh (None when it could): what is loaded stays.
+        self.unavailable: str | None = None
+        self.unreadable_models: frozenset[str] = frozenset()
+        self._skipped: set[Path] = set()
 
     # ---- reading ---------------------------------------------------------------------------------
     @property
@@ -216,25 +224,66 @@ class ModelRegistry:
 
     # ---- loading ---------------------------------------------------------------------------------
     def scan(self) -> dict[tuple[str, int], Path]:
-        """Integer version directories under `<models_dir>/<name>/` (hidden/staging dirs ignored)."""
+        """Integer version directories under `<models_dir>/<name>/` (hidden/staging dirs ignored).
+
+        Only ASCII digits name a version (`"²".isdigit()` is true and `int("²")` fails: one such folder
+        made every refresh fail); other folders are reported once and skipped. A models_dir that is
+        missing or unreadable raises `ModelsDirUnavailable`, so the caller keeps what it serves rather
+        than reading "no versions" (an NFS blip or an mv-based swap unloaded everything); a model folder
+        that cannot be read is remembered in `unreadable_models`, and its versions stay too."""
         found: dict[tuple[str, int], Path] = {}
-        if not self.models_dir.is_dir():
-            return found
-        for model_dir in sorted(self.models_dir.iterdir()):
-            if not model_dir.is_dir() or model_dir.name.startswith("."):
+        unreadable: set[str] = set()
+        try:
+            model_dirs = sorted(self.models_dir.iterdir())
+        except OSError as exc:
+            raise ModelsDirUnavailable(f"models directory {self.models_dir} cannot be read: {_describe(exc)}") from exc
+        for model_dir in model_dirs:
+            try:
+                if not model_dir.is_dir() or model_dir.name.startswith("."):
+                    continue
+                version_dirs = list(model_dir.iterdir())
+            except OSError as exc:
+                unreadable.add(model_dir.name)
+                self._report_skipped(model_dir, f"cannot be read ({_describe(exc)}); its loaded versions stay")
                 continue
-            for version_dir in model_dir.iterdir():
-                if version_dir.is_dir() and version_dir.name.isdigit() and int(version_dir.name) >= 1:
-                    found[(model_dir.name, int(version_dir.name))] = version_dir
+            for version_dir in version_dirs:
+                name = version_dir.name
+                if name.startswith("."):
+                    continue
+                if not (name.isascii() and name.isdigit()):
+                    if version_dir.is_dir():
+                        self._report_skipped(version_dir, "is not a version (versions are named by ASCII digits)")
+                    continue
+                if int(name) >= 1 and version_dir.is_dir():
+                    found[(model_dir.name, int(name))] = version_dir
+        self.unreadable_models = frozenset(unreadable)
         return found
+
+    def _report_skipped(self, path: Path, why: str) -> None:
+        """Log a skipped folder once (the poll runs every few seconds), not on every refresh."""
+        if path not in self._skipped:
+            self._skipped.add(path)
+            log.warning("skipping %s: it %s", path, why)
 
     async def refresh(self) -> ReloadReport:
         """Load new version dirs (off the event loop), drop removed ones, swap atomically."""
         async with self._lock:
-            found = await asyncio.to_thread(self.scan)
             state = self._state
+            try:
+                found = await asyncio.to_thread(self.scan)
+            except ModelsDirUnavailable as exc:
+                if self.unavailable is None:
+                    log.warning("%s; keeping the %d loaded version(s) until it is back", exc,
+                                sum(len(v) for v in state.models.values()))
+                self.unavailable = str(exc)
+                self.loaded_once = True
+                return ReloadReport([], [], [])
+            if self.unavailable is not None:
+                log.info("models directory %s is readable again", self.models_dir)
+                self.unavailable = None
             loaded = {(n, v) for n, versions in state.models.items() for v in versions}
-            removed = sorted(loaded - set(found))
+            kept = {(n, v) for n, v in loaded if n in self.unreadable_models}  # unreadable, not removed
+            removed = sorted(loaded - set(found) - kept)
             failures = {key: f for key, f in state.failures.items() if key in found}
             added: list[tuple[str, int]] = []
             new_failures: list[LoadFailure] = []
