@@ -11,6 +11,7 @@ schemathesis tests exercise).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import unquote_plus
@@ -70,21 +71,25 @@ def query_pairs(text: str) -> dict[str, str]:
     return pairs
 
 
+#: What the schema promises: ASCII digits only. Python's int()/float() also take full-width and other
+#: Unicode digits, underscores and surrounding spaces ("７", "1_0", " 3 "), which no other client parses.
+_INTEGER = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _integer(text: str, name: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidQuery(f"{name}: must be an integer >= 1, not {text!r}") from None
+    if not _INTEGER.fullmatch(text):
+        raise InvalidQuery(f"{name}: must be an integer >= 1 in ASCII digits, not {text!r}")
+    value = int(text)
     if value < 1:
         raise InvalidQuery(f"{name}: must be an integer >= 1, not {value}")
     return value
 
 
 def _number(text: str, name: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidQuery(f"{name}: must be a number, not {text!r}") from None
+    if not _NUMBER.fullmatch(text):
+        raise InvalidQuery(f"{name}: must be a number in ASCII digits (like 3.5), not {text!r}")
+    value = float(text)
     if not math.isfinite(value):
         raise InvalidQuery(f"{name}: must be a finite number, not {text!r}")
     return value

@@ -24,7 +24,8 @@ async def healthz() -> Health:
 async def readyz(registry: RegistryDep) -> Ready | JSONResponse:
     state = registry.state
     if not registry.loaded_once or not state.models:
-        why = "models are still loading" if not registry.loaded_once else f"no model could be loaded from {registry.models_dir}"
+        # no path here: /readyz is open to anyone who can reach the port (the logs name the directory)
+        why = "models are still loading" if not registry.loaded_once else "no model could be loaded (see GET /models and the logs)"
         return error_response(503, "not_ready", why)
     return Ready(models=len(state.models), versions=sum(len(v) for v in state.models.values()))
 

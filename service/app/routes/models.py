@@ -65,7 +65,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
 async def get_model(registry: RegistryDep, name: str = Path(examples=["mnist-cae"])) -> ModelSummary:
     state = registry.state
     if name not in _names(state):
-        raise ModelNotFound(f"model {name!r} is not in {registry.models_dir}; loaded: {', '.join(sorted(state.models)) or 'none'}")
+        raise ModelNotFound(f"model {name!r} is not loaded; loaded: {', '.join(sorted(state.models)) or 'none'}")
     return _summary(registry, state, name, detail=True)
 
 
