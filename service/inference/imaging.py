@@ -107,9 +107,11 @@ async def off_loop(pixels: int, fn: Callable[..., T], *args: object) -> T:
 
 
 def read_image(data: bytes, channels: int, max_pixels: int) -> SourceImage:
-    """Decode `data` (any accepted format, any mode) to grey or RGB pixels (`channels` is what the model
-    takes: kept for callers; the upload keeps its own channels until `to_float`)."""
-    return decode_image(open_image(data, max_pixels), channels)
+    """Decode `data` (any accepted format, any mode) to float32 pixels in [0, 1] with `channels` channels:
+    what scripts and benchmarks feed a model directly. The service keeps uploads narrow instead
+    (`open_image` + `decode_image`)."""
+    image = decode_image(open_image(data, max_pixels), channels)
+    return SourceImage(to_float(image.pixels, channels), image.channels, image.format)
 
 
 def _metadata_bomb(exc: Exception) -> bool:
@@ -366,8 +368,11 @@ def _resize_box(image: Image.Image, width: int, height: int, box: tuple[float, f
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint8 as is; uint16 scaled (65535 → 255); floats in [0, 1] rounded to 8 bits."""
     if pixels.dtype == np.uint8:
         return pixels
+    if pixels.dtype == np.uint16:
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
 
 

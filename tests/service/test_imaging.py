@@ -30,14 +30,22 @@ ANY = InputSpec(channels=3, any_size=True, size_multiple=16, size_policy="pad")
 def test_formats_decode_to_floats(fmt: str, channels: int) -> None:
     data = to_bytes(noise_image(12, 17, channels), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
     image = imaging.read_image(data, channels=3, max_pixels=10_000)
-    own = 3 if fmt == "WEBP" else channels  # WebP has no grey mode
-    # kept as decoded: uint8 in the upload's own channels (a float copy is made at the model's size)
-    assert image.pixels.shape == (12, 17, own) and image.pixels.dtype == np.uint8
-    floats = imaging.to_float(image.pixels, 3)
-    assert floats.shape == (12, 17, 3) and floats.dtype == np.float32
-    assert 0.0 <= floats.min() and floats.max() <= 1.0
-    assert image.channels == own
+    assert image.pixels.shape == (12, 17, 3) and image.pixels.dtype == np.float32
+    assert 0.0 <= image.pixels.min() and image.pixels.max() <= 1.0
+    assert image.channels == (3 if fmt == "WEBP" else channels)  # WebP has no grey mode
     assert image.format == fmt
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_service_keeps_uploads_narrow(fmt: str, channels: int) -> None:
+    """What the service holds per upload: uint8 in the upload's own channels (a float copy in the
+    model's channels is made only at the model's size), the same values `read_image` gives as floats."""
+    data = to_bytes(noise_image(12, 17, channels), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    image = imaging.decode_image(imaging.open_image(data, 10_000), 3)
+    own = 3 if fmt == "WEBP" else channels
+    assert image.pixels.shape == (12, 17, own) and image.pixels.dtype == np.uint8 and image.channels == own
+    np.testing.assert_array_equal(imaging.to_float(image.pixels, 3), imaging.read_image(data, 3, 10_000).pixels)
 
 
 def test_lossless_png_values_are_exact() -> None:
@@ -51,9 +59,8 @@ def test_rgba_is_composited_on_white() -> None:
     rgba[..., 0] = 255  # red, fully transparent on the left half
     rgba[:, 2:, 3] = 255
     image = imaging.read_image(to_bytes(rgba), channels=3, max_pixels=100)
-    pixels = imaging.to_float(image.pixels, 3)
-    np.testing.assert_allclose(pixels[:, :2], 1.0)  # white
-    np.testing.assert_allclose(pixels[:, 2:], [[[1.0, 0.0, 0.0]] * 2] * 4)
+    np.testing.assert_allclose(image.pixels[:, :2], 1.0)  # white
+    np.testing.assert_allclose(image.pixels[:, 2:], [[[1.0, 0.0, 0.0]] * 2] * 4)
 
 
 def test_palette_and_grey_palette() -> None:
@@ -70,8 +77,10 @@ def test_sixteen_bit_grey_keeps_precision() -> None:
     buffer = io.BytesIO()
     Image.fromarray(values).save(buffer, "PNG")
     image = imaging.read_image(buffer.getvalue(), channels=1, max_pixels=100)
-    assert image.pixels.dtype == np.uint16  # 2 bytes per pixel, not 4
-    np.testing.assert_allclose(imaging.to_float(image.pixels, 1)[0, :, 0], values[0] / 65535.0, atol=1e-6)
+    np.testing.assert_allclose(image.pixels[0, :, 0], values[0] / 65535.0, atol=1e-6)
+    narrow = imaging.decode_image(imaging.open_image(buffer.getvalue(), 100), 1).pixels
+    assert narrow.dtype == np.uint16  # 2 bytes per pixel in the service, not 4
+    assert imaging.to_uint8(narrow)[0, :, 0].tolist() == [0, 4, 255]
 
 
 def test_channel_matching() -> None:

@@ -48,10 +48,8 @@ def _read(data: bytes, channels: int = 3) -> imaging.SourceImage | None:
     finally:
         assert time.perf_counter() - started < 2.0
     assert image.height * image.width <= MAX_PIXELS
-    assert image.pixels.dtype in (np.uint8, np.uint16, np.float32) and image.pixels.shape[-1] == image.channels
-    pixels = imaging.to_float(image.pixels, channels)
-    assert pixels.dtype == np.float32 and pixels.shape[-1] == channels
-    assert np.isfinite(pixels).all() and 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert image.pixels.dtype == np.float32 and image.pixels.shape[-1] == channels
+    assert np.isfinite(image.pixels).all() and 0.0 <= image.pixels.min() and image.pixels.max() <= 1.0
     return image
 
 
