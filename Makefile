@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup serve test lint bench
+.PHONY: setup serve test lint bench examples wheelhouse base-image docker-test k8s-validate
 
 setup: $(STAMP)
 
@@ -25,3 +25,18 @@ test: setup  ## the whole test suite (what CI runs)
 
 lint: setup
 	$(BIN)/ruff check service training tests bench
+
+# ---- containers and Kubernetes (docs/deployment.md) ------------------------------------------------
+EXTRAS ?= cpu,train
+
+wheelhouse: setup  ## wheels for an offline image build into ./wheelhouse (EXTRAS=cpu,train; gpu,train for GPU)
+	PIP="$(BIN)/python -m pip" deploy/docker/wheelhouse.sh $(EXTRAS) wheelhouse
+
+base-image:  ## aecodec-base:bookworm, a debootstrapped Debian for building without a registry
+	deploy/docker/base-image.sh aecodec-base:bookworm
+
+docker-test: setup examples  ## build the CPU images offline, run them with docker compose, check them (needs dockerd)
+	deploy/docker/docker-test.sh
+
+k8s-validate: setup  ## the manifests under deploy/kubernetes against the Kubernetes schemas
+	$(BIN)/python -m pytest -q tests/deploy/test_kubernetes.py
