@@ -19,6 +19,13 @@ Every byte counts toward bpp, so the header is compact, but it carries enough to
 by another model (name, version, tables hash) and to detect corruption (CRC) instead of decoding garbage.
 A stream of a single-rate model is written as format 1 (no quality field), so those streams are
 unchanged byte for byte; readers accept both formats.
+
+Portability: a stream decodes wherever its model's coding distributions are computed exactly as the
+encoder computed them. Models with integer entropy parameters (`natural` from version 9, every
+`codec_cc`) give the same distributions on every machine, TensorFlow build, oneDNN setting and thread
+count (tested: oneDNN on/off × 1/all intra-op threads, separate processes, `bench/portable.py`); a
+float-parameter model's streams (`natural` up to version 8) may fail to decode under another
+configuration than the one that encoded them. See models_store/README.md, "Portable streams".
 """
 
 from __future__ import annotations
