@@ -128,8 +128,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport is None or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete and self.cycle.response_started:
-            self.transport.close()  # mid-answer: nothing sensible to add
+        if self.cycle is not None and self.cycle.response_started and not self._awaiting_head:
+            # this request was answered (or is being answered) while its body still trickles in:
+            # a second response would be out of place, so just close
+            log.warning("closing connection from %s: %s", _peer(self.client), message)
+            self.transport.close()
             return
         self._refuse(status, code, message)
 

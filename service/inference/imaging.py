@@ -149,7 +149,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     if image.format in ("JPEG", "MPO"):
-        _require_jpeg_end(data)
+        _require_jpeg_data(data)
     return image
 
 
@@ -173,13 +173,51 @@ def decode_image(image: Image.Image, channels: int) -> SourceImage:
     return SourceImage(pixels, source_channels, fmt)
 
 
-def _require_jpeg_end(data: bytes) -> None:
-    """libjpeg fills a truncated scan with grey and only warns, so a cut-off JPEG would decode "fine". A
-    JPEG whose scan never reaches an EOI marker is truncated: entropy-coded bytes cannot hold FF D9 (every
-    FF in them is stuffed with 00 or is a restart marker), so an EOI after the first SOS is the real end."""
-    start = data.find(b"\xff\xda")
-    if start < 0 or data.find(b"\xff\xd9", start) < 0:
-        raise CorruptImage("JPEG data is truncated: the scan ends before its end-of-image marker")
+#: Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic coded).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _require_jpeg_data(data: bytes) -> None:
+    """Refuse a JPEG whose entropy-coded data is too short for the size its frame header claims.
+
+    libjpeg meets the end of the data with a warning, not an error, and fills the rest with grey, so a
+    64x64 JPEG whose header was patched to say 4096x4096 "decoded" into a 16 MP grey image (200). Every
+    8x8 block of every component costs at least one bit (its DC coefficient's code, in baseline and
+    progressive alike), so fewer bytes after the first scan header than blocks / 8 cannot be a whole
+    image. And a JPEG whose data never reaches an EOI marker after its first scan was cut off (Pillow
+    reports some such cuts and grey-fills others): entropy-coded bytes cannot hold FF D9, since every FF
+    in them is stuffed with 00 or is a restart marker, so the first FF D9 after the scan is its end."""
+    pos, frame, scan_start = 2, None, -1
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS:
+            frame = data[pos + 4 : pos + 2 + length]
+        if marker == 0xDA:  # start of scan: entropy-coded data follows its header
+            scan_start = pos + 2 + length
+            break
+        pos += 2 + length
+    if scan_start >= 0 and data.find(b"\xff\xd9", scan_start) < 0:
+        raise CorruptImage("JPEG data is truncated: the image data ends before its end-of-image marker")
+    if frame is None or scan_start < 0 or len(frame) < 6:
+        return  # not a layout we can read: Pillow decides
+    height, width, count = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"), frame[5]
+    factors = [(frame[7 + 3 * i] >> 4, frame[7 + 3 * i] & 15) for i in range(count) if 8 + 3 * i <= len(frame)]
+    if not factors or height < 1 or width < 1:
+        return
+    h_max, v_max = max(h for h, _ in factors) or 1, max(v for _, v in factors) or 1
+    blocks = sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
+                 for h, v in factors)
+    available = len(data) - scan_start
+    if available * 8 < blocks:
+        raise CorruptImage(f"JPEG data is truncated: {available} bytes of image data cannot hold the "
+                           f"{width}x{height} image its header claims (at least {math.ceil(blocks / 8)} bytes)")
 
 
 def _native(image: Image.Image) -> tuple[np.ndarray, int]:
