@@ -52,4 +52,8 @@ cat >"$FIGURES" <<JSON
 JSON
 echo "docker-test: base image ${base_s}s, wheelhouse ${wheels_s}s, api image ${api_s}s, train image ${train_s}s"
 
+# Bound the engine's disk: every rebuild leaves the previous images untagged. Those older than a day go
+# (a build cache that old is rebuilt once, on the next run).
+docker image prune -f --filter until=24h >/dev/null || true
+
 AEC_DOCKER_TEST=1 "$PYTHON" -m pytest tests/deploy/test_docker_compose.py -v -s -p no:cacheprovider
