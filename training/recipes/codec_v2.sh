@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Codec v2 (`codec_cc`) training run: one long run, resumed from its checkpoint every time it starts.
+#
+#   AEC_DATASETS=../shared/datasets training/recipes/codec_v2.sh            # train (background: nohup ... &)
+#   training/recipes/codec_v2.sh snapshot                                    # weights into snapshots/ (git)
+#
+# A checkout without artifacts/ckpt/codec-v2 starts from the committed snapshot (training.snapshot),
+# else from natural version 8 (warm start: ChannelCodec.adopt). models_store/README.md has the story.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${AEC_DATASETS:-../shared/datasets}
+N=$DATA/natural
+C=$DATA/cats
+PY=${PYTHON:-.venv/bin/python}
+CKPT=artifacts/ckpt/codec-v2
+SNAPSHOT=snapshots/codec-v2
+ARGS='{"num_filters": 96, "latent_channels": 192, "hyper_channels": 64, "lmbdas": [0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048]}'
+
+if [[ "${1:-}" == "snapshot" ]]; then
+  exec "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS"
+fi
+if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/checkpoint ]]; then
+  "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT"
+fi
+exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \
+  --dataset "folder:$N/CBSD68=3,$N/LIVE1=2,$N/Set14=1,$N/SunHays80=3,$C/train=2" \
+  --test-dataset "folder:$N/McMaster" --epochs "${EPOCHS:-400}" --steps-per-epoch 400 --batch-size 8 --crop 128 \
+  --optimizer adam --optimizer-args '{"learning_rate": 1e-4, "global_clipnorm": 1.0}' \
+  --init-from models_store/natural/8 --checkpoint-dir "$CKPT" --name natural \
+  --description "Learned image codec v2 for photos: channel-conditional entropy model, integer entropy parameters, variable rate" \
+  --out artifacts/store_v2 --log-dir artifacts/runs --no-progress
