@@ -12,10 +12,11 @@ import sys
 
 from service.app.config import Settings
 from service.app.main import create_app
-from service.app.server import serve
+from service.app.server import serve, tune_allocator
 
 
 def main() -> int:
+    tune_allocator()  # before anything big is allocated: freed images go back to the OS
     settings = Settings()
     return serve(create_app(settings), settings)
 
