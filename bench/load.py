@@ -3,6 +3,7 @@
     python bench/load.py                                  # own server on models_store, 120 s at 64
     python bench/load.py --url http://127.0.0.1:8000 --model mnist --duration 300 --concurrency 128
     python bench/load.py --models-dir /tmp/store --model tiny --duration 5 --concurrency 16
+    python bench/load.py --hostile 0.1                    # 10% of requests are attacks (issue 18's classes)
 
 An asyncio httpx driver, bounded in time (--duration, then in-flight requests finish) and optionally in
 count (--max-requests), on loopback only. Before the load it records a reference answer per image,
@@ -14,6 +15,14 @@ delivered to the wrong request (or a batch slice handed to the wrong caller) sho
 - /reconstruct of image i equals its reference (±1 level) at image i's size;
 - /anomaly-score of image i equals its reference score (relative 1e-5: batch composition may move the
   last float bits, never more).
+
+With `--hostile F`, a fraction F of the requests are attacks instead, each with the one answer it must
+get (anything else is a mismatch): 64 zlib-bomb PNGs in one multipart (413), one 4096² bomb (200: within
+every limit, so it must be served, a few at a time), eight forged streams claiming 4096² (413), a
+stream of the shipped `natural` codec claiming 4096² with empty payloads (400, when that model is
+served), a float TIFF with NaN pixels (400), a 1 MB request header (431), a truncated JPEG (400), a PNG
+with a zTXt bomb (413), a full-width digit in ?version= (422) and a path forging a log line (404).
+Each kind has its own row; RSS at start and end shows whether they left memory behind.
 
 Images are synthetic, of mixed sizes (as the model's size policy allows) and grey or colour. The table
 gives requests, errors (any non-200, transport failures included), 5xx, mismatches, p50/p99 latency
@@ -33,9 +42,11 @@ import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,6 +175,136 @@ class Checker:
         return None
 
 
+# ---- hostile requests (--hostile) ------------------------------------------------------------------
+BIG = 4096  # the default AEC_MAX_PIXELS is BIG * BIG
+
+
+def png_bomb(side: int) -> bytes:
+    """A valid grey PNG of side x side zeros in a few KB (side² bytes once inflated)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(b"\x00" * (side + 1)) for _ in range(side)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _multipart(parts: Sequence[bytes], kind: str) -> tuple[bytes, str]:
+    boundary = "hostile-boundary-7f3a"
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f{i}\"\r\n"
+                    f"Content-Type: {kind}\r\n\r\n".encode() + part + b"\r\n" for i, part in enumerate(parts))
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One kind of hostile request and the only answer it may get."""
+
+    name: str
+    method: str
+    path: str
+    body: bytes
+    content_type: str
+    expect: int  # the status (503 is always allowed: backpressure)
+    code: str | None = None  # the error code, for 4xx
+    raw_head: bytes | None = None  # sent over a plain socket instead (a header httpx would not send)
+
+
+def make_attacks(stream: bytes, query: str, natural: tuple[bytes, int] | None) -> list[Attack]:
+    """The attacks, built once. `stream`: a real stream of the loaded model, `query` the `?model=...`
+    that names it; `natural`: a stream of the shipped natural codec and the (padded) height of the image
+    it codes (None when that model is not served)."""
+    header = Bitstream.from_bytes(stream)
+    forged = Bitstream(header.model, header.version, header.tables_hash, BIG, BIG, 3, header.latents,
+                       header.quality_hundredths).to_bytes()
+    bomb = png_bomb(BIG)
+    nan = np.full((28, 28), 0.5, np.float32)
+    nan[3, 4] = np.nan
+    tiff = io.BytesIO()
+    Image.fromarray(nan, mode="F").save(tiff, format="TIFF")
+    jpeg = io.BytesIO()
+    ramp = np.linspace(0, 255, 512, dtype=np.float32)
+    Image.fromarray(np.add.outer(ramp, ramp).astype(np.uint8) // 2).save(jpeg, format="JPEG", quality=90)
+    grey = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(grey, format="PNG")
+    ztxt = zlib.compress(b"\x00" * (4 * MiB), 9)
+    ztxt_chunk = struct.pack(">I", len(ztxt) + 9) + b"zTXt" + b"comment\x00\x00" + ztxt
+    ztxt_chunk += struct.pack(">I", zlib.crc32(b"zTXt" + b"comment\x00\x00" + ztxt))
+    png_ztxt = grey.getvalue()[:33] + ztxt_chunk + grey.getvalue()[33:]
+    bombs, bombs_type = _multipart([bomb] * 64, "image/png")
+    streams, streams_type = _multipart([forged] * 8, "application/octet-stream")
+    forged_log = "/x%0a2026-12-01%2008:00:00,000%20INFO%20service.access%20[-]%20GET%20/admin%20200"
+    attacks = [
+        Attack("bombs-64", "POST", f"/anomaly-score?{query}", bombs, bombs_type, 413, "too_many_pixels"),
+        Attack("bomb-4096", "POST", f"/anomaly-score?{query}", bomb, "image/png", 200),
+        Attack("streams-4096x8", "POST", "/decode", streams, streams_type, 413, "too_many_pixels"),
+        Attack("nan-tiff", "POST", f"/reconstruct?{query}", tiff.getvalue(), "image/tiff", 400, "non_finite_pixels"),
+        Attack("header-1MB", "GET", "/healthz", b"", "", 431, "headers_too_large",
+               raw_head=b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bomb: " + b"a" * MiB + b"\r\n\r\n"),
+        Attack("jpeg-cut", "POST", f"/encode?{query}", jpeg.getvalue()[: len(jpeg.getvalue()) // 2], "image/jpeg",
+               400, "corrupt_image"),
+        Attack("ztxt-bomb", "POST", f"/encode?{query}", png_ztxt, "image/png", 413, "image_metadata_too_large"),
+        Attack("fullwidth-version", "POST", f"/encode?{query.split('&')[0]}&version=%EF%BC%91", grey.getvalue(),
+               "image/png", 422, "invalid_request"),
+        Attack("log-forgery", "GET", forged_log, b"", "", 404, "not_found"),
+    ]
+    if natural is not None:
+        nat, padded = Bitstream.from_bytes(natural[0]), natural[1]
+        # latent shapes a 4096² image has (each latent's stride from the real stream), every payload empty
+        empty = [((BIG // (padded // shape[0]), BIG // (padded // shape[1]), shape[-1]), b"") for shape, _ in nat.latents]
+        claim = Bitstream(nat.model, nat.version, nat.tables_hash, BIG, BIG, 3, empty, nat.quality_hundredths)
+        attacks.append(Attack("natural-empty-4096", "POST", "/decode", claim.to_bytes(), "application/octet-stream",
+                              400, "corrupt_bitstream"))
+    return attacks
+
+
+async def _raw_exchange(url: str, head: bytes, timeout: float) -> tuple[int, bytes]:
+    """Send `head` over a plain connection, stopping as soon as the server answers; (status, body)."""
+    target = httpx.URL(url)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), timeout)
+    try:
+        async def send() -> None:
+            for start in range(0, len(head), 64 * 1024):
+                writer.write(head[start : start + 64 * 1024])
+                await writer.drain()
+
+        sender = asyncio.create_task(send())
+        data = b""
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(timeout):
+                while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    return status, data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+
+
+def judge(attack: Attack, status: int, body: bytes) -> str | None:
+    """Why this answer is wrong for this attack, or None (503 overloaded is backpressure, never wrong)."""
+    if status == 503:
+        return None
+    if status != attack.expect:
+        return f"{attack.name}: HTTP {status}, expected {attack.expect} ({body[:160]!r})"
+    if attack.code is not None:
+        try:
+            code = json.loads(body)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            return f"{attack.name}: not the JSON error shape ({body[:160]!r})"
+        if code != attack.code:
+            return f"{attack.name}: error code {code!r}, expected {attack.code!r}"
+    return None
+
+
 # ---- the report -------------------------------------------------------------------------------------
 @dataclass
 class EndpointStats:
@@ -217,12 +358,12 @@ class Report:
                 and total.mismatches == 0 and self.reference_decode_vs_recon <= PIXEL_TOLERANCE)
 
     def table(self) -> str:
-        header = (f"{'endpoint':<16}{'requests':>9}{'errors':>8}{'5xx':>6}{'503':>6}{'mismatch':>10}"
+        header = (f"{'endpoint':<22}{'requests':>9}{'errors':>8}{'5xx':>6}{'503':>6}{'mismatch':>10}"
                   f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}")
         rows = [header]
         for name, s in [*self.stats.items(), ("total", self.total)]:
             rate = s.requests / self.duration_s if self.duration_s else 0.0
-            rows.append(f"{name:<16}{s.requests:>9}{s.errors:>8}{s.server_errors:>6}{s.overloaded:>6}{s.mismatches:>10}"
+            rows.append(f"{name:<22}{s.requests:>9}{s.errors:>8}{s.server_errors:>6}{s.overloaded:>6}{s.mismatches:>10}"
                         f"{s.percentile(50):>9.1f}{s.percentile(99):>9.1f}{rate:>8.1f}")
         rss = " ".join(f"{label} {value / MiB:.1f} MiB" for label, value in
                        (("start", self.rss_start), ("end", self.rss_end), ("max", self.rss_max)) if value is not None)
@@ -283,13 +424,18 @@ async def run_load(
     seed: int = 0,
     api_key: str | None = None,
     timeout: float = 60.0,
+    hostile: float = 0.0,
 ) -> Report:
-    """Drive the server at `url`; `max_requests` > 0 also caps the count. Loopback URLs only."""
+    """Drive the server at `url`; `max_requests` > 0 also caps the count; `hostile` is the fraction of
+    requests that are attacks (`make_attacks`). Loopback URLs only."""
     host = httpx.URL(url).host
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"refusing to load {url}: this driver only targets loopback servers")
     headers = {"X-API-Key": api_key} if api_key else {}
-    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    # Idle connections are dropped before the server's keep-alive timeout (uvicorn's 5 s): with equal
+    # timeouts a request reused a connection the server was closing that instant (a ReadError).
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers, limits=limits) as client:
         listing = (await client.get("/models")).raise_for_status().json()
         name = model or listing["default_model"] or listing["models"][0]["name"]
@@ -310,6 +456,16 @@ async def run_load(
             report.first_problems.append(
                 f"reference: decode(encode(x)) differs from reconstruct(x) by {report.reference_decode_vs_recon} levels")
         latest = {i: ref.stream for i, ref in enumerate(references)}
+        attacks: list[Attack] = []
+        if hostile > 0:
+            natural = None
+            if any(m["name"] == "natural" for m in listing["models"]):
+                sample = make_images({"any_size": True}, 1, seed)[0]  # 32x32: pads to one 64-px cell
+                coded = await client.post("/encode", params={"model": "natural"}, content=sample.png)
+                natural = (coded.raise_for_status().content, 64)
+            attacks = make_attacks(references[0].stream, f"model={name}&version={version}", natural)
+            for attack in attacks:
+                report.stats[f"! {attack.name}"] = EndpointStats()
         report.rss_start = report.rss_max = await _rss(client)
         rng = random.Random(seed)
         issued = 0
@@ -357,11 +513,38 @@ async def run_load(
                 stats.mismatches += 1
                 problem(why)
 
+        async def attack_one(attack: Attack) -> None:
+            stats = report.stats[f"! {attack.name}"]
+            stats.requests += 1
+            t0 = time.perf_counter()
+            try:
+                if attack.raw_head is not None:
+                    status, body = await _raw_exchange(url, attack.raw_head, timeout)
+                else:
+                    response = await client.request(attack.method, attack.path, content=attack.body or None,
+                                                    headers={"Content-Type": attack.content_type} if attack.content_type else {})
+                    status, body = response.status_code, response.content
+            except (httpx.HTTPError, OSError, TimeoutError) as exc:
+                stats.errors += 1
+                stats.transport += 1
+                problem(f"{attack.name}: transport error {type(exc).__name__}: {exc}")
+                return
+            stats.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            stats.errors += status != 200
+            stats.server_errors += status >= 500
+            stats.overloaded += status == 503
+            if (why := judge(attack, status, body)) is not None:
+                stats.mismatches += 1
+                problem(why)
+
         async def worker() -> None:
             nonlocal issued
             while time.monotonic() < stop_at and (not max_requests or issued < max_requests):
                 issued += 1
-                await one(rng.choice(endpoints), rng.randrange(len(images)))
+                if attacks and rng.random() < hostile:
+                    await attack_one(rng.choice(attacks))
+                else:
+                    await one(rng.choice(endpoints), rng.randrange(len(images)))
 
         async def sample_rss() -> None:
             while True:
@@ -432,6 +615,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--api-key", default=os.environ.get("AEC_API_KEY"), help="X-API-Key (env AEC_API_KEY)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
+    parser.add_argument("--hostile", type=float, default=0.0, metavar="F",
+                        help="fraction of requests that are attacks, each checked for its one right answer "
+                             "(rows starting with '!'; default %(default)s)")
     parser.add_argument("--server-env", action="append", default=[], metavar="AEC_X=V",
                         help="setting for the server this script starts (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -443,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = dict(item.split("=", 1) for item in args.server_env)
     load = {"model": args.model, "duration": args.duration, "concurrency": args.concurrency,
             "max_requests": args.max_requests, "n_images": args.images, "seed": args.seed, "api_key": args.api_key,
-            "timeout": args.timeout}
+            "timeout": args.timeout, "hostile": args.hostile}
     if args.url:
         report = asyncio.run(run_load(args.url, **load))
     else:

@@ -40,6 +40,30 @@ def test_short_load_run_is_clean(server, model_store, tmp_path) -> None:
     assert json.loads(json.dumps(report.to_json()))["ok"] is True
 
 
+def test_hostile_mix_gets_its_answers(server, model_store) -> None:
+    """--hostile: a third of the requests are attacks; each kind gets its one right answer (no 5xx, no
+    mismatch) while the ordinary requests stay correct."""
+    report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=8, concurrency=8, n_images=4,
+                                       hostile=0.35))
+    table = report.table()
+    print(table)
+    assert report.ok, table
+    attacks = {name: s for name, s in report.stats.items() if name.startswith("! ")}
+    assert len(attacks) >= 9 and sum(s.requests for s in attacks.values()) > 0, table
+    for name, stats in report.stats.items():
+        assert stats.server_errors == stats.overloaded and stats.mismatches == 0, (name, table)
+
+
+def test_an_attack_answered_wrongly_is_a_mismatch() -> None:
+    attack = load.Attack("nan-tiff", "POST", "/reconstruct", b"", "image/tiff", 400, "non_finite_pixels")
+    right = b'{"error":{"code":"non_finite_pixels","message":"..."}}'
+    assert load.judge(attack, 400, right) is None
+    assert load.judge(attack, 503, b"") is None  # backpressure is never wrong
+    assert "HTTP 200" in load.judge(attack, 200, b"\x89PNG")
+    assert "HTTP 500" in load.judge(attack, 500, b"{}")
+    assert "error code" in load.judge(attack, 400, b'{"error":{"code":"corrupt_image","message":"x"}}')
+
+
 def test_max_requests_bounds_the_count(server, model_store) -> None:
     report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=60, concurrency=4,
                                        max_requests=20, n_images=4))
