@@ -39,14 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import IMAGE_SUFFIXES, load_image
     from training.evaluate import pad_to_multiple
     from training.models.registry import get_architecture
+    from training.train import trained_variables
 
     model = get_architecture(args.model)(input_shape=(None, None, 3), **args.model_args)
     model(tf.zeros([1, model.size_multiple, model.size_multiple, 3]))
     latest = tf.train.latest_checkpoint(str(args.checkpoint_dir))
     if latest is None:
         raise SystemExit(f"no checkpoint in {args.checkpoint_dir}")
+    import keras
+
     step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(model=model, step=step).read(latest).expect_partial()
+    optimizer = keras.optimizers.Adam()  # some weights are reachable only through it (training.train.fit)
+    optimizer.build(trained_variables(model))
+    tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                        variables=list(model.variables)).read(latest).expect_partial()
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     paths = paths[: args.limit] if args.limit else paths
     images = [load_image(p) for p in paths]

@@ -19,12 +19,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 
 def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args: dict) -> Path:
     """The newest checkpoint's model, step and epoch, written again without the optimizer."""
     from training.models.registry import get_architecture
+    from training.train import trained_variables
 
     latest = tf.train.latest_checkpoint(str(checkpoint_dir))
     if latest is None:
@@ -33,10 +35,16 @@ def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args
     model(tf.zeros([1, model.size_multiple, model.size_multiple, 3]))
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    tf.train.Checkpoint(model=model, step=step, epoch=epoch).read(latest).expect_partial().assert_existing_objects_matched()
+    # Through the optimizer too: some models' weights are only reachable in a checkpoint that way
+    # (see training.train.fit); its moments are read and then left out of the snapshot.
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(trained_variables(model))
+    variables = list(model.variables)
+    tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch,
+                        variables=variables).read(latest).expect_partial()
     if snapshot_dir.exists():
         shutil.rmtree(snapshot_dir)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step, epoch=epoch),
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, epoch=epoch, variables=variables),
                                          str(snapshot_dir), max_to_keep=1)
     manager.save(checkpoint_number=int(epoch.numpy()))
     print(f"saved the weights of {latest} (epoch {int(epoch.numpy())}, step {int(step.numpy())}) to {snapshot_dir}")

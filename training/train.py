@@ -54,6 +54,18 @@ def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, t
     return tf.function(train_step, autograph=False) if traced else train_step
 
 
+def trained_variables(model: Autoencoder) -> list:
+    """The variables a training step updates (those with a gradient), in the order the optimizer holds
+    them: a checkpoint keyed by the optimizer's list needs exactly this list to be read back."""
+    shape = [1, model.size_multiple * 2, model.size_multiple * 2, model.image_shape[-1]]
+    if model.image_shape[0]:
+        shape = [1, *model.image_shape]
+    with tf.GradientTape() as tape:
+        loss = model.compute_losses(tf.random.uniform(shape, seed=0), training=True)["loss"]
+    grads = tape.gradient(loss, model.trainable_variables)
+    return [v for g, v in zip(grads, model.trainable_variables) if g is not None]
+
+
 def resumed_step(checkpoint_dir: Path | None) -> int:
     """The step a run with this checkpoint dir resumes from (0 when there is none), read from the
     newest checkpoint without building anything."""
@@ -94,7 +106,12 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
     start_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     manager = None
     if checkpoint_dir:
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=start_epoch)
+        # `variables`: every model variable in one flat list as well. Keras does not expose some
+        # models' sub-layers to TensorFlow's object graph (codec_cc's: they are saved only through the
+        # optimizer's list of trainable variables); the flat list makes a checkpoint complete on its own,
+        # and is what training.snapshot keeps.
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=start_epoch,
+                                   variables=list(model.variables))
         manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
         if manager.latest_checkpoint:
             ckpt.restore(manager.latest_checkpoint)
