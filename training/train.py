@@ -115,6 +115,10 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
         if manager.latest_checkpoint:
             ckpt.restore(manager.latest_checkpoint)
+            if int(optimizer.iterations.numpy()) == 0 and int(step.numpy()) > 0:
+                # a weights-only snapshot (training.snapshot): the lr schedule follows the optimizer's
+                # own counter, so it goes on from the run's step, not from 0
+                optimizer.iterations.assign(int(step.numpy()))
             print(f"resumed from {manager.latest_checkpoint} (epoch {int(start_epoch)}, step {int(step)})")
 
     train_step = make_train_step(model, optimizer)
