@@ -23,6 +23,9 @@ import keras
 import tensorflow as tf
 
 
+SHARD_BYTES = 8 * 2**20
+
+
 def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args: dict) -> Path:
     """The newest checkpoint's model, step and epoch, written again without the optimizer."""
     from training.models.registry import get_architecture
@@ -46,7 +49,10 @@ def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args
         shutil.rmtree(snapshot_dir)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, epoch=epoch, variables=variables),
                                          str(snapshot_dir), max_to_keep=1)
-    manager.save(checkpoint_number=int(epoch.numpy()))
+    # shards of at most SHARD_BYTES, so that no file of the snapshot is large for git
+    sharding = tf.train.experimental.MaxShardSizePolicy(max_shard_size=SHARD_BYTES)
+    manager.save(checkpoint_number=int(epoch.numpy()),
+                 options=tf.train.CheckpointOptions(experimental_sharding_callback=sharding))
     print(f"saved the weights of {latest} (epoch {int(epoch.numpy())}, step {int(step.numpy())}) to {snapshot_dir}")
     return snapshot_dir
 
