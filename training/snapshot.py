@@ -22,7 +22,6 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-
 SHARD_BYTES = 8 * 2**20
 
 
