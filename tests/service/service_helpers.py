@@ -79,6 +79,44 @@ def live_server(probe: str = "/readyz", **overrides) -> Iterator[LiveServer]:
 
 
 # ---- payload builders ------------------------------------------------------------------------------
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1280,1200"]
+
+
+@contextlib.contextmanager
+def headless_chromium(profile_dir: Path, extra_flags: list[str] = (), capabilities: dict | None = None) -> Iterator:
+    """A Selenium driver for Debian's headless Chromium (skipped where it is not installed, a failure in
+    CI, which installs it), with a fresh profile and no background network traffic."""
+    import shutil
+
+    import pytest
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver must be installed in CI (.ci/run installs them)")
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={profile_dir}"]:
+        options.add_argument(flag)
+    for key, value in (capabilities or {}).items():
+        options.set_capability(key, value)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 def to_bytes(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) -> bytes:
     """float [H, W, C] in [0, 1] (or uint8) → encoded image bytes."""
     arr = pixels if pixels.dtype == np.uint8 else np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
