@@ -364,27 +364,33 @@ def test_float_tiff_with_non_finite_pixels_is_400(client: httpx.Client, model_st
 
 
 # ---- 5. header bombs --------------------------------------------------------------------------------
-def _send_head(url: str, head: bytes, *, chunk: int = 64 * 1024, pause: float = 0.0) -> tuple[int, int, bytes]:
-    """Send `head` over a raw socket (in chunks), stopping once the server answers or closes.
-    Returns (status, bytes sent, response)."""
+def _send_slowly(url: str, data: bytes, *, first: bytes = b"", chunk: int = 64 * 1024,
+                 pause: float = 0.0) -> tuple[int, int, bytes]:
+    """Over a raw socket: `first` at once, then `data` in chunks `pause` s apart, stopping once the
+    server answers or closes. Returns (status, bytes of `data` sent, response)."""
     host, port = url.removeprefix("http://").split(":")
     sent, response = 0, b""
     with socket.create_connection((host, int(port)), timeout=30) as sock:
+        if first:
+            sock.sendall(first)
         try:
-            while sent < len(head) and not select.select([sock], [], [], 0)[0]:
-                sock.sendall(head[sent : sent + chunk])
-                sent += min(chunk, len(head) - sent)
-                if pause:
-                    time.sleep(pause)
+            while sent < len(data) and not select.select([sock], [], [], pause if sent or first else 0)[0]:
+                sock.sendall(data[sent : sent + chunk])
+                sent += min(chunk, len(data) - sent)
         except (BrokenPipeError, ConnectionResetError):
             pass
         with contextlib.suppress(ConnectionResetError, TimeoutError):
-            while data := sock.recv(65536):
-                response += data
+            while received := sock.recv(65536):
+                response += received
                 if b"\r\n\r\n" in response and response.split(b"\r\n\r\n", 1)[1]:
                     break
     status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
     return status, sent, response
+
+
+def _send_head(url: str, head: bytes, *, chunk: int = 64 * 1024, pause: float = 0.0) -> tuple[int, int, bytes]:
+    """Send `head` (in chunks), stopping once the server answers or closes."""
+    return _send_slowly(url, head, chunk=chunk, pause=pause)
 
 
 def test_header_bomb_is_431_before_it_is_buffered(proc: ServerProcess) -> None:
@@ -437,23 +443,7 @@ def test_idle_connection_is_closed(strict: LiveServer) -> None:
 
 def _trickle_body(url: str, head: bytes, body: bytes, pause: float) -> tuple[int, int, bytes]:
     """Send `head` at once, then `body` one byte every `pause` s until the server answers."""
-    host, port = url.removeprefix("http://").split(":")
-    sent, response = 0, b""
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head)
-        try:
-            while sent < len(body) and not select.select([sock], [], [], pause)[0]:
-                sock.sendall(body[sent : sent + 1])
-                sent += 1
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            while data := sock.recv(65536):
-                response += data
-                if b"\r\n\r\n" in response and response.split(b"\r\n\r\n", 1)[1]:
-                    break
-    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
-    return status, sent, response
+    return _send_slowly(url, body, first=head, chunk=1, pause=pause)
 
 
 def test_trickled_body_is_408(strict: LiveServer, model_store) -> None:
