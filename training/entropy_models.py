@@ -44,7 +44,11 @@ def scale_index(scales: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
     return tf.reshape(index, tf.shape(scales))
 
 
-SCALE_EXPONENT = 10  # integer entropy parameters give σ as integers at 2^−10
+# Fixed point of integer entropy parameters (training/layers/integer.py), shared by every codec:
+SCALE_EXPONENT = 10  # σ as integers at 2^−10
+MEAN_EXPONENT = 8  # μ (and ȳ = symbol + μ) as integers at 2^−8
+MEAN_LIMIT = 2.0**20  # |μ_int| ≤ 2^20, i.e. |μ| ≤ 4096
+Z_EXPONENT = 4  # ẑ = z symbol + median, the median rounded to 1/16: integers at 2^−4
 
 
 def integer_scale_thresholds() -> np.ndarray:

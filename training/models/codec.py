@@ -50,10 +50,13 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from service.contract.card import LatentSpec, RateSpec
+from service.contract.card import LatentSpec
 from training.entropy_models import (
+    MEAN_EXPONENT,
+    MEAN_LIMIT,
     SCALE_BOUND,
     SCALE_EXPONENT,
+    Z_EXPONENT,
     FactorizedDensity,
     gaussian_likelihood,
     integer_scale_index,
@@ -65,12 +68,10 @@ from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, convert, relu_exponent, to_fixed
 from training.models.base import Autoencoder
+from training.models.rate_levels import RateLevels
 from training.models.registry import register
 
 Y_SYMBOL_RANGE = 255  # y symbols are clipped to [−255, 255]
-Z_EXPONENT = 4  # integer hyper-synthesis: ẑ = symbol + median (rounded to 1/16) as integers at 2^−4
-MEAN_EXPONENT = 8  # ... and μ as integers at 2^−8
-MEAN_LIMIT = 2.0**20
 Z_TAIL_MASS = 1e-6  # finalize warns when the z support leaves out more than this per side
 
 
@@ -82,7 +83,7 @@ def _interpolate_rows(x: np.ndarray, rows: np.ndarray, x_new: np.ndarray) -> np.
     return (1 - t) * rows[j] + t * rows[j + 1]
 
 
-def _conv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2D:
+def _conv(filters: int, kernel: int, stride: int = 1, **kwargs) -> layers.Conv2D:
     return layers.Conv2D(filters, kernel, strides=stride, padding="same", **kwargs)
 
 
@@ -91,7 +92,7 @@ def _deconv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2DTr
 
 
 @register("codec")
-class Codec(Autoencoder):
+class Codec(RateLevels, Autoencoder):
     """Hyperprior codec; see the module docstring for the training and coding states."""
 
     architecture = "codec"
@@ -128,22 +129,7 @@ class Codec(Autoencoder):
             [_deconv(n, 5, 2, activation="relu"), _deconv(n, 5, 2, activation="relu"),
              _deconv(2 * m if self.mean_scale else m, 3, 1)],
             name="hyper_synthesis")
-        # Per-level gains, stored as logs so they stay positive. Initialised to sqrt(λ_l / λ_ref): for
-        # MSE the best quantiser step shrinks roughly as 1/sqrt(λ), and the level nearest the geometric
-        # mean starts where a single-λ model at that λ would be (so `--init-from` such a model works).
-        # A single-rate model has no gains (one level's gain is a redundant rescaling), so its weights
-        # are exactly those of a plain hyperprior codec and `--init-from` works in both directions.
-        levels = len(self.lmbdas)
-        self.log_gain = self.log_inv_gain = None
-        if levels > 1:
-            init = 0.5 * np.log(np.asarray(self.lmbdas) / np.exp(np.mean(np.log(self.lmbdas))))
-            self.log_gain = self.add_weight(name="log_gain", shape=(levels, m), initializer="zeros")
-            self.log_inv_gain = self.add_weight(name="log_inv_gain", shape=(levels, m), initializer="zeros")
-            self.log_gain.assign(np.repeat(init[:, None], m, axis=1).astype(np.float32))
-            self.log_inv_gain.assign(-np.repeat(init[:, None], m, axis=1).astype(np.float32))
-        self.rate_level = self.add_weight(name="rate_level", shape=(), dtype="int32", initializer="zeros",
-                                          trainable=False)
-        self._lmbda_values = tf.constant(self.lmbdas, tf.float32)
+        self._build_rate_levels(m)
         self.z_density = FactorizedDensity(name="z_density")
         self.z_density.build((None, n))
         # Coding state, frozen by `finalize` and saved with the model.
@@ -173,17 +159,6 @@ class Codec(Autoencoder):
         return config
 
     # ---- rate levels -----------------------------------------------------------------------------
-    @property
-    def num_levels(self) -> int:
-        return len(self.lmbdas)
-
-    def set_rate_level(self, level: int) -> None:
-        """Choose the level the coding state (encode/decode/export) uses; 0 = lowest rate."""
-        if not 0 <= level < self.num_levels:
-            raise ValueError(f"rate level must be in [0, {self.num_levels - 1}], not {level}")
-        self.rate_level.assign(level)
-        self.lmbda = self.lmbdas[level]
-
     def adopt(self, source: Codec) -> None:
         """Take every weight of `source`, a trained codec with other λ levels and/or another number of
         latent channels (same `num_filters`), so training can go on from it.
@@ -271,35 +246,6 @@ class Codec(Autoencoder):
         parts = [scale_old, pad] if mean_old is None else [scale_old, pad, mean_old, pad]
         return np.concatenate(parts, axis=axis)
 
-    def rate_spec(self) -> RateSpec | None:
-        """The card's quality range (None for a single-rate model, which takes no quality input)."""
-        if self.num_levels < 2:
-            return None
-        return RateSpec(lmbdas=self.lmbdas, default_quality=float(int(self.rate_level.numpy()) + 1))
-
-    def _positions(self, quality: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
-        """Per-image level positions [B] in [0, L − 1] (quality − 1), `rate_level` where none is given."""
-        if quality is None:
-            return tf.fill(tf.shape(like)[:1], tf.cast(tf.convert_to_tensor(self.rate_level), tf.float32))
-        quality = tf.reshape(tf.cast(quality, tf.float32), [-1])
-        return tf.clip_by_value(quality - 1.0, 0.0, float(self.num_levels - 1))
-
-    def _interpolated(self, table: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-        """Rows of `table` [L, ...] at fractional positions [B], linear between neighbours; an integer
-        position gives its row exactly ((1 − 0)·a + 0·b), so quality l codes as level l always did."""
-        j = tf.minimum(tf.cast(tf.floor(positions), tf.int32), self.num_levels - 2)
-        t = positions - tf.cast(j, tf.float32)
-        t = tf.reshape(t, [-1] + [1] * (len(table.shape) - 1))
-        return (1.0 - t) * tf.gather(table, j) + t * tf.gather(table, j + 1)
-
-    def _gains(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(gain, inverse gain) [B, 1, 1, M] at per-image level positions [B] (1 for a single-rate model)."""
-        if self.log_gain is None:
-            return tf.constant(1.0), tf.constant(1.0)
-        gain = tf.exp(self._interpolated(self.log_gain, positions))[:, None, None, :]
-        inv_gain = tf.exp(self._interpolated(self.log_inv_gain, positions))[:, None, None, :]
-        return gain, inv_gain
-
     # ---- transforms ------------------------------------------------------------------------------
     def _analysis(self, images: tf.Tensor, training: bool, gain: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(gained y, z)."""
@@ -371,7 +317,7 @@ class Codec(Autoencoder):
         """(x̂, likelihoods of y, likelihoods of z, λ per image): noisy when training, quantised as coded
         otherwise; training draws a random rate level per image, evaluation uses `rate_level`."""
         if training:
-            positions = tf.cast(tf.random.uniform(tf.shape(images)[:1], 0, self.num_levels, tf.int32), tf.float32)
+            positions = self._random_positions(images)
         else:
             positions = self._positions(None, images)
         gain, inv_gain = self._gains(positions)
@@ -389,9 +335,7 @@ class Codec(Autoencoder):
         x_hat = self._synthesis(y_synth, training, inv_gain)
         y_likelihood = gaussian_likelihood(y_hat - mean, scale, training)
         z_likelihood = self.z_density.likelihood(z_hat, training)
-        lmbda = tf.exp(self._interpolated(tf.math.log(self._lmbda_values), positions)) if self.num_levels > 1 \
-            else tf.fill(tf.shape(positions), self._lmbda_values[0])
-        return x_hat, y_likelihood, z_likelihood, lmbda
+        return x_hat, y_likelihood, z_likelihood, self._lmbda_at(positions)
 
     # ---- training state --------------------------------------------------------------------------
     def call(self, images, training=False):

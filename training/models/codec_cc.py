@@ -40,10 +40,13 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from service.contract.card import LatentSpec, RateSpec
+from service.contract.card import LatentSpec
 from training.entropy_models import (
+    MEAN_EXPONENT,
+    MEAN_LIMIT,
     SCALE_BOUND,
     SCALE_EXPONENT,
+    Z_EXPONENT,
     FactorizedDensity,
     gaussian_likelihood,
     integer_scale_index,
@@ -55,22 +58,13 @@ from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, convert, relu_exponent, to_fixed
 from training.layers.subpixel import run_sequential
 from training.models.base import Autoencoder
+from training.models.codec import _conv, _deconv
+from training.models.rate_levels import RateLevels
 from training.models.registry import register
 
 Y_SYMBOL_RANGE = 1023  # y symbols are clipped to [−1023, 1023] (the top qualities need more than 255)
-Z_EXPONENT = 4  # ẑ = z symbol + median, the median rounded to 1/16: integers at 2^−4
-MEAN_EXPONENT = 8  # μ and ȳ as integers at 2^−8
-MEAN_LIMIT = 2.0**20  # |μ_int| ≤ 2^20 (|μ| ≤ 4096)
 Z_TAIL_MASS = 1e-6
 DEFAULT_SLICES = (16, 16, 32, 64, 64)
-
-
-def _conv(filters: int, kernel: int, stride: int = 1, **kwargs) -> layers.Conv2D:
-    return layers.Conv2D(filters, kernel, strides=stride, padding="same", **kwargs)
-
-
-def _deconv(filters: int, kernel: int, stride: int, **kwargs) -> layers.Conv2DTranspose:
-    return layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", **kwargs)
 
 
 def _widened(ours: np.ndarray, theirs: np.ndarray, kind: str) -> np.ndarray:
@@ -100,7 +94,7 @@ def _widened(ours: np.ndarray, theirs: np.ndarray, kind: str) -> np.ndarray:
 
 
 @register("codec_cc")
-class ChannelCodec(Autoencoder):
+class ChannelCodec(RateLevels, Autoencoder):
     """Channel-conditional codec with integer entropy parameters; see the module docstring."""
 
     architecture = "codec_cc"
@@ -157,17 +151,7 @@ class ChannelCodec(Autoencoder):
         for k in range(len(self.slices)):
             self.lrp_nets[k].build((None, None, None, ns + sum(self.slices[: k + 1])))
 
-        levels = len(self.lmbdas)
-        self.log_gain = self.log_inv_gain = None
-        if levels > 1:
-            init = 0.5 * np.log(np.asarray(self.lmbdas) / np.exp(np.mean(np.log(self.lmbdas))))
-            self.log_gain = self.add_weight(name="log_gain", shape=(levels, m), initializer="zeros")
-            self.log_inv_gain = self.add_weight(name="log_inv_gain", shape=(levels, m), initializer="zeros")
-            self.log_gain.assign(np.repeat(init[:, None], m, axis=1).astype(np.float32))
-            self.log_inv_gain.assign(-np.repeat(init[:, None], m, axis=1).astype(np.float32))
-        self.rate_level = self.add_weight(name="rate_level", shape=(), dtype="int32", initializer="zeros",
-                                          trainable=False)
-        self._lmbda_values = tf.constant(self.lmbdas, tf.float32)
+        self._build_rate_levels(m)
         self.z_density = FactorizedDensity(name="z_density")
         self.z_density.build((None, nh))
         k = 2 * self.z_radius + 1
@@ -230,47 +214,7 @@ class ChannelCodec(Autoencoder):
             self.log_gain.assign(_interpolate_rows(old, source.log_gain.numpy(), new).astype(np.float32))
             self.log_inv_gain.assign(_interpolate_rows(old, source.log_inv_gain.numpy(), new).astype(np.float32))
 
-        # ---- rate levels (as in codec.py) ---------------------------------------------------------------
-    @property
-    def num_levels(self) -> int:
-        return len(self.lmbdas)
-
-    def set_rate_level(self, level: int) -> None:
-        if not 0 <= level < self.num_levels:
-            raise ValueError(f"rate level must be in [0, {self.num_levels - 1}], not {level}")
-        self.rate_level.assign(level)
-        self.lmbda = self.lmbdas[level]
-
-    def rate_spec(self) -> RateSpec | None:
-        if self.num_levels < 2:
-            return None
-        return RateSpec(lmbdas=self.lmbdas, default_quality=float(int(self.rate_level.numpy()) + 1))
-
-    def _positions(self, quality: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
-        if quality is None:
-            return tf.fill(tf.shape(like)[:1], tf.cast(tf.convert_to_tensor(self.rate_level), tf.float32))
-        quality = tf.reshape(tf.cast(quality, tf.float32), [-1])
-        return tf.clip_by_value(quality - 1.0, 0.0, float(self.num_levels - 1))
-
-    def _interpolated(self, table: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-        j = tf.minimum(tf.cast(tf.floor(positions), tf.int32), self.num_levels - 2)
-        t = positions - tf.cast(j, tf.float32)
-        t = tf.reshape(t, [-1] + [1] * (len(table.shape) - 1))
-        return (1.0 - t) * tf.gather(table, j) + t * tf.gather(table, j + 1)
-
-    def _gains(self, positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        if self.log_gain is None:
-            return tf.constant(1.0), tf.constant(1.0)
-        gain = tf.exp(self._interpolated(self.log_gain, positions))[:, None, None, :]
-        inv_gain = tf.exp(self._interpolated(self.log_inv_gain, positions))[:, None, None, :]
-        return gain, inv_gain
-
-    def _lmbda_at(self, positions: tf.Tensor) -> tf.Tensor:
-        if self.num_levels < 2:
-            return tf.fill(tf.shape(positions), self._lmbda_values[0])
-        return tf.exp(self._interpolated(tf.math.log(self._lmbda_values), positions))
-
-    # ---- float entropy model (training) -----------------------------------------------------------
+        # ---- float entropy model (training) -----------------------------------------------------------
     def _split(self, y: tf.Tensor) -> list[tf.Tensor]:
         return tf.split(y, self.slices, axis=-1)
 
@@ -300,7 +244,7 @@ class ChannelCodec(Autoencoder):
         """(x̂, [likelihoods of each slice], likelihoods of z, λ per image): noisy rates when training,
         coded (rounded) values otherwise; the float entropy model throughout."""
         if training:
-            positions = tf.cast(tf.random.uniform(tf.shape(images)[:1], 0, self.num_levels, tf.int32), tf.float32)
+            positions = self._random_positions(images)
         else:
             positions = self._positions(None, images)
         gain, inv_gain = self._gains(positions)
