@@ -10,6 +10,7 @@ reason) and skipped; whatever served before keeps serving. The newest loaded ver
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -112,14 +113,18 @@ class LoadedModel:
             self._batchers[signature] = batcher
         return await batcher.submit(inputs)
 
+    @functools.cached_property
+    def stage_inputs(self) -> dict[str, list[str]]:
+        """Input names of each parameter-stage signature (read once: scale_fn runs per image)."""
+        stages = {spec.scale_source for spec in self.card.latents if spec.coding == "gaussian"}
+        return {stage: list(self.signatures[stage].structured_input_signature[1]) for stage in stages}
+
     def scale_fn(self) -> ScaleFn | None:
         """Scale indices of Gaussian latents from their parameter-stage signatures, for ONE image (a new
         one per image; None when no latent needs one)."""
-        stages = {spec.scale_source for spec in self.card.latents if spec.coding == "gaussian"}
-        if not stages:
+        if not self.stage_inputs:
             return None
-        inputs = {stage: list(self.signatures[stage].structured_input_signature[1]) for stage in stages}
-        return staged_scales(self.card.latents, self.run, inputs)
+        return staged_scales(self.card.latents, self.run, self.stage_inputs)
 
     async def close(self) -> None:
         for batcher in list(self._batchers.values()):
