@@ -3,15 +3,15 @@
 #   api   (the default: last stage)  the service, `python -m service`, models baked in at /models
 #   train                             `python -m training ...` for compose's `train` profile
 #
-# EXTRAS picks the TensorFlow build, exactly one:
-#   cpu        tensorflow-cpu                              docker build --build-arg EXTRAS=cpu -t aecodec:cpu .
+# EXTRAS names pyproject's extras: `service` (api) or `train` (train), and the TensorFlow build, exactly one:
+#   cpu        tensorflow-cpu                              docker build --build-arg EXTRAS=service,cpu -t aecodec:cpu .
 #   gpu        tensorflow[and-cuda]: CUDA + cuDNN arrive as pip wheels, so the base is plain Debian (a
 #              CUDA base image would carry every CUDA library a second time); the host needs only the
 #              NVIDIA driver and the NVIDIA Container Toolkit.
-#   the train target adds ",train":  --build-arg EXTRAS=cpu,train --target train
+#   the train target:  --build-arg EXTRAS=train,cpu --target train
 #
 # Offline / air-gapped builds: make a wheelhouse on a machine that reaches PyPI
-# (`make wheelhouse EXTRAS=cpu,train`, or deploy/docker/wheelhouse.sh) and build with
+# (`make wheelhouse EXTRAS=service,train,cpu`, or deploy/docker/wheelhouse.sh) and build with
 # --build-arg PIP_OFFLINE=1: pip then installs from ./wheelhouse only (`--no-index`). Without a registry,
 # pass a local Debian bookworm as BASE_IMAGE (deploy/docker/base-image.sh makes one with debootstrap).
 # Works with BuildKit and with the legacy builder (DOCKER_BUILDKIT=0); no `# syntax=` line, so nothing
@@ -38,7 +38,7 @@ RUN apt-get update \
 # Only pyproject.toml reaches this stage, so editing the code does not reinstall TensorFlow: the code
 # is copied into the final stages, at /app (PYTHONPATH).
 FROM base AS venv
-ARG EXTRAS=cpu
+ARG EXTRAS=service,cpu
 ARG PIP_OFFLINE=
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv \
@@ -58,7 +58,7 @@ RUN python3 /usr/local/bin/requirements.py "${EXTRAS}" --no-build --pyproject /s
 FROM base AS train
 COPY --from=venv /opt/venv /opt/venv
 COPY deploy/docker/train_entrypoint.py /usr/local/bin/aec-train
-COPY service /app/service
+COPY contract /app/contract
 COPY training /app/training
 ENV PYTHONPATH=/app
 WORKDIR /app
@@ -75,6 +75,7 @@ COPY --from=venv /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /usr/local/bin/aec-healthcheck
 COPY models_store /models
 # The service only: it never imports training/ (DESIGN.md), and the image carries no training extras.
+COPY contract /app/contract
 COPY service /app/service
 ENV PYTHONPATH=/app \
     AEC_MODELS_DIR=/models \

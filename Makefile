@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[service,cpu,train,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: setup  ## run the service on models_store at http://127.0.0.1:8000 (default model: mnist)
@@ -24,12 +24,12 @@ test: setup  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check service training tests bench
+	$(BIN)/ruff check aecodec contract service training tests bench
 
 # ---- containers and Kubernetes (docs/deployment.md) ------------------------------------------------
-EXTRAS ?= cpu,train
+EXTRAS ?= service,train,cpu
 
-wheelhouse: setup  ## wheels for an offline image build into ./wheelhouse (EXTRAS=cpu,train; gpu,train for GPU)
+wheelhouse: setup  ## wheels for an offline image build into ./wheelhouse (EXTRAS=service,train,cpu; service,train,gpu for GPU)
 	PIP="$(BIN)/python -m pip" deploy/docker/wheelhouse.sh $(EXTRAS) wheelhouse
 
 base-image:  ## aecodec-base:bookworm, a debootstrapped Debian for building without a registry

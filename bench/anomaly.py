@@ -29,7 +29,7 @@ SCORES = ("mse", "ssim", "bits", "combined")
 
 
 def run_one(model: str, digit: int, seed: int, args: argparse.Namespace, store: Path) -> dict:
-    from service.contract.card import ModelCard
+    from contract.card import ModelCard
     from training.cli import main
 
     name = f"{model.replace('_', '-')}-d{digit}-s{seed}"

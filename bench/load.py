@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service.contract.bitstream import Bitstream, BitstreamError
+from contract.bitstream import Bitstream, BitstreamError
 
 ENDPOINTS = ("/encode", "/decode", "/reconstruct", "/anomaly-score")
 PIXEL_TOLERANCE = 1  # uint8 levels: a reconstruction is the same image, give or take float rounding

@@ -171,7 +171,7 @@ def select_models(models_dir: Path, spec: str | None) -> list[OperatingPoint]:
     """Newest version of every model named by `spec`: comma-separated exact names, globs or prefixes,
     or `name/version` for one version (so two versions of a model can be compared side by side);
     None = every any-size model (fixed-size models would be fed resized images)."""
-    from service.contract.card import ModelCard
+    from contract.card import ModelCard
     from service.inference.registry import ModelRegistry
 
     found = ModelRegistry(models_dir).scan()

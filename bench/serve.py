@@ -6,7 +6,7 @@
 What it measures, in one run (so the numbers share the machine's load at that moment):
 1. in-process: `tf.saved_model.load` of the served version dir; the `reconstruct` signature at batch 1,
    at the batcher's max batch and at `--extra-batch` (256 by default, the size the issue's target was
-   measured at); `encode` + range coding (`service.contract.entropy`) + bitstream header, since `/encode`
+   measured at); `encode` + range coding (`contract.entropy`) + bitstream header, since `/encode`
    range-codes too; and reconstruct at max batch with the PNG decode/encode a request needs. img/s, and
    CPU ms per image (all threads of this process), comparable with the server's "srv ms/img".
 2. the service: started as a SUBPROCESS (`python -m service` with AEC_ settings on a free loopback port,
@@ -166,9 +166,9 @@ def measure_inprocess(
     """The SavedModel called directly, as the batcher calls it (tf.constant in, .numpy() out)."""
     import tensorflow as tf
 
-    from service.contract.bitstream import Bitstream
-    from service.contract.card import ModelCard
-    from service.contract.entropy import encode_latents, staged_scales
+    from contract.bitstream import Bitstream
+    from contract.card import ModelCard
+    from contract.entropy import encode_latents, staged_scales
     from service.inference import imaging
 
     card = ModelCard.read(version_dir)

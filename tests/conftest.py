@@ -86,7 +86,7 @@ def _build_cae(store: Path) -> tuple[np.ndarray, float]:
     import keras
     import tensorflow as tf
 
-    from service.contract.card import AnomalySpec, InputSpec, ModelCard, Provenance, ScoreStats
+    from contract.card import AnomalySpec, InputSpec, ModelCard, Provenance, ScoreStats
     from training.export import export_model
     from training.models.keras_cae import KerasCAE
 
@@ -135,7 +135,7 @@ def _build_codec(store: Path) -> str | None:
     import keras
     import tensorflow as tf
 
-    from service.contract.card import ModelCard, Provenance
+    from contract.card import ModelCard, Provenance
     from training.export import export_model
 
     keras.utils.set_random_seed(0)
@@ -176,7 +176,7 @@ def variable_rate_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras
     import tensorflow as tf
 
-    from service.contract.card import ModelCard, Provenance
+    from contract.card import ModelCard, Provenance
     from training.export import export_model
     from training.models.codec import Codec
     from training.train import make_train_step

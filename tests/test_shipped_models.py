@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from contract.card import ModelCard
 from examples.make_digits import default_idx_dir
 from examples.make_digits import held_out_digits as held_out_digits_of
-from service.contract.card import ModelCard
 from training.data import read_idx
 
 ROOT = Path(__file__).resolve().parents[1]

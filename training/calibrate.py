@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from service.contract.card import AnomalySpec, ScoreStats
+from contract.card import AnomalySpec, ScoreStats
 
 SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 Method = Literal["auto", "empirical", "yeo-johnson"]

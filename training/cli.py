@@ -226,7 +226,7 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
     """Freeze the coding state, calibrate, measure on the test split and export the next version."""
     import tensorflow as tf
 
-    from service.contract.card import ModelCard, Provenance
+    from contract.card import ModelCard, Provenance
     from training.calibrate import calibrate
     from training.evaluate import coder_from_keras, evaluate
     from training.export import export_model, next_version
@@ -297,7 +297,7 @@ def _observed_fpr(scores, labels, classes, threshold: float) -> float | None:
 
 
 def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    from service.contract.card import ModelCard
+    from contract.card import ModelCard
     from training import data
     from training.evaluate import coder_from_saved_model, evaluate
 
@@ -315,7 +315,7 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     metrics = result.metrics
     if card.anomaly:
         metrics["observed_fpr_test"] = _observed_fpr(result.scores, splits.test_labels, classes, card.anomaly.threshold)
-    from service.contract.card import quality_value
+    from contract.card import quality_value
 
     quality = quality_value(coder.quality_hundredths)
     text = json.dumps({"model": card.name, "version": card.version, **({} if quality is None else {"quality": quality}),

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from service.contract.bitstream import Bitstream
-from service.contract.card import LatentSpec, ModelCard, quality_value
-from service.contract.entropy import ScaleFn, encode_latents, staged_scales
+from contract.bitstream import Bitstream
+from contract.card import LatentSpec, ModelCard, quality_value
+from contract.entropy import ScaleFn, encode_latents, staged_scales
 from training.data import eval_batches
 
 Tensors = Mapping[str, np.ndarray]

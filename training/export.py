@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from service.contract.card import ModelCard
+from contract.card import ModelCard
 from training.models.base import Autoencoder
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from service.contract.card import ModelCard
+from contract.card import ModelCard
 from training.data import eval_batches
 from training.models.base import Autoencoder
 

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
 CACHE=${AEC_CACHE_DIR:-/var/cache/aecodec}
 BASE_IMAGE=${AEC_BASE_IMAGE:-aecodec-base:bookworm}
-EXTRAS=cpu,train  # one wheelhouse serves both images
+EXTRAS=service,train,cpu  # one wheelhouse serves both images
 export DOCKER_BUILDKIT=0  # the legacy builder: no frontend image to pull, works without a registry
 FIGURES=build/docker-test/figures.json
 
@@ -38,15 +38,15 @@ wheels_s=$(since "$t")
 
 # pip's real resolver on [gpu] (metadata only, needs PyPI): exactly one TensorFlow, with its CUDA wheels.
 t=$(now)
-"$PYTHON" deploy/docker/resolve_extras.py gpu
+"$PYTHON" deploy/docker/resolve_extras.py service,gpu
 resolve_s=$(since "$t")
 
 build() {  # target extras tag
   nice -n 10 docker build --quiet --target "$1" --build-arg EXTRAS="$2" --build-arg PIP_OFFLINE=1 \
     --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$3" . >/dev/null
 }
-t=$(now); build api cpu aecodec:cpu; api_s=$(since "$t")
-t=$(now); build train cpu,train aecodec:cpu-train; train_s=$(since "$t")
+t=$(now); build api service,cpu aecodec:cpu; api_s=$(since "$t")
+t=$(now); build train train,cpu aecodec:cpu-train; train_s=$(since "$t")
 cat >"$FIGURES" <<JSON
 {"base_image_s": $base_s, "wheelhouse_s": $wheels_s, "resolve_gpu_s": $resolve_s, "build_api_s": $api_s, "build_train_s": $train_s}
 JSON

@@ -1,9 +1,9 @@
 """Print the requirements an image build installs: the project's dependencies, the given extras' and the
 build backend's, one per line, straight from pyproject.toml (the one source of truth).
 
-    python deploy/docker/requirements.py cpu          # the API image (CPU)
-    python deploy/docker/requirements.py cpu,train    # the train image (CPU)
-    python deploy/docker/requirements.py cpu --no-build   # without the build backend (what the image installs)
+    python deploy/docker/requirements.py service,cpu  # the API image (CPU)
+    python deploy/docker/requirements.py train,cpu    # the train image (CPU)
+    python deploy/docker/requirements.py service,cpu --no-build   # without the build backend (what the image installs)
 
 `deploy/docker/wheelhouse.sh` feeds this to `pip download` to make a wheelhouse for offline builds.
 """
@@ -33,7 +33,7 @@ def requirements(extras: list[str], pyproject: Path = ROOT / "pyproject.toml", b
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("extras", nargs="?", default="", help="comma-separated extras, e.g. cpu,train")
+    parser.add_argument("extras", nargs="?", default="", help="comma-separated extras, e.g. service,cpu")
     parser.add_argument("--no-build", action="store_true", help="leave out the build backend's requirements")
     parser.add_argument("--pyproject", type=Path, default=ROOT / "pyproject.toml")
     args = parser.parse_args()

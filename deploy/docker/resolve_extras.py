@@ -2,7 +2,7 @@
 manylinux x86_64), without installing or downloading the wheels (`--dry-run --report`, metadata only),
 and fail unless exactly one TensorFlow comes out. Prints the TensorFlow and the NVIDIA wheels chosen.
 
-    python deploy/docker/resolve_extras.py gpu        # what the GPU image installs
+    python deploy/docker/resolve_extras.py service,gpu   # what the GPU image installs
 
 This is the check a new user's `pip install '.[gpu]'` failed (tensorflow and tensorflow-cpu together);
 needs PyPI, so `make docker-test` runs it and the static test (tests/deploy/test_files.py) covers offline.
@@ -35,7 +35,7 @@ def resolve(extras: str) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    extras = sys.argv[1] if len(sys.argv) > 1 else "gpu"
+    extras = sys.argv[1] if len(sys.argv) > 1 else "service,gpu"
     resolved = resolve(extras)
     tensorflows = [f"{n}=={v}" for n, v in resolved if n in TENSORFLOWS]
     nvidia = [f"{n}=={v}" for n, v in resolved if n.startswith("nvidia-")]

@@ -3,12 +3,12 @@
 # needs inside the image, for the image's Python (Debian bookworm: CPython 3.11, manylinux x86_64),
 # downloaded on a machine that reaches PyPI. The build then installs with `pip --no-index` from it.
 #
-#   deploy/docker/wheelhouse.sh EXTRAS DEST     # e.g. cpu wheelhouse/   or  cpu,train wheelhouse/
+#   deploy/docker/wheelhouse.sh EXTRAS DEST     # e.g. service,cpu wheelhouse/  or  service,train,cpu wheelhouse/
 #
 # DEST gets the wheels and a stamp naming what they were made for; a DEST whose stamp matches is kept
 # as it is (CI points DEST into a cache outside the checkout, keyed by pyproject.toml's hash).
 set -euo pipefail
-EXTRAS=${1:?extras, e.g. cpu or cpu,train}
+EXTRAS=${1:?extras, e.g. service,cpu or service,train,cpu}
 DEST=${2:?destination folder}
 PY_VERSION=${AEC_WHEEL_PYTHON:-3.11}
 GLIBC=${AEC_WHEEL_GLIBC:-36}  # bookworm: glibc 2.36

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract.card import InputSpec, ModelCard, RateSpec
+from contract.card import InputSpec, ModelCard, RateSpec
 
 
 class ErrorBody(BaseModel):

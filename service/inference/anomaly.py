@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.contract.card import AnomalySpec
+from contract.card import AnomalySpec
 from service.inference import imaging
 from service.inference.errors import AnomalyNotCalibrated
 

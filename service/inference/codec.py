@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.contract.bitstream import Bitstream, BitstreamError
-from service.contract.card import InputSpec, LatentSpec, quality_value
-from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
+from contract.bitstream import Bitstream, BitstreamError
+from contract.card import InputSpec, LatentSpec, quality_value
+from contract.entropy import EntropyCodingError, decode_latents, encode_latents
 from service.inference import imaging, tiling
 from service.inference.errors import (
     BitstreamModelMismatch,

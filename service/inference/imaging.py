@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.contract.card import InputSpec
+from contract.card import InputSpec
 from service.inference.errors import (
     CorruptImage,
     EmptyBody,

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from service.contract.card import CARD_FILENAME, ModelCard
-from service.contract.entropy import ScaleFn, staged_scales
+from contract.card import CARD_FILENAME, ModelCard
+from contract.entropy import ScaleFn, staged_scales
 from service.inference.batcher import Arrays, BatchObserver, MicroBatcher
 from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
 

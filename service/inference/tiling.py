@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.contract.card import LatentSpec
+from contract.card import LatentSpec
 from service.inference import imaging
 
 Call = Callable[[str, dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]

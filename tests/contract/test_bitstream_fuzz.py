@@ -11,9 +11,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.contract.bitstream import MAGIC, Bitstream, BitstreamError, _varint
-from service.contract.card import LatentSpec
-from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
+from contract.bitstream import MAGIC, Bitstream, BitstreamError, _varint
+from contract.card import LatentSpec
+from contract.entropy import EntropyCodingError, decode_latents, encode_latents
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

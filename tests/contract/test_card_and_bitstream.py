@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service.contract.bitstream import Bitstream, BitstreamError
-from service.contract.card import InputSpec, LatentSpec, ModelCard, Provenance, RateSpec
-from service.contract.entropy import EntropyCodingError, decode_latents, encode_latents
+from contract.bitstream import Bitstream, BitstreamError
+from contract.card import InputSpec, LatentSpec, ModelCard, Provenance, RateSpec
+from contract.entropy import EntropyCodingError, decode_latents, encode_latents
 
 
 def _card(**overrides) -> ModelCard:

@@ -82,7 +82,8 @@ def _extra_requirements(extras: list[str]) -> list[Requirement]:
     return reqs
 
 
-@pytest.mark.parametrize("extras", [["cpu"], ["gpu"], ["cpu", "train"], ["gpu", "train"]])
+@pytest.mark.parametrize("extras", [["service", "cpu"], ["service", "gpu"], ["train", "cpu"], ["train", "gpu"],
+                                    ["service", "train", "cpu"]])
 def test_each_install_has_exactly_one_tensorflow_on_linux_x86_64(extras):
     env = {**default_environment(), "sys_platform": "linux", "platform_machine": "x86_64"}
     tensorflows = [r for r in _extra_requirements(extras)
@@ -92,8 +93,9 @@ def test_each_install_has_exactly_one_tensorflow_on_linux_x86_64(extras):
         assert tensorflows[0].name == "tensorflow" and "and-cuda" in tensorflows[0].extras
 
 
-def test_the_base_install_has_no_tensorflow():
-    assert not [r for r in _extra_requirements([]) if r.name in TENSORFLOWS]
+def test_the_base_install_is_the_client_only():
+    """`pip install .` brings httpx, numpy and Pillow: no TensorFlow, no server, no contract deps."""
+    assert sorted(r.name.lower() for r in _extra_requirements([])) == ["httpx", "numpy", "pillow"]
 
 
 def _compose(name: str) -> dict:
@@ -110,8 +112,8 @@ def test_compose_files(compose_file):
     api, train = config["services"]["api"], config["services"]["train"]
     gpu = compose_file == "docker-compose.yml"
     assert api["build"]["target"] == "api" and train["build"]["target"] == "train"
-    assert api["build"]["args"]["EXTRAS"] == ("gpu" if gpu else "cpu")
-    assert train["build"]["args"]["EXTRAS"] == ("gpu,train" if gpu else "cpu,train")
+    assert api["build"]["args"]["EXTRAS"] == ("service,gpu" if gpu else "service,cpu")
+    assert train["build"]["args"]["EXTRAS"] == ("train,gpu" if gpu else "train,cpu")
     assert api["image"] != train["image"]  # the API image carries no training extras
     # The models read-only for the API, read-write for training.
     assert any(v.endswith(":/models:ro") for v in api["volumes"])
@@ -130,9 +132,9 @@ def test_compose_files(compose_file):
 def test_dockerignore_keeps_the_context_small():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignore  # a whitelist: everything out, then what the build copies
-    for needed in ("!pyproject.toml", "!service", "!training", "!models_store", "!deploy/docker", "!wheelhouse"):
+    for needed in ("!pyproject.toml", "!contract", "!service", "!training", "!models_store", "!deploy/docker", "!wheelhouse"):
         assert needed in ignore
     copied = set(re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE, re.MULTILINE))
-    assert copied <= {"wheelhouse/", "pyproject.toml", "service", "training", "models_store",
+    assert copied <= {"wheelhouse/", "pyproject.toml", "contract", "service", "training", "models_store",
                       "deploy/docker/requirements.py", "deploy/docker/train_entrypoint.py",
                       "deploy/docker/healthcheck.py"}, copied

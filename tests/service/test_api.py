@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from service_helpers import assert_error, decode_png, noise_image, to_bytes
 
-from service.contract.bitstream import Bitstream
-from service.contract.card import ModelCard
+from contract.bitstream import Bitstream
+from contract.card import ModelCard
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from service_helpers import MAX_UPLOAD, decode_png, live_server, noise_image, to_bytes
 
-from service.client import (
+from aecodec import (
     AnomalyNotCalibrated,
     AsyncClient,
     BitstreamMismatch,
@@ -27,7 +27,7 @@ from service.client import (
     ServiceError,
     VersionNotFound,
 )
-from service.contract.bitstream import Bitstream
+from contract.bitstream import Bitstream
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_async_client_gives_the_same_answers(server, api: Client, model_store) -
 
 
 def test_api_key_is_sent(model_store, digit) -> None:
-    from service.client import Unauthorized
+    from aecodec import Unauthorized
 
     with live_server(probe="/healthz", models_dir=model_store.path, default_model="tiny", api_keys="s3cret",
                      reload_interval_s=0, log_level="WARNING") as srv:

@@ -1,4 +1,4 @@
-"""`aecodec` / `python -m service.client` against the live fixture server: files in, files out."""
+"""`aecodec` / `python -m aecodec` against the live fixture server: files in, files out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from service_helpers import ROOT, to_bytes
 
-from service.client.cli import main
+from aecodec.cli import main
 
 
 @pytest.fixture()
@@ -69,10 +69,10 @@ def test_errors_exit_1_with_the_service_code(server, photo, tmp_path, capsys) ->
 
 def test_module_entry_point_and_env_fallback(server, photo) -> None:
     env = {**os.environ, "AEC_URL": server.url, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "service.client", "score", str(photo), "--json"],
+    result = subprocess.run([sys.executable, "-m", "aecodec", "score", str(photo), "--json"],
                             capture_output=True, text=True, env=env, cwd=photo.parent, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["is_anomaly"] is False
     assert "tensorflow" not in subprocess.run(
-        [sys.executable, "-c", "import sys, service.client; print(' '.join(sys.modules))"],
+        [sys.executable, "-c", "import sys, aecodec; print(' '.join(sys.modules))"],
         capture_output=True, text=True, env=env, timeout=120, check=True).stdout  # the client stays light

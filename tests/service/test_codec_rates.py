@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from service_helpers import assert_error, live_server, to_bytes
 
-from service.contract.bitstream import Bitstream
+from contract.bitstream import Bitstream
 
 LEVELS = (0.003, 0.05)  # tests/conftest.py's variable_rate_store
 NAME = "codec-vr"
@@ -147,8 +147,8 @@ def test_a_stream_without_a_valid_quality_is_refused(client: httpx.Client, quali
 def test_clients_pass_the_quality(client: httpx.Client, tmp_path) -> None:
     import asyncio
 
-    from service.client import AsyncClient, Client
-    from service.client.cli import main as cli_main
+    from aecodec import AsyncClient, Client
+    from aecodec.cli import main as cli_main
 
     image = _photo(48, 40, seed=8)
     url = str(client.base_url)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_helpers import MAX_PIXELS, MAX_UPLOAD, assert_error, noise_image, png_header_claiming, to_bytes
 
+from contract.bitstream import Bitstream
 from service.app.query import query_pairs
-from service.contract.bitstream import Bitstream
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ from service_helpers import (
     to_bytes,
 )
 
-from service.contract.bitstream import Bitstream
+from contract.bitstream import Bitstream
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 

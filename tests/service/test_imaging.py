@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from service_helpers import noise_image, png_header_claiming, to_bytes
 
-from service.contract.card import InputSpec
+from contract.card import InputSpec
 from service.inference import imaging
 from service.inference.errors import (
     CorruptImage,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from service_helpers import png_header_claiming, server_process, to_bytes
 
-from service.contract.bitstream import Bitstream
+from contract.bitstream import Bitstream
 
 MiB = 1024 * 1024
 UPLOAD_LIMIT = 8 * MiB

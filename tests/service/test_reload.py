@@ -14,7 +14,7 @@ import httpx
 import pytest
 from service_helpers import LiveServer, assert_error, live_server, to_bytes
 
-from service.contract.bitstream import Bitstream
+from contract.bitstream import Bitstream
 
 
 @pytest.fixture(scope="module")

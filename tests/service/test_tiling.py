@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from service_helpers import live_server
 
-from service.contract.bitstream import Bitstream
+from contract.bitstream import Bitstream
 from service.inference import codec, imaging, tiling
 from service.inference.registry import ModelRegistry
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.contract.card import ModelCard, Provenance
+from contract.card import ModelCard, Provenance
 from training.export import export_model
 from training.models.base import QuantizedLatentAutoencoder
 from training.models.registry import available, get_architecture
@@ -80,8 +80,8 @@ import json
 import sys
 import numpy as np
 import tensorflow as tf
-from service.contract.card import ModelCard
-from service.contract.entropy import decode_latents, encode_latents
+from contract.card import ModelCard
+from contract.entropy import decode_latents, encode_latents
 
 def serve(version_dir, x_path, out_path):
     card = ModelCard.read(version_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.contract.card import ModelCard
+from contract.card import ModelCard
 from training.cli import main
 from training.data import read_idx
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.contract import entropy
-from service.contract.card import ModelCard, Provenance
+from contract import entropy
+from contract.card import ModelCard, Provenance
 from training.export import export_model
 from training.layers.gdn import GDN
 from training.models.codec import Codec
@@ -162,8 +162,8 @@ FRESH_PROCESS = textwrap.dedent(
     import json, sys
     import numpy as np
     import tensorflow as tf
-    from service.contract import entropy
-    from service.contract.card import ModelCard
+    from contract import entropy
+    from contract.card import ModelCard
 
     version_dir, images_path = sys.argv[1], sys.argv[2]
     card = ModelCard.read(version_dir)

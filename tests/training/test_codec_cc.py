@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.contract import entropy
-from service.contract.card import ModelCard, Provenance
+from contract import entropy
+from contract.card import ModelCard, Provenance
 from service.inference import codec as service_codec
 from service.inference import imaging
 from service.inference.registry import ModelRegistry

@@ -77,7 +77,7 @@ def test_integer_layer_is_the_same_on_a_thread_and_with_other_batch_shapes() -> 
 def test_codec_with_an_integer_hyper_synthesis_codes_like_the_float_one() -> None:
     """`integer_hyper` (how natural version 9 re-exports version 8's weights): same indices and streams
     round trip; pictures within a small fraction of a level of the float hyper-synthesis."""
-    from service.contract import entropy
+    from contract import entropy
     from training.evaluate import coder_from_keras
     from training.models.codec import Codec
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from service.contract.card import InputSpec, LatentSpec, RateSpec
+from contract.card import InputSpec, LatentSpec, RateSpec
 
 SCORE_COMPONENTS = ("mse", "ssim", "bits")
 SCORE_KINDS = (*SCORE_COMPONENTS, "combined")
@@ -102,7 +102,7 @@ class Autoencoder(keras.Model):
     def parameter_stages(self) -> dict[str, tuple[list[tf.TensorSpec], Callable]]:
         """Signature name → (int32 input specs, function of a dict of those inputs): the stages the
         service runs to get each Gaussian latent's scale indices (`LatentSpec.scale_source`; see
-        `service.contract.entropy.staged_scales`). Default: one `hyper_decode` stage fed by every
+        `contract.entropy.staged_scales`). Default: one `hyper_decode` stage fed by every
         categorical latent."""
         specs = self.latent_specs()
         if not any(s.coding == "gaussian" for s in specs):

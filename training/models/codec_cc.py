@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from service.contract.card import LatentSpec
+from contract.card import LatentSpec
 from training.entropy_models import (
     MEAN_EXPONENT,
     MEAN_LIMIT,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from service.contract.card import RateSpec
+from contract.card import RateSpec
 
 
 class RateLevels:

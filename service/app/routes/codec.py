@@ -7,6 +7,8 @@ from typing import NamedTuple
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from contract.bitstream import Bitstream
+from contract.card import quality_hundredths
 from service.app import negotiate, query
 from service.app.budget import over_budget
 from service.app.deps import KeyedRoute, model_for, settings_of
@@ -24,8 +26,6 @@ from service.app.routes.common import (
 )
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
 from service.app.uploads import Upload, read_uploads
-from service.contract.bitstream import Bitstream
-from service.contract.card import quality_hundredths
 from service.inference import codec, imaging
 from service.inference.errors import BitstreamModelMismatch
 from service.inference.registry import LoadedModel

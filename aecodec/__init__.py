@@ -1,6 +1,6 @@
 """Python client for the aecodec service (httpx): `Client` (blocking) and `AsyncClient` (asyncio).
 
-    from service.client import Client
+    from aecodec import Client
     with Client("http://127.0.0.1:8000", api_key=None) as client:
         encoded = client.encode("photo.png")          # EncodedImage: .data, .bpp, .model, ...
         image = client.decode(encoded)                # PIL.Image at the original size
@@ -8,11 +8,11 @@
         verdict = client.anomaly_score("photo.png", heatmap=True)
 
 Images may be paths, bytes, PIL images, numpy arrays or open files. The command line is
-`python -m service.client` (installed as `aecodec`). Imports no TensorFlow and no service code.
+`python -m aecodec` (installed as `aecodec`). Imports no TensorFlow and no service code.
 """
 
-from service.client.async_client import AsyncClient
-from service.client.errors import (
+from aecodec.async_client import AsyncClient
+from aecodec.errors import (
     AnomalyNotCalibrated,
     BitstreamMismatch,
     ConnectionFailed,
@@ -30,8 +30,8 @@ from service.client.errors import (
     Unauthorized,
     VersionNotFound,
 )
-from service.client.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction, VersionInfo
-from service.client.sync import Client
+from aecodec.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction, VersionInfo
+from aecodec.sync import Client
 
 __all__ = [
     "AnomalyNotCalibrated", "AnomalyResult", "AsyncClient", "BitstreamMismatch", "Client", "ConnectionFailed",

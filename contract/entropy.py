@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import constriction
 import numpy as np
 
-from service.contract.card import LatentSpec
+from contract.card import LatentSpec
 
 # Given the latents decoded so far (each with a leading batch axis of 1), return the scale indices of
 # one Gaussian latent, shaped like that latent (leading batch axis of 1).

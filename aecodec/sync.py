@@ -8,10 +8,10 @@ from typing import Self, TypeVar
 import httpx
 from PIL import Image
 
-from service.client import protocol
-from service.client.errors import ServiceUnavailable, connection_failed, error_from_response
-from service.client.inputs import ImageInput, StreamInput
-from service.client.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction
+from aecodec import protocol
+from aecodec.errors import ServiceUnavailable, connection_failed, error_from_response
+from aecodec.inputs import ImageInput, StreamInput
+from aecodec.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -27,7 +27,7 @@ def client_headers(api_key: str | None, headers: dict[str, str] | None) -> dict[
 class Client:
     """Calls the service; `model`/`version` set here are the defaults for every call.
 
-    Errors come back as `service.client.errors.ServiceError` subclasses (ModelNotFound, InvalidImage, ...).
+    Errors come back as `aecodec.errors.ServiceError` subclasses (ModelNotFound, InvalidImage, ...).
     """
 
     def __init__(

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from service.client.inputs import ImageInput, StreamInput, Upload, image_upload, stream_upload
-from service.client.results import (
+from aecodec.inputs import ImageInput, StreamInput, Upload, image_upload, stream_upload
+from aecodec.results import (
     AnomalyResult,
     EncodedImage,
     ModelInfo,

@@ -8,11 +8,11 @@ from typing import Self, TypeVar
 import httpx
 from PIL import Image
 
-from service.client import protocol
-from service.client.errors import ServiceUnavailable, connection_failed, error_from_response
-from service.client.inputs import ImageInput, StreamInput
-from service.client.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction
-from service.client.sync import DEFAULT_URL, client_headers
+from aecodec import protocol
+from aecodec.errors import ServiceUnavailable, connection_failed, error_from_response
+from aecodec.inputs import ImageInput, StreamInput
+from aecodec.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction
+from aecodec.sync import DEFAULT_URL, client_headers
 
 T = TypeVar("T")
 
@@ -20,7 +20,7 @@ T = TypeVar("T")
 class AsyncClient:
     """Calls the service; `model`/`version` set here are the defaults for every call.
 
-    Errors come back as `service.client.errors.ServiceError` subclasses (ModelNotFound, InvalidImage, ...).
+    Errors come back as `aecodec.errors.ServiceError` subclasses (ModelNotFound, InvalidImage, ...).
     """
 
     def __init__(

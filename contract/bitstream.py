@@ -33,7 +33,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from service.contract.card import quality_value
+from contract.card import quality_value
 
 MAGIC = b"AEC"
 FORMAT_VERSION = 2  # the newest format written; 1 = the same without the quality field

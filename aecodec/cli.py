@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from service.client.errors import ServiceError
-from service.client.sync import DEFAULT_URL, Client
+from aecodec.errors import ServiceError
+from aecodec.sync import DEFAULT_URL, Client
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
