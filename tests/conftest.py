@@ -14,17 +14,13 @@ version 2 trained a few steps further.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TINY = "tiny"
 TINY_REJECT = "tiny-reject"
@@ -200,3 +196,31 @@ def variable_rate_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         export_model(model, card, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def server(model_store: StoreInfo) -> Iterator:
+    """The main live server over the fixture store (no hot reload: the store never changes under it)."""
+    from service_helpers import MAX_PIXELS, MAX_UPLOAD, live_server
+
+    with live_server(
+        models_dir=model_store.path,
+        default_model=model_store.tiny,
+        max_upload_bytes=MAX_UPLOAD,
+        max_pixels=MAX_PIXELS,
+        max_files=8,
+        max_batch_size=8,
+        max_wait_ms=20,
+        reload_interval_s=0,
+        log_level="WARNING",
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def client(server) -> Iterator:
+    """An httpx client for `server`."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
+from service_helpers import LiveServer, live_server
 
 from bench import load
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))  # the live-server helpers
-from service_helpers import LiveServer, live_server
 
 
 @pytest.fixture(scope="module")
 def server(model_store) -> Iterator[LiveServer]:
-    """Settings like tests/service's server: the fixture store, small batches, no reload."""
+    """Settings like the session's `server` fixture: the fixture store, small batches, no reload."""
     with live_server(models_dir=model_store.path, default_model=model_store.tiny, max_batch_size=8,
                      max_wait_ms=20, reload_interval_s=0, log_level="WARNING") as srv:
         yield srv

@@ -21,7 +21,7 @@ from service_helpers import noise_image, to_bytes
 from service.app.config import Settings
 from service.app.main import create_app
 
-MAX_FILES = 8  # the fixture server's setting (tests/service/conftest.py)
+MAX_FILES = 8  # the fixture server's setting (the `server` fixture in tests/conftest.py)
 EXAMPLES = 25  # per operation and generation phase; ~10 operations
 
 # A 413 for "too many files" (the schema's maxItems) is the right answer, not a failure to reject.
