@@ -4,8 +4,8 @@
 - `tiny/1`: KerasCAE (28×28×1, latent 8) trained ~20 steps on synthetic blob "digits", with an anomaly
   threshold calibrated on held-out blobs (the 0.99 quantile of their scores), size policy `resize`;
 - `tiny-reject/1`: the same SavedModel with size policy `reject` and no anomaly section;
-- `codec-tiny/1`: a tiny any-size learned codec, when `training.models.registry` knows "codec"
-  (otherwise `StoreInfo.codec` is None and the tests that need it skip).
+- `codec-tiny/1`: a tiny any-size learned codec. A failure to build it is an error of every test
+  that uses the store, never a skip: the codec is the product, not an optional extra.
 The tests never write into it; tests that change a store copy it first.
 `variable_rate_store` (session): `codec-vr/1` and `/2`, a tiny codec with two rate levels (quality 1–2),
 version 2 trained a few steps further.
@@ -34,8 +34,7 @@ class StoreInfo:
     path: Path
     tiny: str
     tiny_reject: str
-    codec: str | None
-    codec_skip_reason: str | None
+    codec: str
     normal: np.ndarray  # held-out normal images [n, 28, 28, 1] with scores below the threshold
     threshold: float
     build_seconds: float
@@ -120,22 +119,17 @@ def _build_cae(store: Path) -> tuple[np.ndarray, float]:
     return normal, threshold
 
 
-def _build_codec(store: Path) -> str | None:
-    """The any-size codec, if the architecture exists; returns why not otherwise."""
-    try:
-        from training.models.registry import get_architecture
-
-        codec_cls = get_architecture("codec")
-    except Exception as exc:  # noqa: BLE001 -- not written yet: skip its tests, not the suite
-        return f"codec architecture unavailable: {exc}"
+def _build_codec(store: Path) -> None:
+    """The tiny any-size codec."""
     import keras
     import tensorflow as tf
 
     from contract.card import ModelCard, Provenance
     from training.export import export_model
+    from training.models.registry import get_architecture
 
     keras.utils.set_random_seed(0)
-    model = codec_cls(input_shape=(None, None, 3), num_filters=8, latent_channels=12, lmbda=0.01)
+    model = get_architecture("codec")(input_shape=(None, None, 3), num_filters=8, latent_channels=12, lmbda=0.01)
     images = smooth_fields(8, 64, 64, seed=0)
     model(images[:1])
     _train(model, images, steps=4, batch=4, lr=3e-3, traced=False)
@@ -146,7 +140,6 @@ def _build_codec(store: Path) -> str | None:
         training=Provenance(dataset="synthetic-fields", command="tests/conftest.py", steps=4, seed=0),
     )
     export_model(model, card, store)
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -154,14 +147,9 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> StoreInfo:
     started = time.perf_counter()
     store = tmp_path_factory.mktemp("models_store")
     normal, threshold = _build_cae(store)
-    try:
-        skip_reason = _build_codec(store)
-    except Exception as exc:  # noqa: BLE001 -- a half-finished architecture must not break these tests
-        shutil.rmtree(store / CODEC, ignore_errors=True)
-        skip_reason = f"codec fixture failed: {type(exc).__name__}: {exc}"
+    _build_codec(store)
     return StoreInfo(
-        path=store, tiny=TINY, tiny_reject=TINY_REJECT, codec=None if skip_reason else CODEC,
-        codec_skip_reason=skip_reason, normal=normal, threshold=threshold,
+        path=store, tiny=TINY, tiny_reject=TINY_REJECT, codec=CODEC, normal=normal, threshold=threshold,
         build_seconds=time.perf_counter() - started,
     )
 

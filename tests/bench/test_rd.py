@@ -128,8 +128,6 @@ def test_model_selection_by_name_glob_and_prefix(model_store) -> None:
 
 
 def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> None:
-    if model_store.codec is None:
-        pytest.skip(model_store.codec_skip_reason or "no codec")
     images = tmp_path / "images"
     _write_images(images)
     out_json, out_png = tmp_path / "rd.json", tmp_path / "rd.png"

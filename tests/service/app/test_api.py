@@ -222,8 +222,6 @@ def test_anomaly_without_calibration_is_409(client: httpx.Client, digit: bytes) 
 
 # ---- the any-size codec ------------------------------------------------------------------------------
 def test_codec_any_size_roundtrip(client: httpx.Client, model_store) -> None:
-    if model_store.codec is None:
-        pytest.skip(model_store.codec_skip_reason)
     rng = np.random.default_rng(1)
     image = to_bytes(np.clip(rng.normal(0.5, 0.1, (50, 70, 3)), 0, 1))
     encoded = client.post(f"/encode?model={model_store.codec}", content=image)

@@ -43,8 +43,6 @@ def test_spans_partition_the_image_and_add_the_halo(cells: int, tile: int, halo:
 
 @pytest.fixture(scope="module")
 def codec_model(model_store):
-    if model_store.codec is None:
-        pytest.skip(model_store.codec_skip_reason)
 
     async def load():
         registry = ModelRegistry(model_store.path)
@@ -93,8 +91,6 @@ def test_without_halo_the_tile_borders_show(codec_model) -> None:
 
 
 def test_service_tiles_big_images_end_to_end(model_store) -> None:
-    if model_store.codec is None:
-        pytest.skip(model_store.codec_skip_reason)
     image = np.clip(smooth_fields(1, 200, 330, seed=7)[0], 0, 1)
     buffer = io.BytesIO()
     Image.fromarray(imaging.to_uint8(image)).save(buffer, format="PNG")
