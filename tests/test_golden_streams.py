@@ -1,0 +1,92 @@
+"""Stored streams keep decoding: one committed stream per shipped model version (and quality) under
+tests/expected/golden/, made from a committed input, with the sha256 of its decoded pixels. Decoding
+each with today's code must give those pixels bit for bit, and encoding the input again the very same
+bytes. A change made to writer and reader alike (the bitstream layout, the entropy coder, a
+`constriction` upgrade, the tables) passes every round-trip test and still breaks every stream users
+have stored: this is the test that notices.
+
+The encoding and decoding run in a process of their own with one fixed TensorFlow configuration
+(tests/helpers/golden_worker.py). A missing golden file is a failure. To write them anew (a deliberate
+format change, a new shipped model: add its case to `golden_worker.CASES`):
+
+    AEC_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_streams.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from golden_worker import CASES, MANIFEST, ROOT, Case, environment
+
+REGENERATE = os.environ.get("AEC_REGENERATE_GOLDEN") == "1"
+HOW = "AEC_REGENERATE_GOLDEN=1 writes it (only for a deliberate format change or a new model)"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The worker's encodes and decodes of every case (run once for the module)."""
+    out = tmp_path_factory.mktemp("golden")
+    command = [sys.executable, str(Path(__file__).parent / "helpers" / "golden_worker.py"), str(out)]
+    subprocess.run(command + (["--write-inputs"] if REGENERATE else []), cwd=ROOT, env=environment(),
+                   check=True, timeout=900)
+    found = json.loads((out / "results.json").read_text())
+    if REGENERATE:
+        manifest = {}
+        for case in CASES:
+            shutil.copyfile(out / f"{case.id}.aec", case.stream_path)
+            fresh = found[case.id]
+            assert "error" not in fresh["fresh"], f"{case.id}: a fresh stream does not decode: {fresh['fresh']}"
+            manifest[case.id] = {"model": case.model, "version": case.version, "quality": case.quality,
+                                 "input": case.input, "bytes": fresh["bytes"],
+                                 "stream_sha256": fresh["stream_sha256"], **fresh["fresh"]}
+            found[case.id]["committed"] = fresh["fresh"]
+        MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    return found
+
+
+def _expected(case: Case) -> dict:
+    if not MANIFEST.exists():
+        pytest.fail(f"missing {MANIFEST.relative_to(ROOT)}: {HOW}")
+    expected = json.loads(MANIFEST.read_text()).get(case.id)
+    if expected is None:
+        pytest.fail(f"{case.id} is not in {MANIFEST.relative_to(ROOT)}: {HOW}")
+    if not case.stream_path.exists():
+        pytest.fail(f"missing {case.stream_path.relative_to(ROOT)}: {HOW}")
+    return expected
+
+
+def test_every_shipped_model_version_has_a_golden_case() -> None:
+    shipped = {(p.parent.name, int(p.name)) for p in (ROOT / "models_store").glob("*/*")
+               if p.name.isdigit() and (p / "model.json").exists()}
+    assert shipped == {(case.model, case.version) for case in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_committed_stream_decodes_bit_exactly(case: Case, results: dict[str, dict]) -> None:
+    expected = _expected(case)
+    assert hashlib.sha256(case.stream_path.read_bytes()).hexdigest() == expected["stream_sha256"], (
+        f"{case.stream_path.name} is not the stream the manifest describes")
+    decoded = results[case.id]["committed"]
+    if "error" in decoded:
+        pytest.fail(f"{case.stream_path.name} no longer decodes: {decoded['error']}")
+    assert decoded["symbols_sha256"] == expected["symbols_sha256"], (
+        "the stream no longer entropy-decodes to the symbols it was written with: the bitstream format, "
+        "the entropy coder or the model's tables changed")
+    assert decoded["shape"] == expected["shape"]
+    assert decoded["pixels_sha256"] == expected["pixels_sha256"], (
+        "the symbols decode as before but the pixels differ: the synthesis transform or its numerics changed")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_encoding_the_input_again_gives_the_same_bytes(case: Case, results: dict[str, dict]) -> None:
+    expected = _expected(case)
+    fresh = results[case.id]
+    assert (fresh["bytes"], fresh["stream_sha256"]) == (expected["bytes"], expected["stream_sha256"]), (
+        f"encoding {case.input} with {case.model}/{case.version} now writes another stream")
