@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
+    from contract.sizing import pad_to_multiple
     from training.data import IMAGE_SUFFIXES, load_image
-    from training.evaluate import pad_to_multiple
     from training.models.registry import get_architecture
     from training.train import trained_variables
 

@@ -30,10 +30,15 @@ configuration than the one that encoded them. See models_store/README.md, "Porta
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from contract.card import quality_value
+import numpy as np
+
+from contract.card import LatentSpec, quality_value
+from contract.entropy import ScaleFn, encode_latents
 
 MAGIC = b"AEC"
 FORMAT_VERSION = 2  # the newest format written; 1 = the same without the quality field
@@ -164,3 +169,10 @@ class _Reader:
         if value >= _MAX_DIM:
             raise BitstreamError("a size in the header is implausibly large")
         return value
+
+
+def write_stream(header: Bitstream, specs: Sequence[LatentSpec], latents: Mapping[str, np.ndarray],
+                 tables: Mapping[str, np.ndarray], scale_fn: ScaleFn | None = None) -> bytes:
+    """One image's latents (no batch axis) entropy-coded and written under `header` (a Bitstream whose
+    own latents are ignored): the stream the service sends and whose length training reports."""
+    return dataclasses.replace(header, latents=encode_latents(specs, latents, tables, scale_fn)).to_bytes()

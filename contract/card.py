@@ -17,7 +17,7 @@ CARD_FILENAME = "model.json"
 CARD_SCHEMA_VERSION = 1
 
 Architecture = Literal["single_layer_cae", "conv_ae", "dense_ae", "keras_cae", "codec", "codec_cc"]
-ScoreKind = Literal["mse", "ssim", "bits", "combined"]
+ScoreKind = Literal["mse", "ssim", "bits", "combined", "complexity"]
 
 
 class _Strict(BaseModel):
@@ -35,6 +35,9 @@ class InputSpec(_Strict):
     size_policy: Literal["resize", "reject", "pad"] = Field(
         "resize", description="Fixed-size models: resize other sizes, or reject them with 422."
     )
+    tile_halo: int | None = Field(
+        None, ge=0, description="Any-size models: context in pixels a tile reads on each side so that tiled "
+        "coding gives what the whole image would (the model's receptive field); None: the server's setting.")
 
     @model_validator(mode="after")
     def _fixed_or_any(self) -> InputSpec:
@@ -135,6 +138,23 @@ class ScoreStats(_Strict):
     quantiles: dict[str, float] = Field(description="e.g. {'0.5': ..., '0.99': ...}")
 
 
+class ComplexityFit(_Strict):
+    """The `complexity` score's line (training/complexity.py): score = log(mse) - (intercept + slope ·
+    log(png_bpp)), fitted by least squares on held-out normal images. The exported `anomaly_score`
+    signature computes the score itself (PNG size by TensorFlow's encoder, the line in its variables);
+    this is the same line for people and checks."""
+
+    error: Literal["mse"] = Field("mse", description="The reconstruction error whose log is corrected.")
+    complexity: Literal["png_bpp"] = Field(
+        "png_bpp", description="Bits per pixel of the model-size 8-bit image as a lossless PNG (tf.io.encode_png).")
+    intercept: float
+    slope: float
+    n: int = Field(ge=3, description="Held-out normal images the line was fitted on.")
+    r2: float = Field(description="Share of the variance of log(mse) on those images the line explains.")
+    residual_std: float = Field(ge=0, description="Spread of the score on those images.")
+    fitted_on: str = Field(description="Which held-out normal images the line comes from.")
+
+
 class AnomalySpec(_Strict):
     score: ScoreKind = "mse"
     threshold: float
@@ -144,6 +164,13 @@ class AnomalySpec(_Strict):
     threshold_method: Literal["empirical", "yeo-johnson"] = Field(
         "empirical", description="How the (1 - target_fpr) quantile was estimated from the held-out scores.")
     normal_classes: list[int] | None = Field(None, description="Labels trained on as normal, if any.")
+    complexity: ComplexityFit | None = Field(None, description="score 'complexity': its fitted line.")
+
+    @model_validator(mode="after")
+    def _complexity_line(self) -> AnomalySpec:
+        if (self.score == "complexity") != (self.complexity is not None):
+            raise ValueError("a 'complexity' score, and only that one, comes with its fitted line (complexity)")
+        return self
 
 
 class Provenance(_Strict):

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from contract.bitstream import Bitstream
+from contract.bitstream import Bitstream, write_stream
 from contract.card import LatentSpec, ModelCard, quality_value
-from contract.entropy import ScaleFn, encode_latents, staged_scales
+from contract.entropy import ScaleFn, staged_scales
+from contract.sizing import pad_to_multiple
 from training.data import eval_batches
 
 Tensors = Mapping[str, np.ndarray]
@@ -47,11 +48,10 @@ class Coder:
 
     def stream_bytes(self, latents: Tensors, index: int, height: int, width: int, channels: int) -> int:
         """Length of the real bitstream for image `index` of a batch (header + payloads + CRC)."""
-        one = {k: v[index] for k, v in latents.items()}
-        payloads = encode_latents(self.specs, one, self.tables, self.scale_fn())
-        stream = Bitstream(self.name, self.version, self.tables_hash, height, width, channels, payloads,
-                           self.quality_hundredths)
-        return len(stream.to_bytes())
+        header = Bitstream(self.name, self.version, self.tables_hash, height, width, channels,
+                           quality_hundredths=self.quality_hundredths)
+        return len(write_stream(header, self.specs, {k: v[index] for k, v in latents.items()}, self.tables,
+                                self.scale_fn()))
 
 
 def coder_from_keras(model, name: str, version: int = 1) -> Coder:
@@ -100,13 +100,6 @@ def coder_from_saved_model(version_dir: Path, quality: float | None = None) -> C
                       for spec in card.latents if spec.coding == "gaussian" and spec.scale_source},
         quality_hundredths=hundredths,
     )
-
-
-def pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
-    """Edge-replicate H and W up to a multiple (what the service does for any-size models)."""
-    h, w = images.shape[1:3]
-    ph, pw = -h % multiple, -w % multiple
-    return np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else images
 
 
 @dataclass

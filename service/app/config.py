@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         1024, ge=64, description="Any-size models (the codec) run images bigger than one tile (plus halos) "
         "tile by tile: peak memory follows the tile, not the image. One bitstream either way, no seams."
     )
-    tile_halo: int = Field(192, ge=0, description="Context read around each tile; at least the model's receptive field.")
+    tile_halo: int | None = Field(
+        None, ge=0, description="Context read around each tile; unset: what each model's card names (its "
+        "receptive field), 192 px for cards that name none. Less than the model needs shows tile seams.")
     max_files: int = Field(64, ge=1, description="Most images (or streams) in one multipart request.")
     max_batch_size: int = Field(16, ge=1, description="Most images per TensorFlow call of the micro-batcher.")
     max_wait_ms: float = Field(

@@ -7,16 +7,13 @@ scores at a target false-positive rate), so a score means the same on every mach
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contract.card import AnomalySpec
 from service.inference import imaging
 from service.inference.errors import AnomalyNotCalibrated
-
-if TYPE_CHECKING:
-    from service.inference.registry import LoadedModel
+from service.inference.loaded import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,23 @@ shapes (a CRC is not a security check, so a crafted stream must not buy a huge a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-from contract.bitstream import Bitstream, BitstreamError
-from contract.card import InputSpec, LatentSpec, quality_value
-from contract.entropy import EntropyCodingError, decode_latents, encode_latents
+from contract import sizing
+from contract.bitstream import Bitstream, BitstreamError, write_stream
+from contract.card import LatentSpec, quality_value
+from contract.entropy import (
+    CodingSteps,
+    EntropyCodingError,
+    decode_latents,
+    decoding_steps,
+    encoding_steps,
+)
 from service.inference import imaging, tiling
 from service.inference.errors import (
     BitstreamModelMismatch,
@@ -26,9 +34,7 @@ from service.inference.errors import (
     InvalidQuality,
     TooManyPixels,
 )
-
-if TYPE_CHECKING:
-    from service.inference.registry import LoadedModel
+from service.inference.loaded import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,14 @@ def model_quality(model: LoadedModel, requested: float | None) -> int | None:
         raise InvalidQuality(f"{exc} (model {model.name})") from None
 
 
-def _quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
+def quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
     """The signatures' extra input for one image (none for a single-rate model)."""
     return {} if hundredths is None else {"quality": np.float32(quality_value(hundredths))}
+
+
+def _model_tiling(model: LoadedModel, tiles: tiling.Tiling | None) -> tiling.Tiling | None:
+    """The server's tiling with the model's halo (its card's, unless the operator set one)."""
+    return None if tiles is None else tiles.for_model(model.card.input.tile_halo)
 
 
 def _tiled(model: LoadedModel, plan: imaging.SizePlan, tiles: tiling.Tiling | None) -> bool:
@@ -91,7 +102,7 @@ def _work(plan: imaging.SizePlan) -> int:
 
 async def _encode_latents(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan,
                           tiles: tiling.Tiling | None, quality: int | None) -> dict[str, np.ndarray]:
-    extra = _quality_input(quality)
+    extra = quality_input(quality)
     if _tiled(model, plan, tiles):
         assert tiles is not None
         return await tiling.encode(model.call, seen, model.card.latents, tiles, model.card.input.size_multiple,
@@ -101,7 +112,7 @@ async def _encode_latents(model: LoadedModel, seen: np.ndarray, plan: imaging.Si
 
 async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan,
                           tiles: tiling.Tiling | None, quality: int | None) -> np.ndarray:
-    extra = _quality_input(quality)
+    extra = quality_input(quality)
     if _tiled(model, plan, tiles):
         assert tiles is not None
         return await tiling.decode(model.call, latents, model.card.latents, plan.model_height, plan.model_width,
@@ -114,20 +125,55 @@ async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.
                  quality: float | None = None) -> Encoded:
     """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise)."""
     hundredths = model_quality(model, quality)
+    tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
     latents = await _encode_latents(model, seen, plan, tiles, hundredths)
-    stream = await asyncio.to_thread(pack, model, latents, plan, source.channels, hundredths)
+    payloads = await _coded(model, encoding_steps(model.card.latents, latents, model.tables))
+    stream = dataclasses.replace(_header(model, plan, source.channels, hundredths), latents=payloads).to_bytes()
     return Encoded(stream, plan, source.channels, quality_value(hundredths))
 
 
 def pack(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan, channels: int,
          quality: int | None = None) -> bytes:
-    """Entropy-code one image's latents (no batch axis) and wrap them in the bitstream header."""
-    payloads = encode_latents(model.card.latents, latents, model.tables, model.scale_fn())
-    return Bitstream(
-        model.name, model.version, model.tables_hash, plan.height, plan.width, channels, payloads, quality
-    ).to_bytes()
+    """Entropy-code one image's latents (no batch axis) and wrap them in the bitstream header, calling
+    the parameter stages directly (the load-time check and benches; requests go through `encode`)."""
+    return write_stream(_header(model, plan, channels, quality), model.card.latents, latents, model.tables,
+                        model.scale_fn())
+
+
+def _header(model: LoadedModel, plan: imaging.SizePlan, channels: int, quality: int | None) -> Bitstream:
+    return Bitstream(model.name, model.version, model.tables_hash, plan.height, plan.width, channels,
+                     quality_hundredths=quality)
+
+
+async def _coded(model: LoadedModel, steps: CodingSteps) -> Any:
+    """Run a coding loop of the contract (`encoding_steps`/`decoding_steps`): each range-coding step in
+    a worker thread, off the event loop, and each parameter stage between steps through the model's
+    micro-batcher (`LoadedModel.call_stage`), so every TensorFlow call of a request is batched, runs on
+    the model executor and is in the metrics."""
+    stages = model.stages()
+    request = await asyncio.to_thread(_advance, steps, None)
+    while not isinstance(request, _Done):
+        name, coded = request
+        if stages is None:
+            raise EntropyCodingError(f"latent {name!r} needs a parameter stage, and the model has none")
+        index = await model.call_stage(stages, name, coded)
+        request = await asyncio.to_thread(_advance, steps, index)
+    return request.value
+
+
+@dataclass(frozen=True)
+class _Done:
+    value: Any
+
+
+def _advance(steps: CodingSteps, index: np.ndarray | None) -> tuple[str, Any] | _Done:
+    """One step of a coding loop; its end as a value (StopIteration cannot cross a thread's future)."""
+    try:
+        return next(steps) if index is None else steps.send(index)
+    except StopIteration as done:
+        return _Done(done.value)
 
 
 # ---- decode ----------------------------------------------------------------------------------------
@@ -218,7 +264,8 @@ def expected_latent_shape(spec: LatentSpec, plan: imaging.SizePlan) -> tuple[int
 
 
 def unpack(model: LoadedModel, stream: Bitstream) -> dict[str, np.ndarray]:
-    """Entropy-decode a checked stream; latents come back without a batch axis."""
+    """Entropy-decode a checked stream, calling the parameter stages directly (the load-time check and
+    benches; requests go through `decode`); latents come back without a batch axis."""
     try:
         latents = decode_latents(model.card.latents, stream.latents, model.tables, model.scale_fn())
     except EntropyCodingError as exc:
@@ -231,8 +278,13 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
     """Bitstream → uint8 pixels at the original size and channels. Every size check runs first
     (`check`); the entropy decode and the conversion back to the original size (a resize of up to
     `max_pixels`) run off the event loop."""
+    tiles = _model_tiling(model, tiles)
     plan = check(model, stream, max_pixels)
-    latents = await asyncio.to_thread(unpack, model, stream)
+    try:
+        decoded = await _coded(model, decoding_steps(model.card.latents, stream.latents, model.tables))
+    except EntropyCodingError as exc:
+        raise CorruptBitstream(f"bitstream payload cannot be decoded: {exc}") from exc
+    latents = {name: value[0] for name, value in decoded.items()}
     images = await _decode_latents(model, latents, plan, tiles, stream.quality_hundredths)
     return await imaging.off_loop(_work(plan), imaging.output_image, images, plan, stream.channels), plan
 
@@ -241,13 +293,14 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
                       tiles: tiling.Tiling | None = None, quality: float | None = None) -> Reconstruction:
     hundredths = model_quality(model, quality)
+    tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
     if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
         latents = await _encode_latents(model, seen, plan, tiles, hundredths)
         output = await _decode_latents(model, latents, plan, tiles, hundredths)
     else:
-        output = (await model.call("reconstruct", {"images": seen, **_quality_input(hundredths)}))["images"]
+        output = (await model.call("reconstruct", {"images": seen, **quality_input(hundredths)}))["images"]
     mse, psnr, pixels = await imaging.off_loop(_work(plan), _measure_and_restore, seen, output, plan, source.channels)
     return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths))
 
@@ -255,47 +308,5 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
 def _measure_and_restore(seen: np.ndarray, output: np.ndarray, plan: imaging.SizePlan,
                          channels: int) -> tuple[float, float | None, np.ndarray]:
     """PSNR against what the model saw, and the output back at the original size and channels."""
-    mse, psnr = imaging.mse_psnr(imaging.valid_region(seen, plan), imaging.valid_region(output, plan))
+    mse, psnr = imaging.mse_psnr(sizing.valid_region(seen, plan), sizing.valid_region(output, plan))
     return mse, psnr, imaging.output_image(output, plan, channels)
-
-
-# ---- load-time check -------------------------------------------------------------------------------
-def golden_image(height: int, width: int, channels: int) -> np.ndarray:
-    """A fixed, smooth test pattern (gradients and a disc): the same bytes on every machine."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    y, x = y / max(height - 1, 1), x / max(width - 1, 1)
-    disc = ((x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.09).astype(np.float32)
-    planes = [0.6 * disc + 0.2 * x + 0.2 * y, 0.5 * x + 0.3 * disc, 0.8 * y * (1 - disc) + 0.1][:channels]
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
-
-
-def golden_input_size(spec: InputSpec) -> tuple[int, int]:
-    """Fixed models: their size. Any-size models: an odd size, so padding and cropping are exercised."""
-    return (int(spec.height), int(spec.width)) if not spec.any_size else (43, 37)  # type: ignore[arg-type]
-
-
-def golden_roundtrip(model: LoadedModel, atol: float = 1e-4) -> None:
-    """Warm every signature and prove encode → bitstream → decode reproduces `reconstruct`."""
-    from service.inference.registry import LoadError
-
-    spec = model.card.input
-    height, width = golden_input_size(spec)
-    plan = imaging.plan_size(height, width, spec)
-    batch = imaging.to_model(golden_image(height, width, spec.channels), plan)[None]  # float in, float out
-    hundredths = model_quality(model, None)
-    extra = {k: v[None] for k, v in _quality_input(hundredths).items()}
-    reference = model.run("reconstruct", {"images": batch, **extra})["images"][0]
-    latents = {name: value[0] for name, value in model.run("encode", {"images": batch, **extra}).items()}
-    try:
-        stream = parse(pack(model, latents, plan, spec.channels, hundredths))
-        check(model, stream, max_pixels=height * width)
-        decoded = model.run("decode", {**{k: v[None] for k, v in unpack(model, stream).items()}, **extra})["images"][0]
-    except Exception as exc:
-        raise LoadError(f"golden image round trip failed: {exc}") from exc
-    if decoded.shape != reference.shape or not np.allclose(decoded, reference, atol=atol):
-        diff = float(np.max(np.abs(decoded - reference))) if decoded.shape == reference.shape else float("nan")
-        raise LoadError(f"golden image round trip differs from reconstruct (max abs diff {diff:.3g})")
-    if model.card.anomaly is not None:
-        scores = model.run("anomaly_score", {"images": batch})
-        if scores["score"].shape != (1,) or scores["error_map"].shape[:3] != batch.shape[:3]:
-            raise LoadError("anomaly_score must return score [B] and error_map [B, H, W]")

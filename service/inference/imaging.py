@@ -26,7 +26,9 @@ from typing import Literal, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from contract import sizing
 from contract.card import InputSpec
+from contract.sizing import SizePlan
 from service.inference.errors import (
     CorruptImage,
     EmptyBody,
@@ -45,7 +47,6 @@ ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF"
 _OPEN_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OutputFormat = Literal["png", "webp", "jpeg"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-SizeAction = Literal["none", "padded", "resized"]
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -79,18 +80,6 @@ class SourceImage:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
-
-
-@dataclass(frozen=True)
-class SizePlan:
-    """How an image of `height`×`width` maps onto the model input (and back)."""
-
-    height: int
-    width: int
-    model_height: int
-    model_width: int
-    policy: str
-    action: SizeAction
 
 
 def configure_pillow(max_pixels: int) -> None:
@@ -290,29 +279,17 @@ def match_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 
 def plan_size(height: int, width: int, spec: InputSpec) -> SizePlan:
-    """Decide pad / resize / reject for one image size; the same plan crops or resizes back."""
-    if spec.any_size:
-        m = spec.size_multiple
-        mh, mw = math.ceil(height / m) * m, math.ceil(width / m) * m
-        action: SizeAction = "none" if (mh, mw) == (height, width) else "padded"
-        return SizePlan(height, width, mh, mw, "pad", action)
-    mh, mw = int(spec.height), int(spec.width)  # type: ignore[arg-type]
-    if (height, width) == (mh, mw):
-        return SizePlan(height, width, mh, mw, spec.size_policy, "none")
-    if spec.size_policy == "resize":
-        return SizePlan(height, width, mh, mw, "resize", "resized")
-    if spec.size_policy == "pad" and height <= mh and width <= mw:
-        return SizePlan(height, width, mh, mw, "pad", "padded")
-    raise ImageSizeRejected(
-        f"the model takes {mw}x{mh} images and its size policy is {spec.size_policy!r}; got {width}x{height}"
-    )
+    """The contract's size plan (`contract.sizing`), a rejected size as a 422."""
+    try:
+        return sizing.plan_size(height, width, spec)
+    except sizing.SizeRejected as exc:
+        raise ImageSizeRejected(str(exc)) from exc
 
 
 def to_model(pixels: np.ndarray, plan: SizePlan) -> np.ndarray:
     """Pad by edge replication or resize `pixels` [H, W, C] to the model's input size (dtype kept)."""
     if plan.action == "padded":
-        pad = ((0, plan.model_height - plan.height), (0, plan.model_width - plan.width), (0, 0))
-        return np.pad(pixels, pad, mode="edge")
+        return sizing.pad_edges(pixels, plan.model_height, plan.model_width)
     if plan.action == "resized":
         return resize(pixels, plan.model_height, plan.model_width)
     return pixels
@@ -343,10 +320,6 @@ def output_image(pixels: np.ndarray, plan: SizePlan, channels: int) -> np.ndarra
     u8 = match_channels(to_uint8(pixels), channels)
     return resize(u8, plan.height, plan.width) if plan.action == "resized" else u8
 
-
-def valid_region(pixels: np.ndarray, plan: SizePlan) -> np.ndarray:
-    """The part of a model-sized array that holds image, not padding (what PSNR is measured on)."""
-    return pixels[: plan.height, : plan.width] if plan.action == "padded" else pixels
 
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

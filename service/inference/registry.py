@@ -10,7 +10,6 @@ reason) and skipped; whatever served before keeps serving. The newest loaded ver
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,19 +22,16 @@ import numpy as np
 import tensorflow as tf
 
 from contract.card import CARD_FILENAME, ModelCard
-from contract.entropy import ScaleFn, staged_scales
-from service.inference.batcher import Arrays, BatchObserver, MicroBatcher
 from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
+from service.inference.golden import golden_roundtrip
+from service.inference.loaded import LoadedModel, LoadError, ObserverFactory
+
+__all__ = ["LoadError", "LoadFailure", "LoadedModel", "ModelRegistry", "ModelsDirUnavailable", "RegistryState",
+           "ReloadReport", "configure_tensorflow"]
 
 log = logging.getLogger(__name__)
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
-#: Builds the batch observer (metrics) for one (model, version, signature).
-ObserverFactory = Callable[[str, int, str], BatchObserver]
-
-
-class LoadError(Exception):
-    """A version directory that cannot be served; the message is shown in /models."""
 
 
 class ModelsDirUnavailable(OSError):
@@ -57,78 +53,6 @@ def configure_tensorflow(intra_op_threads: int = 0) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
         except (RuntimeError, ValueError) as exc:  # already initialised: keep going with TF's setting
             log.warning("could not enable memory growth on %s: %s", gpu.name, exc)
-
-
-@dataclass(eq=False)
-class LoadedModel:
-    """One loaded, warmed model version: its card, signatures, entropy tables and batchers."""
-
-    card: ModelCard
-    path: Path
-    signatures: Mapping[str, Any]
-    tables: dict[str, np.ndarray]
-    max_batch_size: int = 16
-    max_wait_s: float = 0.005
-    max_queue: int | None = None
-    max_in_flight: int = 1
-    executor: Executor | None = None
-    observer_factory: ObserverFactory | None = None
-    loaded_at: float = field(default_factory=time.time)
-    module: Any = None  # keeps the SavedModel (and its variables) alive
-    _batchers: dict[str, MicroBatcher] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
-    def version(self) -> int:
-        return self.card.version
-
-    @property
-    def tables_hash(self) -> bytes:
-        return bytes.fromhex(self.card.tables_sha256)[:4]
-
-    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """Call a signature on a whole batch, synchronously (use from a worker thread)."""
-        fn = self.signatures[signature]
-        outputs = fn(**{name: tf.constant(value) for name, value in inputs.items()})
-        return {name: value.numpy() for name, value in outputs.items()}
-
-    async def call(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """Call a signature on ONE item (no batch axis) through this signature's micro-batcher."""
-        batcher = self._batchers.get(signature)
-        if batcher is None:
-            observer = self.observer_factory(self.name, self.version, signature) if self.observer_factory else None
-            batcher = MicroBatcher(
-                lambda batch, sig=signature: self.run(sig, batch),
-                max_batch_size=self.max_batch_size,
-                max_wait_s=self.max_wait_s,
-                executor=self.executor,
-                observer=observer,
-                name=f"{self.name}/{self.version}/{signature}",
-                max_queue=self.max_queue,
-                max_in_flight=self.max_in_flight,
-            )
-            self._batchers[signature] = batcher
-        return await batcher.submit(inputs)
-
-    @functools.cached_property
-    def stage_inputs(self) -> dict[str, list[str]]:
-        """Input names of each parameter-stage signature (read once: scale_fn runs per image)."""
-        stages = {spec.scale_source for spec in self.card.latents if spec.coding == "gaussian"}
-        return {stage: list(self.signatures[stage].structured_input_signature[1]) for stage in stages}
-
-    def scale_fn(self) -> ScaleFn | None:
-        """Scale indices of Gaussian latents from their parameter-stage signatures, for ONE image (a new
-        one per image; None when no latent needs one)."""
-        if not self.stage_inputs:
-            return None
-        return staged_scales(self.card.latents, self.run, self.stage_inputs)
-
-    async def close(self) -> None:
-        for batcher in list(self._batchers.values()):
-            await batcher.close()
 
 
 @dataclass(frozen=True)
@@ -343,8 +267,6 @@ class ModelRegistry:
                 await model.close()
 
     def _load(self, name: str, version: int, path: Path) -> LoadedModel:
-        from service.inference.codec import golden_roundtrip  # codec builds on LoadedModel
-
         missing = [f for f in (CARD_FILENAME, SAVED_MODEL_FILENAME) if not (path / f).is_file()]
         if missing:
             raise LoadError(f"incomplete version directory {path}: missing {', '.join(missing)}")

@@ -10,7 +10,8 @@ nothing is coded twice, and the bitstream does not depend on the tile size.
 
 Receptive fields of the `codec` architecture (GDN transforms with four 5×5 stride-2 layers and the
 hyperprior): analysis ≈ 30 px for y and ≈ 140 px for z; synthesis incl. the mean from ẑ ≈ 170 px.
-The default halo of 192 px (three z cells) covers both. Core and halo are multiples of the model's
+A model's card names the halo it needs (`input.tile_halo`); 192 px (three z cells) covers
+both for cards that name none. Core and halo are multiples of the model's
 `size_multiple`, so tiles cut every latent grid at whole cells.
 """
 
@@ -29,16 +30,27 @@ from service.inference import imaging
 Call = Callable[[str, dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
+#: The halo of a model whose card names none (cards written before `input.tile_halo`: the `codec`s).
+DEFAULT_HALO = 192
+
+
 @dataclass(frozen=True)
 class Tiling:
     """Tile cores of `tile` px read with `halo` px of context; images up to `tile + 2*halo` on both
-    sides (after padding) run whole."""
+    sides (after padding) run whole. `halo=None`: the model's (`for_model`)."""
 
     tile: int = 1024
-    halo: int = 192
+    halo: int | None = None
+
+    def for_model(self, card_halo: int | None) -> Tiling:
+        """The halo a model needs is a property of its receptive field, so its card's wins unless the
+        operator set one explicitly (trading seams for speed is their call)."""
+        if self.halo is not None:
+            return self
+        return Tiling(self.tile, DEFAULT_HALO if card_halo is None else card_halo)
 
     def applies(self, height: int, width: int) -> bool:
-        limit = self.tile + 2 * self.halo
+        limit = self.tile + 2 * (DEFAULT_HALO if self.halo is None else self.halo)
         return height > limit or width > limit
 
 
@@ -57,6 +69,8 @@ def spans(length: int, tiling: Tiling, multiple: int) -> list[Span]:
     if length % multiple:
         raise ValueError(f"length {length} is not a multiple of {multiple}")
     tile = max(multiple, tiling.tile // multiple * multiple)
+    if tiling.halo is None:
+        raise ValueError("resolve the model's halo first (Tiling.for_model)")
     halo = math.ceil(tiling.halo / multiple) * multiple
     out = []
     for keep0 in range(0, length, tile):

@@ -4,9 +4,8 @@ A stride-s transposed convolution with a k×k kernel computes each of the s×s o
 small neighbourhood of the input: output pixel s·a + r gets tap t = r + pad − s·j from input a + j.
 So it equals a stride-1 convolution whose kernel holds, for every phase, the taps that phase uses
 (zeros elsewhere), followed by depth_to_space. TensorFlow's CPU transposed convolution (a gradient
-kernel) runs at well under half the speed of a forward convolution of the same size (measured on the
-2-core machine: 0.68 s against 0.38 s for a 5×5/2 128→128 layer on a 128² input), and the synthesis
-transform of a codec is made of them. Training keeps the Keras layers; the coding state (decode,
+kernel) runs at well under half the speed of a forward convolution of the same size (models_store/
+README.md, "Measurements behind the code"), and the synthesis transform of a codec is made of them. Training keeps the Keras layers; the coding state (decode,
 reconstruct) uses this. The kernel is rearranged with gathers inside the graph, so an exported model
 stores each weight once.
 """

@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from contract.card import InputSpec, LatentSpec, RateSpec
+from training import complexity
 
 SCORE_COMPONENTS = ("mse", "ssim", "bits")
-SCORE_KINDS = (*SCORE_COMPONENTS, "combined")
+SCORE_KINDS = (*SCORE_COMPONENTS, "combined", "complexity")
 
 
 class Autoencoder(keras.Model):
@@ -41,6 +42,9 @@ class Autoencoder(keras.Model):
                                             trainable=False, name="score_center")
         self.score_scale = self.add_weight(shape=(len(SCORE_COMPONENTS),), initializer="ones",
                                            trainable=False, name="score_scale")
+        if score_kind == "complexity":  # (intercept, slope) of log mse on log PNG bpp (training/complexity.py)
+            self.complexity_fit = self.add_weight(shape=(2,), initializer="zeros", trainable=False,
+                                                  name="complexity_fit")
 
     # ---- configuration ---------------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -49,10 +53,14 @@ class Autoencoder(keras.Model):
     def input_spec_card(self) -> InputSpec:
         h, w, c = self.image_shape
         if h is None or w is None:
-            return InputSpec(channels=c, any_size=True, size_multiple=self.size_multiple, size_policy="pad")
+            return InputSpec(channels=c, any_size=True, size_multiple=self.size_multiple, size_policy="pad",
+                             tile_halo=self.tile_halo)
         return InputSpec(height=h, width=w, channels=c, size_policy="resize")
 
     size_multiple: ClassVar[int] = 1
+    #: Any-size models: the receptive field a tile needs as context (card `input.tile_halo`); None leaves
+    #: it to the server's setting.
+    tile_halo: ClassVar[int | None] = None
 
     # ---- training state --------------------------------------------------------------------------
     def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -124,7 +132,9 @@ class Autoencoder(keras.Model):
         mse: reconstruction error; ssim: 1 - SSIM (structure-aware); bits: code length per pixel under
         the learned prior (what the model cannot compress is unusual); combined: the sum of the three
         components' absolute deviations from their median on held-out normal images, each divided by
-        its interquartile range (`set_score_normalization`).
+        its interquartile range (`set_score_normalization`); complexity (only for that score kind, with
+        its png_bpp component): log mse minus its line on log PNG size, fitted on held-out normal images
+        (`set_complexity_fit`, training/complexity.py).
         """
         latents = self.encode(images)
         recon = tf.clip_by_value(self.decode(latents), 0.0, 1.0)
@@ -142,6 +152,10 @@ class Autoencoder(keras.Model):
         stacked = tf.stack([components[name] for name in SCORE_COMPONENTS], axis=-1)
         # Two-sided: an image coded in unusually *few* bits (e.g. a near-blank one) is unusual too.
         components["combined"] = tf.reduce_sum(tf.abs(stacked - self.score_center) / self.score_scale, axis=-1)
+        if self.score_kind == "complexity":
+            components["png_bpp"] = complexity.png_bits_per_pixel(images)
+            components["complexity"] = complexity.corrected_score(components["mse"], components["png_bpp"],
+                                                                  self.complexity_fit)
         return {"score": components[self.score_kind], "error_map": error_map, **components}
 
     def set_score_normalization(self, components: dict[str, np.ndarray]) -> None:
@@ -151,6 +165,12 @@ class Autoencoder(keras.Model):
         spread = np.maximum(np.quantile(values, 0.75, axis=0) - np.quantile(values, 0.25, axis=0), 1e-9)
         self.score_center.assign(center.astype(np.float32))
         self.score_scale.assign(spread.astype(np.float32))
+
+    def set_complexity_fit(self, components: dict[str, np.ndarray]) -> dict[str, float]:
+        """Fit the `complexity` score's line on held-out *normal* images' mse and png_bpp components."""
+        fit = complexity.fit_line(components["mse"], components["png_bpp"])
+        self.complexity_fit.assign(np.array([fit["intercept"], fit["slope"]], np.float32))
+        return fit
 
     def fingerprint(self) -> str:
         """sha256 over weights and entropy tables: identifies exactly which model made a stream."""

@@ -25,8 +25,7 @@ Training draws a level per image and weighs its distortion by that level's λ, s
 transforms learns every rate at the cost of one training. Coding takes a continuous `quality` per
 image in [1, L]: quality l is level l exactly, and between two levels the log gains (and log λ) are
 interpolated linearly, which lands on the rate–distortion curve rather than on the chord between the
-levels (measured on natural-q* version 4: a point at λ 0.00177 between q3 and q4, 0.056 dB above the
-chord). Export writes ONE SavedModel whose encode/decode/reconstruct signatures take `quality` [B]
+levels (models_store/README.md, "Measurements behind the code"). Export writes ONE SavedModel whose encode/decode/reconstruct signatures take `quality` [B]
 (`rate_spec()` goes into the card); `rate_level` (a saved variable, part of the fingerprint) is the
 quality used where none is given (training-time evaluation, anomaly scores). A single-λ model has no
 gains and no quality input.
@@ -97,6 +96,10 @@ class Codec(RateLevels, Autoencoder):
 
     architecture = "codec"
     size_multiple = 64
+    # Receptive fields: y sees ±30 px (four 5×5 stride-2 layers), z ±142 px (h_a adds ±7 y cells), a
+    # mean from ẑ reaches ±112 px of ẑ (h_s); 192 px (three z cells) covers decoding and all but the
+    # outermost, near-zero weights of encoding.
+    tile_halo = 192
 
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 64, latent_channels: int = 96,
                  lmbda: float = 0.01, lmbdas: list[float] | None = None, mean_scale: bool = True,
@@ -174,16 +177,14 @@ class Codec(RateLevels, Autoencoder):
         pictures, and its new channels cost next to no bits until training turns them on. g_s keeps
         random weights on them: y reaches g_s rounded (straight-through), so they change nothing while
         silent, yet pass the distortion's gradient back to the channels. Their gains start at each
-        level's mean gain over the source's channels. Measured, they may never wake: the training rate
-        (additive noise) charges a silent channel for its noise, which holds it at zero (natural-q*
-        version 5, widened 96 → 192 and trained 12,400 steps: none of the new channels carries a
-        non-zero symbol on McMaster at any level; 5 did briefly, at the top level, at step 2,800).
+        level's mean gain over the source's channels. They may never wake: the training rate (additive
+        noise) charges a silent channel for its noise, which holds it at zero (models_store/README.md,
+        "Measurements behind the code").
 
         Narrower latent (M_source > M): the first M channels are kept and the rest dropped — the way
         back from a widening whose new channels stayed silent. Not exact: h_s still predicts a mean for
-        a silent channel, which g_s saw as ŷ = μ there and now does not see at all. Measured on natural
-        version 6 (96 silent channels of 192): at equal rate, 0.04 dB (lowest level) to 0.10 dB (highest)
-        lower PSNR on McMaster without further training — g_s uses those means, side information from z.
+        a silent channel, which g_s saw as ŷ = μ there and now does not see at all: g_s uses those means,
+        side information from z, so PSNR drops slightly until training resumes (models_store/README.md).
         """
         m_old, m_new = source.latent_channels, self.latent_channels
         if source.num_filters != self.num_filters or source.mean_scale != self.mean_scale:

@@ -99,6 +99,10 @@ class ChannelCodec(RateLevels, Autoencoder):
 
     architecture = "codec_cc"
     size_multiple = 64
+    # Encoding reaches farthest: slice k's symbols depend on μ_k, which chains through the 3×3 slice
+    # networks (±1 y cell per slice: ±80 px of support for the last of five), support reads ẑ within
+    # ±112 px (h_s) and ẑ reads the image within ±142 px (g_a + h_a): ±334 px, six z cells.
+    tile_halo = 384
 
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 128, latent_channels: int = 192,
                  hyper_channels: int = 128, support_channels: int = 128, slices: Sequence[int] | None = None,
