@@ -5,34 +5,34 @@ Why: with small images the event loop, not TensorFlow, bounds throughput, and a 
 under load (py-spy --gil, bench/serve.py /reconstruct at c=64) put ~20% of the loop's time per request in
 the framework's plumbing between the socket and the endpoint: a dozen nested ASGI layers (error and
 exception middleware, exit stacks, body-limit and telemetry wrappers), route matching against every
-route, and a second exception wrapper around the handler. For a route whose endpoint takes only the
-`Request` (`deps.KeyedRoute`: nothing to inject or validate) none of it does any work.
+route, and a second exception wrapper around the handler. For a route whose endpoint needs no
+dependency solving (`deps.KeyedRoute.direct_handler`: it takes the `HotContext`, built from `app.state`
+exactly as its provider builds it, or only the `Request`) none of it does any work.
 
 What a direct request still gets, the same as through the router: `RequestContextMiddleware` (request id,
 access log, metrics, the catch-all 500), the `/v1` prefix, the route's own handler (which checks the API
 key first), and the app's exception handlers for what the handler raises. Everything else (GET routes,
-docs, static files, any route with parameters FastAPI injects, lifespan) goes through FastAPI as usual,
-and so does every request while CORS is on, since its headers come from middleware.
+docs, static files, any route with parameters FastAPI injects, lifespan) goes through FastAPI as usual;
+so does every request while CORS is on, since its headers come from middleware, and every request while
+the app has `dependency_overrides` (tests), so that FastAPI solves the hot routes' `HotContext` with
+them, as it does for every other route.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.app.deps import KeyedRoute
+from service.app.deps import Handler, KeyedRoute
 from service.app.metrics import Metrics
 from service.app.middleware import RequestContextMiddleware, unprefixed
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ class ServiceApp(FastAPI):
         """Dispatch the qualifying POST routes of `routers` directly (see the module docstring). The
         routers must be included at the root, with no prefix or dependencies."""
         self._direct = {
-            route.path: DirectRoute(route, RequestContextMiddleware(partial(self._dispatch, route.get_route_handler()),
-                                                                    metrics=metrics))
+            route.path: DirectRoute(route, RequestContextMiddleware(partial(self._dispatch, handler), metrics=metrics))
             for router in routers
             for route in router.routes
-            if isinstance(route, KeyedRoute) and route.methods == {"POST"} and route.takes_only_request
+            if isinstance(route, KeyedRoute) and route.methods == {"POST"}
+            and (handler := route.direct_handler()) is not None
         }
 
     @property
@@ -64,7 +64,7 @@ class ServiceApp(FastAPI):
         return sorted(self._direct)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._direct and scope["type"] == "http" and scope["method"] == "POST":
+        if self._direct and scope["type"] == "http" and scope["method"] == "POST" and not self.dependency_overrides:
             target = self._direct.get(unprefixed(scope["path"]))
             if target is not None:
                 if self.root_path:

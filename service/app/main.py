@@ -1,7 +1,9 @@
 """The FastAPI app: `create_app(settings)` wires settings, registry, middleware, errors and routers.
 
 The lifespan loads and warms every model before the app reports ready, keeps the registry on
-`app.state`, and runs the hot-reload poller; routes reach the registry only through `deps`.
+`app.state`, and runs the hot-reload poller. Routes reach the registry, settings, metrics and pixel
+budget only through the providers in `deps` (the hot routes through its `HotContext`), so
+`app.dependency_overrides` replaces any of them for GET and POST routes alike.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from service.app import negotiate, query
-from service.app.deps import KeyedRoute, model_for, settings_of
+from service.app.deps import HotContext, KeyedRoute
 from service.app.openapi import BUSY, IMAGE_BODY, errors
-from service.app.routes.common import INLINE_JSON_BYTES, for_each, json_response, model_headers, read_images
+from service.app.routes.common import INLINE_JSON_BYTES, for_each, json_answer, model_headers, read_images
 from service.app.schemas import AnomalyScore
 from service.app.uploads import Upload
 from service.inference import anomaly, imaging
@@ -30,10 +30,8 @@ router = APIRouter(tags=["anomaly"], route_class=KeyedRoute)
     responses=errors(400, 404, 409, 413, 415, 422, *BUSY),
     openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "heatmap", "error_map")},
 )
-async def anomaly_score(request: Request) -> Response:
-    q = query.parse(request)
-    model, heatmap, error_map = model_for(request, q.model, q.version), q.heatmap, q.error_map
-    settings = settings_of(request)
+async def anomaly_score(ctx: HotContext) -> Response:
+    model, heatmap, error_map, settings = ctx.model(), ctx.query.heatmap, ctx.query.error_map, ctx.settings
     anomaly.require_calibrated(model)  # before reading the body: a clear 409 costs nothing
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> AnomalyScore:
@@ -56,14 +54,14 @@ async def anomaly_score(request: Request) -> Response:
         )
 
     limit = settings.max_error_map_pixels if error_map else None
-    async with read_images(request, settings, model, max_image_pixels=limit,
+    async with read_images(ctx, model, max_image_pixels=limit,
                            why_image_limit="error_map=true answers one JSON number per pixel (AEC_MAX_ERROR_MAP_PIXELS); "
                            "ask for heatmap=true instead, or send images of") as items:
         scored = await for_each(items, one, timeout_s=settings.request_timeout_s)
         results = [r.model_dump(mode="json") for r in scored]
         big = error_map or heatmap and sum(len(r.heatmap or "") for r in scored) > INLINE_JSON_BYTES
         del items, scored
-    return await json_response(results if len(results) > 1 else results[0], model_headers(model), big=big)
+    return await json_answer(results, model_headers(model), big=big)
 
 
 def _values(error_map: np.ndarray) -> list[list[float]]:

@@ -4,31 +4,31 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from contract.bitstream import Bitstream
-from contract.card import quality_hundredths
+from contract.card import quality_value
 from service.app import negotiate, query
 from service.app.budget import over_budget
-from service.app.deps import KeyedRoute, model_for, settings_of
+from service.app.deps import HotContext, KeyedRoute
 from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
 from service.app.routes.common import (
-    INLINE_JSON_BYTES,
+    Answer,
+    bytes_or_json,
     encode_image,
     for_each,
-    json_response,
     model_headers,
-    pixel_budget,
     quality_header,
     read_images,
     size_headers,
+    uploads_of,
 )
 from service.app.schemas import DecodeResult, EncodeResult, ReconstructResult
-from service.app.uploads import Upload, read_uploads
+from service.app.uploads import Upload
 from service.inference import codec, imaging
-from service.inference.errors import BitstreamModelMismatch
 from service.inference.registry import LoadedModel
+from service.inference.stream_checks import check_requested
 
 router = APIRouter(tags=["codec"], route_class=KeyedRoute)
 
@@ -49,36 +49,34 @@ router = APIRouter(tags=["codec"], route_class=KeyedRoute)
                **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality")},
 )
-async def encode(request: Request) -> Response:
-    q = query.parse(request)
-    model = model_for(request, q.model, q.version)
-    codec.model_quality(model, q.quality)  # refuse a bad quality before reading the images
-    settings, metrics = settings_of(request), request.app.state.metrics
-    async with read_images(request, settings, model) as items:
+async def encode(ctx: HotContext) -> Response:
+    model, settings = ctx.model(), ctx.settings
+    # the quality in the contract's terms (hundredths, as the stream records it; None: single-rate),
+    # validated against the model before any image is read
+    hundredths = codec.model_quality(model, ctx.query.quality)
+    async with read_images(ctx, model) as items:
         encoded = await for_each(
-            items, lambda item: codec.encode(model, item[1], settings.tiling, q.quality),
+            items, lambda item: codec.encode(model, item[1], settings.tiling, quality_value(hundredths)),
             timeout_s=settings.request_timeout_s,
         )
         uploads = [upload for upload, _ in items]
         del items  # the decoded pixels go with the budget they held; only the streams remain
     for result in encoded:
-        metrics.bpp.labels(model.name).observe(result.bpp)
-    headers = model_headers(model)
-    if len(uploads) == 1 and not negotiate.wants_json(request):
-        result = encoded[0]
-        headers |= size_headers(result.plan, result.channels)
-        headers |= {"X-Bpp": f"{result.bpp:.6f}", "X-Bytes": str(len(result.stream))} | quality_header(result.quality)
-        return Response(result.stream, media_type="application/octet-stream", headers=headers)
-    body = [
-        EncodeResult(
-            model=model.name, version=model.version, height=r.plan.height, width=r.plan.width, channels=r.channels,
-            size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
-            bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp, quality=r.quality,
-        ).model_dump(mode="json")
-        for upload, r in zip(uploads, encoded)
-    ]
-    big = sum(len(r.stream) for r in encoded) > INLINE_JSON_BYTES
-    return await json_response(body if len(body) > 1 else body[0], headers, big=big)
+        ctx.metrics.bpp.labels(model.name).observe(result.bpp)
+
+    def answer(upload: Upload, r: codec.Encoded) -> Answer:
+        return Answer(
+            r.stream, "application/octet-stream",
+            size_headers(r.plan, r.channels) | {"X-Bpp": f"{r.bpp:.6f}", "X-Bytes": str(len(r.stream))}
+            | quality_header(r.quality),
+            lambda: EncodeResult(
+                model=model.name, version=model.version, height=r.plan.height, width=r.plan.width,
+                channels=r.channels, size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
+                bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp, quality=r.quality,
+            ),
+        )
+
+    return await bytes_or_json(ctx, [answer(u, r) for u, r in zip(uploads, encoded)], model_headers(model))
 
 
 class _Decoded(NamedTuple):
@@ -106,25 +104,17 @@ class _Decoded(NamedTuple):
                **errors(400, 404, 413, 422, *BUSY)},
     openapi_extra={**STREAM_BODY, "parameters": query.parameters("model", "version", "quality", "format")},
 )
-async def decode(request: Request) -> Response:
-    q = query.parse(request)
-    model, version, format, quality = q.model, q.version, q.format, q.quality
-    settings, registry = settings_of(request), request.app.state.registry
-    uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files,
-                                 timeout_s=settings.body_timeout_s)
-    fmt = negotiate.image_format(request, format)
+async def decode(ctx: HotContext) -> Response:
+    q, settings = ctx.query, ctx.settings
+    uploads = await uploads_of(ctx)
+    fmt = negotiate.image_format(ctx.request, q.format)
 
     async def admit(upload: Upload) -> tuple[Bitstream, LoadedModel, int]:
-        """Parse and check a stream against its model: every size the output will have, before any work."""
+        """Parse and check a stream against the request and its model: every size the output will have,
+        before any work."""
         stream = codec.parse(upload.data)
-        if model is not None and model != stream.model:
-            raise BitstreamModelMismatch(f"the bitstream was made by model {stream.model!r}, not {model!r}")
-        if version is not None and version != stream.version:
-            raise BitstreamModelMismatch(f"the bitstream was made by version {stream.version}, not {version}")
-        if quality is not None and quality_hundredths(quality) != stream.quality_hundredths:
-            coded = "a single rate" if stream.quality is None else f"quality {stream.quality:g}"
-            raise BitstreamModelMismatch(f"the bitstream was coded at {coded}, not quality {quality:g}")
-        loaded = registry.resolve(stream.model, stream.version)
+        check_requested(stream, q.model, q.version, q.quality)
+        loaded = ctx.registry.resolve(stream.model, stream.version)
         codec.check(loaded, stream, settings.max_pixels)
         return stream, loaded, stream.height * stream.width
 
@@ -140,24 +130,23 @@ async def decode(request: Request) -> Response:
         return _Decoded(loaded.name, loaded.version, stream.height, stream.width, stream.channels, data,
                         stream.quality)
 
-    async with pixel_budget(request).hold(total, settings.request_timeout_s):
+    async with ctx.pixel_budget.hold(total, settings.request_timeout_s):
         decoded = await for_each(list(zip(uploads, admitted)), one, timeout_s=settings.request_timeout_s)
+    media_type = negotiate.media_type(fmt)
+
+    def answer(upload: Upload, d: _Decoded) -> Answer:
+        return Answer(
+            d.data, media_type,
+            {"X-Original-Width": str(d.width), "X-Original-Height": str(d.height),
+             "X-Original-Channels": str(d.channels)} | quality_header(d.quality),
+            lambda: DecodeResult(
+                model=d.model, version=d.version, height=d.height, width=d.width, channels=d.channels,
+                media_type=media_type, image=negotiate.b64(d.data), filename=upload.filename, quality=d.quality,
+            ),
+        )
+
     headers = {"X-Model": decoded[0].model, "X-Model-Version": str(decoded[0].version)}
-    if len(uploads) == 1 and not negotiate.wants_json(request):
-        d = decoded[0]
-        headers |= {"X-Original-Width": str(d.width), "X-Original-Height": str(d.height),
-                    "X-Original-Channels": str(d.channels)} | quality_header(d.quality)
-        return Response(d.data, media_type=negotiate.media_type(fmt), headers=headers)
-    body = [
-        DecodeResult(
-            model=d.model, version=d.version, height=d.height, width=d.width, channels=d.channels,
-            media_type=negotiate.media_type(fmt), image=negotiate.b64(d.data), filename=upload.filename,
-            quality=d.quality,
-        ).model_dump(mode="json")
-        for upload, d in zip(uploads, decoded)
-    ]
-    big = sum(len(d.data) for d in decoded) > INLINE_JSON_BYTES
-    return await json_response(body if len(body) > 1 else body[0], headers, big=big)
+    return await bytes_or_json(ctx, [answer(u, d) for u, d in zip(uploads, decoded)], headers)
 
 
 @router.post(
@@ -174,37 +163,36 @@ async def decode(request: Request) -> Response:
                **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "format")},
 )
-async def reconstruct(request: Request) -> Response:
-    q = query.parse(request)
-    model, format = model_for(request, q.model, q.version), q.format
-    codec.model_quality(model, q.quality)
-    settings = settings_of(request)
-    fmt = negotiate.image_format(request, format)
+async def reconstruct(ctx: HotContext) -> Response:
+    model, settings = ctx.model(), ctx.settings
+    # the quality in the contract's terms (hundredths, as the stream records it; None: single-rate),
+    # validated against the model before any image is read
+    hundredths = codec.model_quality(model, ctx.query.quality)
+    fmt = negotiate.image_format(ctx.request, ctx.query.format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
-        result = await codec.reconstruct(model, item[1], settings.tiling, q.quality)
+        result = await codec.reconstruct(model, item[1], settings.tiling, quality_value(hundredths))
         return result, await encode_image(result.pixels, fmt)
 
-    async with read_images(request, settings, model) as items:
+    async with read_images(ctx, model) as items:
         results = await for_each(items, one, timeout_s=settings.request_timeout_s)
         files = [(upload, source.channels) for upload, source in items]
         outcomes = [(r.plan, r.mse, r.psnr, r.quality, data) for r, data in results]
         del items, results  # the pixels go with the budget they held; only the encoded images remain
-    headers = model_headers(model)
-    if len(files) == 1 and not negotiate.wants_json(request):
-        plan, mse, psnr, quality, data = outcomes[0]
-        headers |= size_headers(plan, files[0][1])
-        headers |= {"X-MSE": f"{mse:.8g}", "X-PSNR": "inf" if psnr is None else f"{psnr:.4f}"}
-        headers |= quality_header(quality)
-        return Response(data, media_type=negotiate.media_type(fmt), headers=headers)
-    body = [
-        ReconstructResult(
-            model=model.name, version=model.version, height=plan.height, width=plan.width,
-            channels=channels, size_policy=plan.policy, size_action=plan.action, filename=upload.filename,
-            media_type=negotiate.media_type(fmt), image=negotiate.b64(data), mse=mse, psnr=psnr,
-            quality=quality,
-        ).model_dump(mode="json")
-        for (upload, channels), (plan, mse, psnr, quality, data) in zip(files, outcomes)
-    ]
-    big = sum(len(outcome[-1]) for outcome in outcomes) > INLINE_JSON_BYTES
-    return await json_response(body if len(body) > 1 else body[0], headers, big=big)
+    media_type = negotiate.media_type(fmt)
+
+    def answer(upload: Upload, channels: int, plan: imaging.SizePlan, mse: float, psnr: float | None,
+               quality: float | None, data: bytes) -> Answer:
+        return Answer(
+            data, media_type,
+            size_headers(plan, channels) | {"X-MSE": f"{mse:.8g}", "X-PSNR": "inf" if psnr is None else f"{psnr:.4f}"}
+            | quality_header(quality),
+            lambda: ReconstructResult(
+                model=model.name, version=model.version, height=plan.height, width=plan.width,
+                channels=channels, size_policy=plan.policy, size_action=plan.action, filename=upload.filename,
+                media_type=media_type, image=negotiate.b64(data), mse=mse, psnr=psnr, quality=quality,
+            ),
+        )
+
+    answers = [answer(upload, channels, *outcome) for (upload, channels), outcome in zip(files, outcomes)]
+    return await bytes_or_json(ctx, answers, model_headers(model))

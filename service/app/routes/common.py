@@ -1,4 +1,5 @@
-"""What the image routes share: read the uploads, decode them for a model, label errors, set headers."""
+"""What the image routes share: read the uploads, decode them for a model, label errors, set headers,
+and answer: one result as bytes, several (or a client asking for JSON) as JSON."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from pydantic import BaseModel
 
-from service.app.budget import PixelBudget, over_budget
-from service.app.config import Settings
+from service.app import negotiate
+from service.app.budget import over_budget
+from service.app.deps import RequestContext
 from service.app.uploads import Upload, read_uploads
 from service.inference import imaging
 from service.inference.errors import InferenceTimeout, ServiceError, TooManyPixels
@@ -32,8 +35,7 @@ U = TypeVar("U")
 
 @contextlib.asynccontextmanager
 async def read_images(
-    request: Request, settings: Settings, model: LoadedModel, *, max_image_pixels: int | None = None,
-    why_image_limit: str = "",
+    ctx: RequestContext, model: LoadedModel, *, max_image_pixels: int | None = None, why_image_limit: str = "",
 ) -> AsyncIterator[list[tuple[Upload, imaging.SourceImage]]]:
     """The uploads, decoded (big ones off the event loop), for the body of an `async with`.
 
@@ -41,8 +43,8 @@ async def read_images(
     AEC_MAX_PIXELS (and `max_image_pixels`, where the answer grows with the image), their sum against
     AEC_MAX_REQUEST_PIXELS; then the sum is held in the in-flight budget until the `with` ends (the
     route builds its answer inside it, so the pixels are counted while they exist)."""
-    uploads = await read_uploads(request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files,
-                                 timeout_s=settings.body_timeout_s)
+    settings = ctx.settings
+    uploads = await uploads_of(ctx)
 
     async def open_one(upload: Upload) -> Image.Image:
         if len(upload.data) <= INLINE_OPEN_BYTES:
@@ -65,13 +67,16 @@ async def read_images(
         width, height = item[1].size
         return await imaging.off_loop(width * height, imaging.decode_image, item[1], channels)
 
-    async with pixel_budget(request).hold(total, settings.request_timeout_s):
+    async with ctx.pixel_budget.hold(total, settings.request_timeout_s):
         sources = await for_each(list(zip(uploads, images)), decode_one)
         yield list(zip(uploads, sources))
 
 
-def pixel_budget(request: Request) -> PixelBudget:
-    return request.app.state.pixel_budget
+async def uploads_of(ctx: RequestContext) -> list[Upload]:
+    """The request's files (or raw body), read under the configured byte, file and time limits."""
+    settings = ctx.settings
+    return await read_uploads(ctx.request, max_bytes=settings.max_upload_bytes, max_files=settings.max_files,
+                              timeout_s=settings.body_timeout_s)
 
 
 def _label(item: object) -> str | None:
@@ -130,6 +135,31 @@ async def json_response(content: Any, headers: dict[str, str], *, big: bool) -> 
 def _render_json(content: Any) -> bytes:
     """What JSONResponse.render writes, byte for byte."""
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One result of a route that answers bytes for one result and JSON otherwise (`bytes_or_json`)."""
+
+    data: bytes  # the bitstream or the image file
+    media_type: str
+    headers: dict[str, str]  # the result's figures, as X- headers of a bytes answer
+    entry: Callable[[], BaseModel]  # the result as a JSON entry (built only for a JSON answer)
+
+
+async def bytes_or_json(ctx: RequestContext, answers: Sequence[Answer], headers: dict[str, str]) -> Response:
+    """One result, for a client that does not prefer JSON: its bytes, with its figures in headers (after
+    `headers`, the request's). Otherwise JSON (`json_answer`), the bytes in base64 inside."""
+    if len(answers) == 1 and not negotiate.wants_json(ctx.request):
+        answer = answers[0]
+        return Response(answer.data, media_type=answer.media_type, headers=headers | answer.headers)
+    big = sum(len(answer.data) for answer in answers) > INLINE_JSON_BYTES
+    return await json_answer([answer.entry().model_dump(mode="json") for answer in answers], headers, big=big)
+
+
+async def json_answer(entries: list[Any], headers: dict[str, str], *, big: bool) -> Response:
+    """JSON: the entry of one result, a list for several (`json_response`)."""
+    return await json_response(entries if len(entries) > 1 else entries[0], headers, big=big)
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:
