@@ -89,9 +89,10 @@ class ServiceApp(FastAPI):
         await response(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> Callable | None:
-        """The app's handler for `exc`, found as Starlette's ExceptionMiddleware finds it."""
+        """The app's handler for `exc`, found as Starlette's ExceptionMiddleware finds it (what is
+        registered for 500 or Exception is the server-error handler's, outside it)."""
         handlers = self.exception_handlers
-        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+        if isinstance(exc, HTTPException) and exc.status_code != 500 and exc.status_code in handlers:
             return handlers[exc.status_code]
         for cls in type(exc).__mro__:
             if cls in handlers and cls is not Exception:
