@@ -45,9 +45,10 @@ class EncodeResult(_ImageFacts, _Quality):
         json_schema_extra={
             "examples": [
                 {
-                    "model": "mnist-cae", "version": 1, "height": 28, "width": 28, "channels": 1,
-                    "size_policy": "resize", "size_action": "none", "filename": "digit.png",
-                    "bitstream": "QUVDAQltbmlzdC1jYWUB...", "bytes": 31, "bpp": 0.3163,
+                    "model": "mnist", "version": 1, "height": 28, "width": 28, "channels": 1,
+                    "size_policy": "resize", "size_action": "none", "filename": "digit-7.png",
+                    "bitstream": "QUVDAQVtbmlzdAF8fw4iHBwBAQMHBwI0FaFH2w0clJ+R7/auJcpybSOINb4i5wgvSmeHQXHZ...",
+                    "bytes": 80, "bpp": 0.8163, "quality": None,
                 }
             ]
         }
@@ -80,9 +81,9 @@ class AnomalyScore(_ImageFacts):
         json_schema_extra={
             "examples": [
                 {
-                    "score": 0.0123, "threshold": 0.031, "is_anomaly": False, "normalized_score": 0.31,
+                    "score": 0.00129, "threshold": 0.0111, "is_anomaly": False, "normalized_score": 0.0118,
                     "score_kind": "mse",
-                    "model": "mnist-cae", "version": 1, "height": 28, "width": 28, "channels": 1,
+                    "model": "mnist", "version": 1, "height": 28, "width": 28, "channels": 1,
                     "size_policy": "resize", "size_action": "none", "filename": None, "heatmap": None,
                     "error_map": None,
                 }
@@ -123,11 +124,11 @@ class ModelSummary(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "name": "mnist-cae", "is_default": True, "default_version": 2,
+                    "name": "mnist", "is_default": True, "default_version": 1,
                     "versions": [
-                        {"version": 2, "state": "available", "architecture": "keras_cae", "since": "2026-01-01T00:00:00Z"},
-                        {"version": 3, "state": "failed", "error": "SavedModel cannot be loaded: ...",
+                        {"version": 2, "state": "failed", "error": "SavedModel cannot be loaded: ...",
                          "since": "2026-01-01T00:01:00Z"},
+                        {"version": 1, "state": "available", "architecture": "conv_ae", "since": "2026-01-01T00:00:00Z"},
                     ],
                 }
             ]

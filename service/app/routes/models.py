@@ -62,7 +62,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
 
 @router.get("/{name}", summary="One model: its versions and their cards", response_model=ModelDetail,
             responses=errors(404))
-async def get_model(registry: RegistryDep, name: str = Path(examples=["mnist-cae"])) -> ModelSummary:
+async def get_model(registry: RegistryDep, name: str = Path(examples=["mnist"])) -> ModelSummary:
     state = registry.state
     if name not in _names(state):
         raise ModelNotFound(f"model {name!r} is not loaded; loaded: {', '.join(sorted(state.models)) or 'none'}")
