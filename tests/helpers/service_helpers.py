@@ -1,5 +1,6 @@
 """Shared by the service tests: a REAL uvicorn server on a free loopback port, payload builders
-(images, crafted headers) and the one error-shape assertion."""
+(images, crafted headers) and the one error-shape assertion. The service as a process of its own
+(`python -m service`) is bench/launcher.py's `server_process`, shared with the benches."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -231,80 +231,3 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
     assert body["error"]["code"] == code, body
     assert body["error"]["message"]
     return body
-
-
-# ---- the service as a real process (`python -m service`), for signals and memory -------------------
-class ServerProcess:
-    """`python -m service` in a subprocess on a free loopback port, configured through AEC_ variables."""
-
-    def __init__(self, popen: subprocess.Popen, url: str, log_path: Path) -> None:
-        self.popen, self.url, self.log_path = popen, url, log_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def rss_bytes(self) -> int:
-        return _proc_status_kb(self.pid, "VmRSS") * 1024
-
-    def reset_peak_rss(self) -> bool:
-        """Reset VmHWM (the peak RSS) so it measures from now; False where the kernel refuses."""
-        try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        except OSError:
-            return False
-        return True
-
-    def peak_rss_bytes(self) -> int:
-        return _proc_status_kb(self.pid, "VmHWM") * 1024
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _proc_status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server_process(log_dir: Path, timeout: float = 180.0, **settings) -> Iterator[ServerProcess]:
-    """Start `python -m service` with AEC_<NAME>=value for each setting; stop it (SIGTERM) at the end."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AEC_")}
-    env |= {f"AEC_{k.upper()}": str(v) for k, v in settings.items()}
-    env |= {"AEC_HOST": "127.0.0.1", "AEC_PORT": str(port), "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")}
-    log_path = log_dir / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT)
-    proc = ServerProcess(popen, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if popen.poll() is not None:
-                raise RuntimeError(f"server exited during startup:\n{proc.log()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{proc.url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready in {timeout} s:\n{proc.log()[-3000:]}")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
-            try:
-                popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()

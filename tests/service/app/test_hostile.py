@@ -33,15 +33,14 @@ from service_helpers import (
     ROOT,
     HealthProbe,
     LiveServer,
-    ServerProcess,
     assert_error,
     live_server,
     noise_image,
     png_bomb,
-    server_process,
     to_bytes,
 )
 
+from bench.launcher import ServerProcess, server_process
 from contract.bitstream import Bitstream
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -16,8 +16,9 @@ from typing import Self
 
 import httpx
 import pytest
-from service_helpers import png_header_claiming, server_process, to_bytes
+from service_helpers import png_header_claiming, to_bytes
 
+from bench.launcher import server_process
 from contract.bitstream import Bitstream
 
 MiB = 1024 * 1024
