@@ -11,7 +11,9 @@ import httpx
 import pytest
 from service_helpers import LiveServer, live_server
 
-from bench import load
+from bench.loadlib import driver
+from bench.loadlib.attacks import Attack, judge
+from bench.loadlib.images import Checker, make_images
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +25,11 @@ def server(model_store) -> Iterator[LiveServer]:
 
 
 def test_short_load_run_is_clean(server, model_store, tmp_path) -> None:
-    report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=5, concurrency=16, n_images=8))
+    report = asyncio.run(driver.run_load(server.url, model=model_store.tiny, duration=5, concurrency=16, n_images=8))
     table = report.table()
     print(table)
     assert report.ok, table
-    assert set(report.stats) == set(load.ENDPOINTS)
+    assert set(report.stats) == set(driver.ENDPOINTS)
     for endpoint, stats in report.stats.items():
         assert stats.requests > 0 and stats.errors == 0 and stats.mismatches == 0, (endpoint, table)
         assert stats.percentile(50) <= stats.percentile(99)
@@ -39,8 +41,8 @@ def test_short_load_run_is_clean(server, model_store, tmp_path) -> None:
 def test_hostile_mix_gets_its_answers(server, model_store) -> None:
     """--hostile: a third of the requests are attacks; each kind gets its one right answer (no 5xx, no
     mismatch) while the ordinary requests stay correct."""
-    report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=8, concurrency=8, n_images=4,
-                                       hostile=0.35))
+    report = asyncio.run(driver.run_load(server.url, model=model_store.tiny, duration=8, concurrency=8, n_images=4,
+                                         hostile=0.35))
     table = report.table()
     print(table)
     assert report.ok, table
@@ -51,31 +53,31 @@ def test_hostile_mix_gets_its_answers(server, model_store) -> None:
 
 
 def test_an_attack_answered_wrongly_is_a_mismatch() -> None:
-    attack = load.Attack("nan-tiff", "POST", "/reconstruct", b"", "image/tiff", 400, "non_finite_pixels")
+    attack = Attack("nan-tiff", "POST", "/reconstruct", b"", "image/tiff", 400, "non_finite_pixels")
     right = b'{"error":{"code":"non_finite_pixels","message":"..."}}'
-    assert load.judge(attack, 400, right) is None
-    assert load.judge(attack, 503, b"") is None  # backpressure is never wrong
-    assert "HTTP 200" in load.judge(attack, 200, b"\x89PNG")
-    assert "HTTP 500" in load.judge(attack, 500, b"{}")
-    assert "error code" in load.judge(attack, 400, b'{"error":{"code":"corrupt_image","message":"x"}}')
+    assert judge(attack, 400, right) is None
+    assert judge(attack, 503, b"") is None  # backpressure is never wrong
+    assert "HTTP 200" in judge(attack, 200, b"\x89PNG")
+    assert "HTTP 500" in judge(attack, 500, b"{}")
+    assert "error code" in judge(attack, 400, b'{"error":{"code":"corrupt_image","message":"x"}}')
 
 
 def test_max_requests_bounds_the_count(server, model_store) -> None:
-    report = asyncio.run(load.run_load(server.url, model=model_store.tiny, duration=60, concurrency=4,
-                                       max_requests=20, n_images=4))
+    report = asyncio.run(driver.run_load(server.url, model=model_store.tiny, duration=60, concurrency=4,
+                                         max_requests=20, n_images=4))
     assert report.total.requests == 20 and report.ok
     assert report.duration_s < 60
 
 
 def test_checker_catches_mixed_up_answers(server, model_store) -> None:
-    images = load.make_images({"height": 28, "width": 28, "channels": 1, "size_policy": "resize"}, 4, seed=1)
+    images = make_images({"height": 28, "width": 28, "channels": 1, "size_policy": "resize"}, 4, seed=1)
 
     async def references():
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            return await load._references(client, images, {"model": model_store.tiny}, calibrated=True)
+            return await driver.record_references(client, images, {"model": model_store.tiny}, calibrated=True)
 
     refs = asyncio.run(references())
-    checker = load.Checker(images, refs)
+    checker = Checker(images, refs)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         recon = [client.post("/reconstruct", content=image.png) for image in images]
         scores = [client.post("/anomaly-score", content=image.png) for image in images]
@@ -95,7 +97,7 @@ def test_checker_catches_mixed_up_answers(server, model_store) -> None:
 
 def test_refuses_non_loopback_urls() -> None:
     try:
-        asyncio.run(load.run_load("http://example.com:8000", duration=1))
+        asyncio.run(driver.run_load("http://example.com:8000", duration=1))
     except ValueError as exc:
         assert "loopback" in str(exc)
     else:

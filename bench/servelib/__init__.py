@@ -1,0 +1,1 @@
+"""The parts of bench/serve.py: results and their table, the in-process rows, the load generator."""
