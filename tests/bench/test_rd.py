@@ -11,6 +11,10 @@ import pytest
 from PIL import Image
 
 from bench import bdrate, rd
+from bench.rdlib import curves
+from bench.rdlib.classic import parse_qualities
+from bench.rdlib.ours import quality_steps, select_models
+from bench.rdlib.tables import render_every_image_table
 
 RATES = np.array([0.12, 0.25, 0.5, 1.0, 2.0])
 PSNRS = np.array([26.0, 28.5, 31.0, 33.8, 36.9])
@@ -74,8 +78,8 @@ def test_frontier_and_interpolation_at_a_rate() -> None:
 
 
 def test_quality_lists() -> None:
-    assert rd.parse_qualities("1-10:4") == [1, 5, 9, 10]
-    assert rd.parse_qualities("90,10,50-52") == [10, 50, 51, 52, 90]
+    assert parse_qualities("1-10:4") == [1, 5, 9, 10]
+    assert parse_qualities("90,10,50-52") == [10, 50, 51, 52, 90]
 
 
 def test_summaries_of_several_operating_points() -> None:
@@ -87,7 +91,7 @@ def test_summaries_of_several_operating_points() -> None:
             "b.png": [{key: k, "bpp": r * scale, "psnr": p} for k, r, p in zip("xyz", [0.3, 0.6, 1.2], [28, 31, 34])],
         }
     ours, anchor = points("model", 0.8), points("quality", 1.0)
-    at = rd.psnr_at_targets(rd.image_curves(anchor), [0.25, 0.5, 1.0])
+    at = curves.psnr_at_targets(curves.image_curves(anchor), [0.25, 0.5, 1.0])
     assert [(e["images"], e["of"]) for e in at] == [(1, 2), (2, 2), (1, 2)]
     assert at[0]["mean_psnr"] == pytest.approx(30.75) and at[2]["mean_psnr"] == pytest.approx(33.0)
     assert at[1]["mean_psnr"] == pytest.approx((33.75 + 30.0) / 2)
@@ -97,15 +101,15 @@ def test_summaries_of_several_operating_points() -> None:
     assert at[0]["mean_psnr_all"] == pytest.approx((30.75 + 27.5) / 2)
     assert at[1]["mean_psnr_all"] == pytest.approx(at[1]["mean_psnr"])
     assert at[2]["mean_psnr_all"] == pytest.approx((37.5 + 33.0) / 2)
-    assert "29.12 (1 extrap.)" in rd.render_every_image_table([{"label": "x", "psnr_at": at}], [0.25, 0.5, 1.0])
-    mean = rd.mean_curve(ours, "model")
+    assert "29.12 (1 extrap.)" in render_every_image_table([{"label": "x", "psnr_at": at}], [0.25, 0.5, 1.0])
+    mean = curves.mean_curve(ours, "model")
     assert [c["model"] for c in mean] == ["x", "y", "z"] and mean[0]["bpp"] == pytest.approx(0.2)
-    bd = rd.bd_pair(rd.mean_curve(anchor, "quality"), mean, "pchip")
+    bd = curves.bd_pair(curves.mean_curve(anchor, "quality"), mean, "pchip")
     assert bd["full"] == pytest.approx(-20.0) and bd["0.25-1.0"] == pytest.approx(-20.0)
-    assert rd.per_image_bd(anchor, ours, "pchip")["full"] == {"mean": pytest.approx(-20.0), "images": 2, "of": 2}
+    assert curves.per_image_bd(anchor, ours, "pchip")["full"] == {"mean": pytest.approx(-20.0), "images": 2, "of": 2}
     # on the mean curve every image counts: (0.25, 29) and (0.5, 32) are its first points, so 0.25 reads
     # 29 where the per-image mean above (only the image that reaches 0.25) reads 30.75
-    on_mean = rd.psnr_on_mean_curve(rd.mean_curve(anchor, "quality"), [0.1, 0.25, 0.375, 1.0])
+    on_mean = curves.psnr_on_mean_curve(curves.mean_curve(anchor, "quality"), [0.1, 0.25, 0.375, 1.0])
     assert [e["psnr"] for e in on_mean] == [None, pytest.approx(29.0), pytest.approx(30.5), pytest.approx(35.0)]
 
 
@@ -119,12 +123,12 @@ def _write_images(folder: Path) -> None:
 
 
 def test_model_selection_by_name_glob_and_prefix(model_store) -> None:
-    names = lambda spec: [p.name for p in rd.select_models(model_store.path, spec)]
+    names = lambda spec: [p.name for p in select_models(model_store.path, spec)]
     assert names("tiny") == ["tiny"]
     assert names("tiny-") == ["tiny-reject"]
     assert set(names("tiny*")) == {"tiny", "tiny-reject"}
     with pytest.raises(SystemExit):
-        rd.select_models(model_store.path, "no-such-model")
+        select_models(model_store.path, "no-such-model")
 
 
 def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> None:
@@ -161,7 +165,7 @@ def test_end_to_end_on_two_small_images(model_store, tmp_path: Path, capsys) -> 
 
 
 def test_a_variable_rate_model_is_swept_over_its_qualities(variable_rate_store, tmp_path: Path, capsys) -> None:
-    assert rd._steps(1, 2, 0.5) == [1.0, 1.5, 2.0]
+    assert quality_steps(1, 2, 0.5) == [1.0, 1.5, 2.0]
     images = tmp_path / "images"
     _write_images(images)
     out_json = tmp_path / "rd.json"
@@ -197,4 +201,4 @@ def test_two_versions_of_a_model_get_a_curve_each(variable_rate_store, tmp_path:
         assert [p["version"] for p in image["ours:codec-vr/1"]] == [1, 1, 1]
         assert [p["version"] for p in image["ours:codec-vr/2"]] == [2, 2, 2]
     with pytest.raises(SystemExit, match="no version"):
-        rd.select_models(variable_rate_store, "codec-vr/7")
+        select_models(variable_rate_store, "codec-vr/7")
