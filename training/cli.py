@@ -47,6 +47,13 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _devices(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise argparse.ArgumentTypeError("a comma-separated list of devices, e.g. /gpu:0,/gpu:1")
+    return devices
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "training, only freeze, measure and export (e.g. to re-export a version with "
                             "other coding settings)")
     train.add_argument("--steps-per-epoch", type=int, help="steps per epoch; required for photo folders (endless crops)")
-    train.add_argument("--batch-size", type=int, default=64, help="images (or crops) per step")
+    train.add_argument("--batch-size", type=int, default=64,
+                       help="images (or crops) per step: the GLOBAL batch, split evenly over the replicas of "
+                            "--strategy mirrored/multi-worker (so it must divide by their number)")
     train.add_argument("--crop", type=int, default=128, help="random crop size for photo folders")
     train.add_argument("--optimizer", default="adam", help="any Keras optimizer name: adam, adamw, sgd, rmsprop...")
     train.add_argument("--optimizer-args", type=_json_object, default={},
@@ -103,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--skip-bitstreams", action="store_true",
                        help="do not entropy-code the test split to measure real bpp (faster, for benchmarks)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+    train.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default",
+                       help="tf.distribute: default (one device, the plain loop), mirrored (every local GPU, "
+                            "or --devices), multi-worker (several hosts, the cluster from TF_CONFIG; every "
+                            "local GPU of each). Checkpoints and export on the chief only")
+    train.add_argument("--devices", type=_devices, metavar="DEV,DEV,...",
+                       help="--strategy mirrored over these devices, e.g. /gpu:0,/gpu:1 (default: every GPU)")
+    train.add_argument("--mixed-precision", action="store_true",
+                       help="GPUs: Keras mixed_float16 compute with a dynamic loss scale; the entropy models, "
+                            "GDN and each sub-network's output stay float32, variables and the export are "
+                            "float32 (refused without a GPU)")
 
     evaluate = sub.add_parser("evaluate", help="measure an exported model version on a dataset",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -151,7 +170,8 @@ def _git_commit() -> str | None:
         return None
 
 
-def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Path:
+def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Path | None:
+    """Train and export; returns the new version's folder (None on a multi-worker run's non-chief)."""
     from training.models.registry import available, get_architecture
 
     if args.model not in available():
@@ -162,18 +182,29 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         parser.error("--epochs must be 0 or more and --batch-size positive")
     if args.epochs == 0 and not (args.init_from or args.checkpoint_dir):
         parser.error("--epochs 0 (freeze, measure and export without training) needs --init-from or --checkpoint-dir")
+    strategy = _strategy(parser, args)
+
+    import contextlib
 
     import keras
 
-    from training import data
+    from training import data, distribute
     from training.train import fit, make_optimizer, resumed_step, val_images_for
 
     keras.utils.set_random_seed(args.seed)
     try:
         splits = data.load(args.dataset, split=args.split, seed=args.seed, classes=args.classes,
                            test_spec=args.test_dataset, data_dir=args.data_dir, val_fraction=args.val_fraction)
-        optimizer = make_optimizer(args.optimizer, args.optimizer_args, decay_at=args.lr_decay)
-        model = cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs)
+        with strategy.scope() if strategy else contextlib.nullcontext():  # variables mirrored, if distributed
+            optimizer = make_optimizer(args.optimizer, args.optimizer_args, decay_at=args.lr_decay)
+            model = cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs)
+            if args.mixed_precision:
+                optimizer = distribute.with_loss_scale(optimizer)
+        if args.mixed_precision:
+            policies = distribute.enable_mixed_precision(model)
+            print(f"mixed precision: float16 compute in {len(policies['float16'])} layers, "
+                  f"float32 outputs in {len(policies['float32'])} (and the entropy models, GDN, the loss)")
+        distribute.check_batch(strategy, args.batch_size)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         parser.error(str(exc))
     if not splits.fixed_size and not args.steps_per_epoch:
@@ -193,10 +224,41 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     started = time.time()
     history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,
                   steps_per_epoch=args.steps_per_epoch, log_dir=log_dir, checkpoint_dir=args.checkpoint_dir,
-                  init_from=args.init_from, progress=not args.no_progress)
+                  init_from=args.init_from, progress=not args.no_progress, strategy=strategy,
+                  dataset_fn=distribute.dataset_fn(splits, args.batch_size, stream_seed, args.crop)
+                  if strategy else None)
     duration = time.time() - started
+    if not distribute.is_chief(strategy):
+        print(f"{distribute.describe(strategy)}: trained {history[-1]['steps'] if history else 0} steps; "
+              "the chief checkpoints and exports, this worker does not")
+        return None
+    if strategy or args.mixed_precision:  # export a plain float32 model, not distributed/float16 layers
+        model = distribute.plain_copy(
+            model, lambda: cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs),
+            val_images[:1])
 
     return _export_version(model, name, args, argv, splits, train_ds, history, duration, stamp, log_dir)
+
+
+def _strategy(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The tf.distribute strategy of --strategy (None for default), made before any other TensorFlow
+    work (multi-worker collectives are configured at program start); --mixed-precision needs a GPU."""
+    if args.strategy == "default" and not args.devices and not args.mixed_precision:
+        return None
+    import tensorflow as tf
+
+    from training import distribute
+
+    if args.mixed_precision and not tf.config.list_physical_devices("GPU"):
+        parser.error("--mixed-precision needs a GPU: TensorFlow sees none here, and float16 on a CPU is slower "
+                     "than float32, not faster (train without the flag)")
+    try:
+        strategy = distribute.make_strategy(args.strategy, args.devices)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if strategy is not None:
+        print(distribute.describe(strategy))
+    return strategy
 
 
 def _per_level_metrics(model, name: str, version: int, images) -> dict[str, float]:

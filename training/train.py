@@ -7,8 +7,11 @@ Checkpoints let a long CPU/GPU run resume in a later session.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -44,10 +47,13 @@ def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, t
     edited) source files at trace time. `traced=False` runs eagerly (cheaper for a handful of steps).
     """
 
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)  # --mixed-precision
+
     def train_step(batch):
         with tf.GradientTape() as tape:
             losses = model.compute_losses(batch, training=True)
-        grads = tape.gradient(losses["loss"], model.trainable_variables)
+            loss = optimizer.scale_loss(losses["loss"]) if scaled else losses["loss"]
+        grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
         return losses
 
@@ -91,37 +97,62 @@ def val_images_for(model: Autoencoder, images, crop: int | None, limit: int = 25
 def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *, epochs: int,
         optimizer: keras.optimizers.Optimizer, steps_per_epoch: int | None = None, log_dir: Path | None = None,
         checkpoint_dir: Path | None = None, init_from: Path | None = None,
-        progress: bool = True) -> list[dict[str, float]]:
+        progress: bool = True, strategy: tf.distribute.Strategy | None = None,
+        dataset_fn: Callable | None = None) -> list[dict[str, float]]:
     """Train; returns one dict of mean train and validation loss terms per epoch.
 
     `init_from` starts from the weights of an exported version of the same architecture and config
     (its SavedModel variables are a checkpoint of `module.model`), so training can go on in a later
     session from what was shipped.
+
+    `strategy` (training.distribute; None: one device, the loop as it always was): the model and the
+    optimizer must have been created under `strategy.scope()`; batches come from `dataset_fn` through
+    `distribute_datasets_from_function` (or else `train_ds`, split by `experimental_distribute_dataset`),
+    and only the chief writes TensorBoard logs and checkpoints into `checkpoint_dir` (the other workers
+    restore from it, so it must be shared, and save into a scratch folder).
     """
-    model(val_images[:1])  # build variables before the optimizer sees them
-    if init_from:
-        _init_from(model, Path(init_from))
-    writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
+    from training import distribute
+
+    chief = distribute.is_chief(strategy)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model(val_images[:1])  # build variables before the optimizer sees them
+        if init_from:
+            _init_from(model, Path(init_from))
+        if strategy:
+            distribute.prepare_optimizer(model, optimizer, distribute.in_replica(strategy, trained_variables, model))
+    writer = tf.summary.create_file_writer(str(log_dir)) if log_dir and chief else None
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     start_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    manager = None
+    manager = scratch = None
     if checkpoint_dir:
         # `variables`: every model variable in one flat list as well. Keras does not expose some
         # models' sub-layers to TensorFlow's object graph (codec_cc's: they are saved only through the
         # optimizer's list of trainable variables); the flat list makes a checkpoint complete on its own,
-        # and is what training.snapshot keeps.
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=start_epoch,
-                                   variables=list(model.variables))
-        manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
-        if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint)
+        # and is what training.snapshot keeps. With a loss scale (--mixed-precision) the checkpoint holds
+        # the wrapped optimizer under the same name, so it reads a float32 run's files and a float32 run
+        # reads its own (`loss_scale` is one more entry, which a float32 run ignores).
+        inner = getattr(optimizer, "inner_optimizer", None)
+        scale = {"loss_scale": optimizer} if inner is not None else {}
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer if inner is None else inner, step=step,
+                                   epoch=start_epoch, variables=list(model.variables), **scale)
+        if not chief:
+            scratch = distribute.scratch_checkpoint_dir()
+        manager = tf.train.CheckpointManager(ckpt, scratch or str(checkpoint_dir), max_to_keep=2)
+        latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(str(checkpoint_dir))
+        if latest:
+            ckpt.restore(latest)
             if int(optimizer.iterations.numpy()) == 0 and int(step.numpy()) > 0:
                 # a weights-only snapshot (training.snapshot): the lr schedule follows the optimizer's
                 # own counter, so it goes on from the run's step, not from 0
                 optimizer.iterations.assign(int(step.numpy()))
-            print(f"resumed from {manager.latest_checkpoint} (epoch {int(start_epoch)}, step {int(step)})")
+            print(f"resumed from {latest} (epoch {int(start_epoch)}, step {int(step)})")
 
-    train_step = make_train_step(model, optimizer)
+    if strategy:
+        train_step = distribute.make_distributed_step(strategy, model, optimizer)
+        dist_ds = (strategy.distribute_datasets_from_function(dataset_fn) if dataset_fn
+                   else strategy.experimental_distribute_dataset(train_ds))
+    else:
+        train_step = make_train_step(model, optimizer)
 
     @tf.function(autograph=False)
     def val_step(batch):
@@ -130,7 +161,10 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
     history = []
     for epoch in range(int(start_epoch), epochs):
         started, sums, count = time.time(), {}, 0
-        batches = train_ds.take(steps_per_epoch) if steps_per_epoch else train_ds
+        if strategy:
+            batches = itertools.islice(dist_ds, steps_per_epoch) if steps_per_epoch else dist_ds
+        else:
+            batches = train_ds.take(steps_per_epoch) if steps_per_epoch else train_ds
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    unit="step", leave=False)
         for batch in bar:
@@ -158,6 +192,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         start_epoch.assign(epoch + 1)
         if manager:
             manager.save()
+    distribute.remove_scratch(scratch)
     return history
 
 
