@@ -8,7 +8,7 @@ from typing import Self, TypeVar
 import httpx
 from PIL import Image
 
-import aecodec.protocol as protocol
+from aecodec import protocol
 from aecodec.errors import ServiceUnavailable, connection_failed, error_from_response
 from aecodec.inputs import ImageInput, StreamInput
 from aecodec.results import AnomalyResult, EncodedImage, ModelInfo, Reconstruction

@@ -73,6 +73,14 @@ def model_quality(model: LoadedModel, requested: float | None) -> int | None:
         raise InvalidQuality(f"{exc} (model {model.name})") from None
 
 
+def _checked(model: LoadedModel, quality: float | None, hundredths: int | None) -> int | None:
+    if hundredths is None:
+        return model_quality(model, quality)
+    if quality is not None:
+        raise TypeError("give quality or hundredths, not both")
+    return hundredths
+
+
 def quality_input(hundredths: int | None) -> dict[str, np.ndarray]:
     """The signatures' extra input for one image (none for a single-rate model)."""
     return {} if hundredths is None else {"quality": np.float32(quality_value(hundredths))}
@@ -122,9 +130,10 @@ async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], pl
 
 # ---- encode ----------------------------------------------------------------------------------------
 async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None,
-                 quality: float | None = None) -> Encoded:
-    """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise)."""
-    hundredths = model_quality(model, quality)
+                 quality: float | None = None, *, hundredths: int | None = None) -> Encoded:
+    """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise);
+    or `hundredths`, a quality already checked by `model_quality` (a route that reports it first)."""
+    hundredths = _checked(model, quality, hundredths)
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
@@ -291,8 +300,10 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
 
 # ---- reconstruct -----------------------------------------------------------------------------------
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
-                      tiles: tiling.Tiling | None = None, quality: float | None = None) -> Reconstruction:
-    hundredths = model_quality(model, quality)
+                      tiles: tiling.Tiling | None = None, quality: float | None = None, *,
+                      hundredths: int | None = None) -> Reconstruction:
+    """As `encode` for `quality` and `hundredths`."""
+    hundredths = _checked(model, quality, hundredths)
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)

@@ -26,7 +26,7 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.EnvBuilder(with_pip=True).create(env)
     python = env / "bin" / "python"
     result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(ROOT)],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return env
 
@@ -44,7 +44,7 @@ def test_the_base_install_has_no_server_and_no_tensorflow(base_env: Path):
                             "pydantic", "constriction"}, installed
     probe = ("import importlib.util, aecodec; "
              "print(all(importlib.util.find_spec(m) is None for m in ('tensorflow', 'fastapi')))")
-    out = subprocess.run([str(base_env / "bin" / "python"), "-c", probe], capture_output=True, text=True)
+    out = subprocess.run([str(base_env / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
 
 
@@ -55,7 +55,7 @@ def test_the_base_installs_cli_round_trips_through_a_live_server(base_env: Path,
     Image.fromarray(digit).save(source)
     cli = str(base_env / "bin" / "aecodec")
     run = lambda *args: subprocess.run([cli, "--url", server.url, *args], capture_output=True, text=True,
-                                       timeout=120, cwd=tmp_path)
+                                       timeout=120, cwd=tmp_path, check=False)
     encoded = run("encode", str(source), "-o", "digit.aec")
     assert encoded.returncode == 0, encoded.stderr
     stream = (tmp_path / "digit.aec").read_bytes()
@@ -70,5 +70,5 @@ def test_the_base_installs_cli_round_trips_through_a_live_server(base_env: Path,
 
 def test_the_cli_runs_under_this_interpreter_too():
     """The same entry point from the dev install (`python -m aecodec`), for a quick sanity check."""
-    out = subprocess.run([sys.executable, "-m", "aecodec", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "aecodec", "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "encode" in out.stdout

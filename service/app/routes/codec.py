@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from contract.bitstream import Bitstream
-from contract.card import quality_value
 from service.app import negotiate, query
 from service.app.budget import over_budget
 from service.app.deps import HotContext, KeyedRoute
@@ -56,7 +55,7 @@ async def encode(ctx: HotContext) -> Response:
     hundredths = codec.model_quality(model, ctx.query.quality)
     async with read_images(ctx, model) as items:
         encoded = await for_each(
-            items, lambda item: codec.encode(model, item[1], settings.tiling, quality_value(hundredths)),
+            items, lambda item: codec.encode(model, item[1], settings.tiling, hundredths=hundredths),
             timeout_s=settings.request_timeout_s,
         )
         uploads = [upload for upload, _ in items]
@@ -171,7 +170,7 @@ async def reconstruct(ctx: HotContext) -> Response:
     fmt = negotiate.image_format(ctx.request, ctx.query.format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
-        result = await codec.reconstruct(model, item[1], settings.tiling, quality_value(hundredths))
+        result = await codec.reconstruct(model, item[1], settings.tiling, hundredths=hundredths)
         return result, await encode_image(result.pixels, fmt)
 
     async with read_images(ctx, model) as items:
