@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from idx_files import write_idx
 
 from contract.card import ModelCard
 from training.cli import main
 from training.data import read_idx
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """The MNIST distribution format: magic (0, 0, dtype=0x08, ndim), big-endian dims, raw bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")

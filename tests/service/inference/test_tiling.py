@@ -9,7 +9,6 @@ import itertools
 
 import httpx
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -17,7 +16,6 @@ from service_helpers import live_server
 
 from contract.bitstream import Bitstream
 from service.inference import codec, imaging, tiling
-from service.inference.registry import ModelRegistry
 
 
 def smooth_fields(n: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -39,17 +37,6 @@ def test_spans_partition_the_image_and_add_the_halo(cells: int, tile: int, halo:
     for s in spans:
         assert s.read0 == max(0, s.keep0 - halo * 64) and s.read1 == min(length, s.keep1 + halo * 64)
         assert all(v % m == 0 for v in (s.read0, s.read1, s.keep0, s.keep1))
-
-
-@pytest.fixture(scope="module")
-def codec_model(model_store):
-
-    async def load():
-        registry = ModelRegistry(model_store.path)
-        await registry.refresh()
-        return registry.resolve(model_store.codec)
-
-    return asyncio.run(load())
 
 
 def _run(model, image: np.ndarray, tiles: tiling.Tiling | None):
