@@ -20,11 +20,12 @@ every worker sees.
 
 Mixed precision (`enable_mixed_precision`): Keras' `mixed_float16` policy (float16 compute, float32
 variables) on the convolutions and dense layers *inside* each sub-network, and a dynamic loss scale.
-Kept in float32: every sub-network's last weighted layer and what follows it (so y, z, σ, μ, logits and
-x̂ — what is rounded, fed to a likelihood or to the distortion — are float32 tensors, as the model code
-expects), GDN/IGDN (x² overflows float16 above 256), the entropy models (`FactorizedDensity`, the
-Gaussian conditional: log-likelihoods of bins down to 1e-9 are far below float16's resolution) and any
-layer the model calls directly rather than through a `keras.Sequential` (codec_cc's slice networks).
+Kept in float32: every sub-network's last convolution/dense layer and what follows it (so y, z, σ, μ,
+logits and x̂ — what is rounded, fed to a likelihood or to the distortion — are float32 tensors, as the
+model code expects), GDN/IGDN (x² overflows float16 above 256), the entropy models (`FactorizedDensity`,
+the Gaussian conditional: likelihoods are bounded below at 1e-9, under float16's smallest subnormal
+6e-8, so they would round to 0 and their −log to infinity) and any layer the model calls directly rather
+than through a `keras.Sequential` (codec_cc's parameter and hyper-synthesis layers).
 The export is always a plain float32, non-distributed copy (`plain_copy`).
 """
 
