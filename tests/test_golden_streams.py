@@ -6,7 +6,13 @@ bytes. A change made to writer and reader alike (the bitstream layout, the entro
 have stored: this is the test that notices.
 
 The encoding and decoding run in a process of their own with one fixed TensorFlow configuration
-(tests/helpers/golden_worker.py). A missing golden file is a failure. To write them anew (a deliberate
+(tests/helpers/golden_worker.py). What must hold everywhere is that a stream entropy-decodes to the
+symbols it was written with (the integer entropy parameters make that portable; `natural` version 8's
+float ones are not, see models_store/README.md "Portable streams"). Pixels come out of a float synthesis
+transform and a fresh stream out of a float analysis one, so they are bit-exact only on the platform
+(TensorFlow build, CPU instruction set) the golden files were made on; elsewhere the pixels must stay
+within one level of the committed ones and a fresh stream within 2% of the committed length.
+A missing golden file is a failure. To write them anew (a deliberate
 format change, a new shipped model: add its case to `golden_worker.CASES`):
 
     AEC_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_streams.py
@@ -22,8 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from golden_worker import CASES, MANIFEST, ROOT, Case, environment
+from PIL import Image
 
 REGENERATE = os.environ.get("AEC_REGENERATE_GOLDEN") == "1"
 HOW = "AEC_REGENERATE_GOLDEN=1 writes it (only for a deliberate format change or a new model)"
@@ -36,11 +44,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     command = [sys.executable, str(Path(__file__).parent / "helpers" / "golden_worker.py"), str(out)]
     subprocess.run(command + (["--write-inputs"] if REGENERATE else []), cwd=ROOT, env=environment(),
                    check=True, timeout=900)
-    found = json.loads((out / "results.json").read_text())
+    report = json.loads((out / "results.json").read_text())
+    found = report["cases"]
+    for case in CASES:
+        found[case.id]["pixels_dir"] = str(out)
+    found["__platform__"] = report["platform"]
     if REGENERATE:
-        manifest = {}
+        manifest = {"__platform__": report["platform"]}
         for case in CASES:
             shutil.copyfile(out / f"{case.id}.aec", case.stream_path)
+            shutil.copyfile(out / f"{case.id}.fresh.png", case.pixels_path)
             fresh = found[case.id]
             assert "error" not in fresh["fresh"], f"{case.id}: a fresh stream does not decode: {fresh['fresh']}"
             manifest[case.id] = {"model": case.model, "version": case.version, "quality": case.quality,
@@ -51,10 +64,24 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return found
 
 
-def _expected(case: Case) -> dict:
+def _manifest() -> dict:
     if not MANIFEST.exists():
         pytest.fail(f"missing {MANIFEST.relative_to(ROOT)}: {HOW}")
-    expected = json.loads(MANIFEST.read_text()).get(case.id)
+    return json.loads(MANIFEST.read_text())
+
+
+def _same_platform(results: dict) -> bool:
+    """Whether this machine is the one the golden files were made on (bit-exact floats expected)."""
+    return _manifest().get("__platform__") == results["__platform__"]
+
+
+def _portable(case: Case) -> bool:
+    """Streams whose entropy parameters are integers decode to the same symbols on every platform."""
+    return not (case.model == "natural" and case.version <= 8)
+
+
+def _expected(case: Case) -> dict:
+    expected = _manifest().get(case.id)
     if expected is None:
         pytest.fail(f"{case.id} is not in {MANIFEST.relative_to(ROOT)}: {HOW}")
     if not case.stream_path.exists():
@@ -74,19 +101,38 @@ def test_committed_stream_decodes_bit_exactly(case: Case, results: dict[str, dic
     assert hashlib.sha256(case.stream_path.read_bytes()).hexdigest() == expected["stream_sha256"], (
         f"{case.stream_path.name} is not the stream the manifest describes")
     decoded = results[case.id]["committed"]
+    same = _same_platform(results)
+    if not same and not _portable(case) and ("error" in decoded or
+                                             decoded["symbols_sha256"] != expected["symbols_sha256"]):
+        pytest.xfail(f"{case.id} has float entropy parameters: its streams are not portable across platforms")
     if "error" in decoded:
         pytest.fail(f"{case.stream_path.name} no longer decodes: {decoded['error']}")
     assert decoded["symbols_sha256"] == expected["symbols_sha256"], (
         "the stream no longer entropy-decodes to the symbols it was written with: the bitstream format, "
         "the entropy coder or the model's tables changed")
     assert decoded["shape"] == expected["shape"]
-    assert decoded["pixels_sha256"] == expected["pixels_sha256"], (
-        "the symbols decode as before but the pixels differ: the synthesis transform or its numerics changed")
+    if same:
+        assert decoded["pixels_sha256"] == expected["pixels_sha256"], (
+            "the symbols decode as before but the pixels differ: the synthesis transform or its numerics changed")
+        return
+    got = np.asarray(Image.open(Path(results[case.id]["pixels_dir"]) / f"{case.id}.committed.png"), np.int16)
+    want = np.asarray(Image.open(case.pixels_path), np.int16)
+    assert got.shape == want.shape
+    diff = np.abs(got - want)
+    assert diff.max() <= 1 and np.mean(diff > 0) <= 0.01, (
+        f"pixels differ by up to {diff.max()} levels ({np.mean(diff > 0):.2%} of them) on this platform: more "
+        "than float rounding in the synthesis transform explains")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_encoding_the_input_again_gives_the_same_bytes(case: Case, results: dict[str, dict]) -> None:
     expected = _expected(case)
     fresh = results[case.id]
-    assert (fresh["bytes"], fresh["stream_sha256"]) == (expected["bytes"], expected["stream_sha256"]), (
-        f"encoding {case.input} with {case.model}/{case.version} now writes another stream")
+    if _same_platform(results):
+        assert (fresh["bytes"], fresh["stream_sha256"]) == (expected["bytes"], expected["stream_sha256"]), (
+            f"encoding {case.input} with {case.model}/{case.version} now writes another stream")
+        return
+    if _portable(case):
+        assert "error" not in fresh["fresh"], fresh["fresh"]
+    assert abs(fresh["bytes"] - expected["bytes"]) <= max(2, 0.02 * expected["bytes"]), (
+        f"encoding {case.input} now writes {fresh['bytes']} bytes, the golden stream has {expected['bytes']}")

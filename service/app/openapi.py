@@ -1,11 +1,11 @@
 """OpenAPI: the bodies the routes read themselves (streamed under the byte limit, so they are not
 FastAPI body parameters), the error responses, and the fix-ups that make the served schema true to
-what the service answers (checked by schemathesis in tests/service/test_schemathesis.py).
+what the service answers (checked by schemathesis in tests/service/app/test_schemathesis.py).
 
 Also the docs pages: /docs (Swagger UI) and /redoc load their JavaScript and CSS from the app itself
 (under /docs/assets, from the fastapi-offline package), not from a CDN, so they work on air-gapped
 hosts and in clusters without egress (tested in headless Chromium with the network cut:
-tests/service/test_docs_offline.py).
+tests/service/app/test_docs_offline.py).
 """
 
 from __future__ import annotations

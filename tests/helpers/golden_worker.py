@@ -46,6 +46,11 @@ class Case:
     def stream_path(self) -> Path:
         return GOLDEN / f"{self.id}.aec"
 
+    @property
+    def pixels_path(self) -> Path:
+        """The committed stream's decoded pixels (lossless PNG), for platforms where they are not bit-exact."""
+        return GOLDEN / f"{self.id}.png"
+
 
 #: Every shipped model version, the variable-rate ones at their lowest, a fractional and their highest
 #: quality (the stream records the quality; fractions take the gain units' interpolation).
@@ -99,8 +104,30 @@ def symbols_sha256(symbols: dict) -> str:
     return digest.hexdigest()
 
 
-async def _decoded(model, data: bytes) -> dict:
-    """The hashes of a stream's decode, or the error it met (reported by the test, case by case)."""
+def platform() -> dict[str, str]:
+    """What float results depend on besides the code: the TensorFlow build and the CPU (oneDNN picks
+    kernels by instruction set). Pixels and fresh streams are bit-exact only where this matches."""
+    import tensorflow as tf
+
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = ",".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
+    return {"tensorflow": tf.__version__, "cpu": model, "isa": isa}
+
+
+async def _decoded(model, data: bytes, pixels_path: Path) -> dict:
+    """The hashes of a stream's decode (its pixels also written to `pixels_path` as PNG), or the error
+    it met (reported by the test, case by case)."""
+    from PIL import Image
+
     from service.inference import codec
 
     try:
@@ -109,6 +136,7 @@ async def _decoded(model, data: bytes) -> dict:
         symbols = codec.unpack(model, stream)
     except Exception as exc:  # noqa: BLE001 -- a stream that no longer decodes fails its own case only
         return {"error": f"{type(exc).__name__}: {exc}"}
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(pixels_path)
     return {"pixels_sha256": pixels_sha256(pixels), "shape": list(pixels.shape),
             "symbols_sha256": symbols_sha256(symbols)}
 
@@ -128,9 +156,11 @@ async def run(out: Path) -> dict[str, dict]:
             source = imaging.decode_image(image, model.card.input.channels)
             fresh = (await codec.encode(model, source, quality=case.quality)).stream
             (out / f"{case.id}.aec").write_bytes(fresh)
-            result = {"stream_sha256": _sha256(fresh), "bytes": len(fresh), "fresh": await _decoded(model, fresh)}
+            result = {"stream_sha256": _sha256(fresh), "bytes": len(fresh),
+                      "fresh": await _decoded(model, fresh, out / f"{case.id}.fresh.png")}
             if case.stream_path.exists():
-                result["committed"] = await _decoded(model, case.stream_path.read_bytes())
+                result["committed"] = await _decoded(model, case.stream_path.read_bytes(),
+                                                     out / f"{case.id}.committed.png")
             results[case.id] = result
     finally:
         await registry.close()
@@ -145,7 +175,7 @@ def main() -> None:
     if args.write_inputs:
         write_inputs()
     results = asyncio.run(run(args.out))
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "results.json").write_text(json.dumps({"platform": platform(), "cases": results}, indent=1))
 
 
 def environment() -> dict[str, str]:

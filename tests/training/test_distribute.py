@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from idx_files import write_idx
 
 from contract.card import ModelCard
 from training.cli import main
@@ -46,15 +47,6 @@ from training.cli import main
 for argv in json.loads(sys.argv[1]):
     assert main(argv) == 0
 """
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    import gzip
-    import struct
-
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,10 @@ only when the operator sets one."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from contract.card import InputSpec
 from service.inference import tiling
-from service.inference.registry import ModelRegistry
-
-
-@pytest.fixture(scope="module")
-def codec_model(model_store):
-    async def load():
-        registry = ModelRegistry(model_store.path)
-        await registry.refresh()
-        return registry.resolve(model_store.codec)
-
-    return asyncio.run(load())
 
 
 def test_the_cards_halo_wins_over_an_unset_server_halo():
