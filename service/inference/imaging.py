@@ -50,7 +50,7 @@ MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp", "jpeg":
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Up to this many pixels, PNG results come from `png.encode_png` (no row filters, ~6× less time than
 #: Pillow for a digit); bigger ones from Pillow, whose adaptive row filters compress photos better.
 FAST_PNG_MAX_PIXELS = 128 * 128
@@ -60,7 +60,7 @@ FAST_PNG_MAX_PIXELS = 128 * 128
 INLINE_MAX_PIXELS = 64 * 64
 #: Rows per step where a whole-image float computation would need several full-size float copies
 #: (PSNR, heat-map overlay): memory then follows the chunk, not the image.
-_CHUNK_ROWS = 256
+CHUNK_ROWS = 256
 T = TypeVar("T")
 
 
@@ -274,7 +274,7 @@ def match_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     if have == 3 and channels == 1:
         if pixels.dtype == np.uint8:
             return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).convert("L"))[..., None]
-        return (pixels @ _LUMA)[..., None].astype(np.float32)
+        return (pixels @ LUMA)[..., None].astype(np.float32)
     raise ValueError(f"cannot map {have} channels to {channels}")
 
 
@@ -405,42 +405,13 @@ def encode_image(pixels: np.ndarray, fmt: OutputFormat = "png") -> bytes:
     return buffer.getvalue()
 
 
-def heatmap(error_map: np.ndarray) -> np.ndarray:
-    """Per-pixel error [H, W] → RGB floats on a black-red-yellow-white ramp, scaled to this image's max."""
-    peak = float(error_map.max())
-    return _ramp(np.clip(error_map / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(error_map))
-
-
-def heatmap_overlay(image: np.ndarray, error_map: np.ndarray, strength: float = 0.8) -> np.ndarray:
-    """The heat map laid over the image: a dimmed grey copy of `image` [H, W, C] (any stored dtype), tinted
-    by the ramp where the error is large (alpha ∝ error / this image's max), so one look shows *where* it
-    is odd. uint8 RGB out, computed in row chunks: a 16 MP image never has its float copies at once."""
-    peak = float(error_map.max())
-    out = np.empty((*error_map.shape, 3), np.uint8)
-    for row in range(0, error_map.shape[0], _CHUNK_ROWS):
-        rows = slice(row, row + _CHUNK_ROWS)
-        part = to_float(image[rows], 3 if image.shape[-1] == 3 else 1)
-        grey = part[..., :1] if part.shape[-1] == 1 else (part @ _LUMA)[..., None]
-        base = np.repeat(0.6 * grey, 3, axis=-1)
-        err = error_map[rows]
-        t = np.clip(err / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(err)
-        alpha = t[..., None] * strength
-        out[rows] = to_uint8(np.clip(base * (1 - alpha) + _ramp(t) * alpha, 0.0, 1.0))
-    return out
-
-
-def _ramp(t: np.ndarray) -> np.ndarray:
-    """`heatmap`'s colour ramp for errors already scaled to [0, 1] by the whole image's peak."""
-    return np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], axis=-1).astype(np.float32)
-
-
 def mse_psnr(reference: np.ndarray, output: np.ndarray) -> tuple[float, float | None]:
     """MSE of two images in [0, 1] (floats, or uint8/uint16 read as such) and PSNR in dB (None when they
     are identical). Float64 sums, in row chunks: no full-size float64 difference of a big image."""
     total, count = 0.0, 0
-    for row in range(0, reference.shape[0], _CHUNK_ROWS):
-        a = reference[row : row + _CHUNK_ROWS]
-        b = output[row : row + _CHUNK_ROWS]
+    for row in range(0, reference.shape[0], CHUNK_ROWS):
+        a = reference[row : row + CHUNK_ROWS]
+        b = output[row : row + CHUNK_ROWS]
         b = b if b.dtype.kind == "f" else to_float(b, b.shape[-1])
         a = a if a.dtype.kind == "f" and a.shape[-1] == b.shape[-1] else to_float(a, b.shape[-1])
         diff = np.subtract(a, b, dtype=np.float64).ravel()

@@ -67,19 +67,11 @@ from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, convert, relu_exponent, to_fixed
 from training.models.base import Autoencoder
-from training.models.rate_levels import RateLevels
+from training.models.rate_levels import RateLevels, rate_distortion
 from training.models.registry import register
 
 Y_SYMBOL_RANGE = 255  # y symbols are clipped to [−255, 255]
 Z_TAIL_MASS = 1e-6  # finalize warns when the z support leaves out more than this per side
-
-
-def _interpolate_rows(x: np.ndarray, rows: np.ndarray, x_new: np.ndarray) -> np.ndarray:
-    """Rows [len(x_new), C]: `rows` [len(x), C] linearly interpolated at `x_new` (x ascending), extended
-    past either end along the line through the two end rows."""
-    j = np.clip(np.searchsorted(x, x_new) - 1, 0, len(x) - 2)  # left end of each point's segment
-    t = ((x_new - x[j]) / (x[j + 1] - x[j]))[:, None]
-    return (1 - t) * rows[j] + t * rows[j + 1]
 
 
 def _conv(filters: int, kernel: int, stride: int = 1, **kwargs) -> layers.Conv2D:
@@ -164,88 +156,11 @@ class Codec(RateLevels, Autoencoder):
     # ---- rate levels -----------------------------------------------------------------------------
     def adopt(self, source: Codec) -> None:
         """Take every weight of `source`, a trained codec with other λ levels and/or another number of
-        latent channels (same `num_filters`), so training can go on from it.
+        latent channels (same `num_filters`), so training can go on from it (training/models/warm_start.py
+        says how new levels and channels start)."""
+        from training.models.warm_start import adopt_codec
 
-        Levels: gains of a λ the source has are copied; those of a new λ are interpolated (or
-        extrapolated from the two nearest levels) in log λ, per channel: the learned gains are close to
-        linear there, so a level added below or above the trained range starts near where it belongs.
-
-        Wider latent (M_source < M): the first M_source channels of y are the source's, and the new ones
-        start silent: g_a emits them near zero (its new filters scaled by 1e-2), so they round to the
-        symbol 0 at every level; h_a ignores them (zero weights); h_s predicts μ = 0 and σ at its lower
-        bound for them (zero weights and biases). So the widened codec codes the source's symbols and
-        pictures, and its new channels cost next to no bits until training turns them on. g_s keeps
-        random weights on them: y reaches g_s rounded (straight-through), so they change nothing while
-        silent, yet pass the distortion's gradient back to the channels. Their gains start at each
-        level's mean gain over the source's channels. They may never wake: the training rate (additive
-        noise) charges a silent channel for its noise, which holds it at zero (models_store/README.md,
-        "Measurements behind the code").
-
-        Narrower latent (M_source > M): the first M channels are kept and the rest dropped — the way
-        back from a widening whose new channels stayed silent. Not exact: h_s still predicts a mean for
-        a silent channel, which g_s saw as ŷ = μ there and now does not see at all: g_s uses those means,
-        side information from z, so PSNR drops slightly until training resumes (models_store/README.md).
-        """
-        m_old, m_new = source.latent_channels, self.latent_channels
-        if source.num_filters != self.num_filters or source.mean_scale != self.mean_scale:
-            raise ValueError(f"cannot adopt a codec with N={source.num_filters}, M={m_old}, mean_scale="
-                             f"{source.mean_scale} into N={self.num_filters}, M={m_new}, mean_scale={self.mean_scale}")
-        if (self.log_gain is None) != (source.log_gain is None):
-            raise ValueError("adopting a codec needs both multi-rate or both single-rate "
-                             "(a single-rate one loads into a multi-rate one by --init-from directly)")
-        if self.log_gain is not None:
-            old, new = np.log(np.asarray(source.lmbdas)), np.log(np.asarray(self.lmbdas))
-            for ours, theirs in ((self.log_gain, source.log_gain), (self.log_inv_gain, source.log_inv_gain)):
-                rows = _interpolate_rows(old, theirs.numpy(), new)
-                fill = np.repeat(rows.mean(axis=1, keepdims=True), max(0, m_new - m_old), axis=1)
-                ours.assign(np.concatenate([rows[:, :m_new], fill], axis=1).astype(np.float32))
-        on_latent_axis = {id(w) for w in (self.g_a.layers[-1].kernel, self.g_a.layers[-1].bias,
-                                   self.g_s.layers[0].kernel, self.h_a.layers[0].kernel,
-                                   self.h_s.layers[-1].kernel, self.h_s.layers[-1].bias)}
-        skip = {id(w) for w in (self.log_gain, self.log_inv_gain, self.rate_level) if w is not None}
-        for ours, theirs in zip(self.weights, source.weights, strict=True):
-            if id(ours) in skip:
-                continue
-            if ours.shape == theirs.shape:
-                ours.assign(theirs)
-            elif id(ours) in on_latent_axis and m_old < m_new:
-                ours.assign(self._widened(ours, theirs.numpy(), m_old))
-            elif id(ours) in on_latent_axis:
-                ours.assign(self._narrowed(ours, theirs.numpy(), m_old))
-            else:
-                raise ValueError(f"{ours.path}: shape {ours.shape} cannot take {theirs.shape}")
-
-    def _narrowed(self, ours: tf.Variable, theirs: np.ndarray, m_old: int) -> np.ndarray:
-        """The source's weight `theirs` cut to the first M latent channels (σ's and μ's halves of h_s each)."""
-        m = self.latent_channels
-        if ours is self.h_s.layers[-1].kernel or ours is self.h_s.layers[-1].bias:
-            axis = 2 if theirs.ndim == 4 else 0
-            keep = list(range(m)) + ([m_old + c for c in range(m)] if self.mean_scale else [])
-            return np.take(theirs, keep, axis=axis)
-        axis = 2 if ours is self.h_a.layers[0].kernel else -1  # h_a reads y: its input axis; else the output
-        return np.take(theirs, range(m), axis=axis)
-
-    def _widened(self, ours: tf.Variable, theirs: np.ndarray, m_old: int) -> np.ndarray:
-        """`ours` (a weight with a latent-channel axis) holding the source's `theirs` in its first channels
-        (μ's half of h_s moved to its new place); new channels as `adopt` describes."""
-        value = ours.numpy()
-        m = self.latent_channels
-        if ours is self.g_a.layers[-1].kernel:  # [k, k, N, M]: new output filters, tiny
-            return np.concatenate([theirs, 1e-2 * value[..., m_old:]], axis=-1)
-        if ours is self.g_a.layers[-1].bias:
-            return np.concatenate([theirs, np.zeros(m - m_old, value.dtype)])
-        if ours is self.g_s.layers[0].kernel:  # Conv2DTranspose [k, k, N, M]: new inputs keep random weights
-            return np.concatenate([theirs, value[..., m_old:]], axis=-1)
-        if ours is self.h_a.layers[0].kernel:  # [k, k, M, N]: new inputs ignored
-            return np.concatenate([theirs, np.zeros_like(value[:, :, m_old:])], axis=2)
-        # h_s output: [σ (M), μ (M)] along the last axis of the bias, axis 2 of the transposed kernel
-        axis = 2 if value.ndim == 4 else 0
-        scale_old, mean_old = np.split(theirs, 2, axis=axis) if self.mean_scale else (theirs, None)
-        pad_shape = list(value.shape)
-        pad_shape[axis] = m - m_old
-        pad = np.zeros(pad_shape, value.dtype)
-        parts = [scale_old, pad] if mean_old is None else [scale_old, pad, mean_old, pad]
-        return np.concatenate(parts, axis=axis)
+        adopt_codec(self, source)
 
     # ---- transforms ------------------------------------------------------------------------------
     def _analysis(self, images: tf.Tensor, training: bool, gain: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -346,19 +261,7 @@ class Codec(RateLevels, Autoencoder):
     def compute_losses(self, images, training=True):
         images = tf.convert_to_tensor(images, tf.float32)
         x_hat, y_likelihood, z_likelihood, lmbda = self._forward(images, bool(training))
-        if not training:
-            x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
-        shape = tf.shape(images)
-        pixels = tf.cast(shape[1] * shape[2], tf.float32) * np.log(2.0)  # per image, in nats → bits
-        bits_y = -tf.reduce_sum(tf.math.log(y_likelihood), axis=[1, 2, 3]) / pixels
-        bits_z = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3]) / pixels
-        mse_each = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
-        loss = tf.reduce_mean(lmbda * 255.0**2 * mse_each + bits_y + bits_z)
-        bpp_y, bpp_z = tf.reduce_mean(bits_y), tf.reduce_mean(bits_z)
-        bpp = bpp_y + bpp_z
-        mse = tf.reduce_mean(mse_each)
-        psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
-        return {"loss": loss, "mse": mse, "bpp": bpp, "bpp_y": bpp_y, "bpp_z": bpp_z, "psnr": psnr}
+        return rate_distortion(images, x_hat, [y_likelihood], z_likelihood, lmbda, bool(training))
 
     # ---- coding state ----------------------------------------------------------------------------
     def finalize(self, dataset: tf.data.Dataset | None = None, max_batches: int = 8) -> None:

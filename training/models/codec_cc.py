@@ -59,38 +59,12 @@ from training.layers.integer import IntegerConvWeights, convert, relu_exponent, 
 from training.layers.subpixel import run_sequential
 from training.models.base import Autoencoder
 from training.models.codec import _conv, _deconv
-from training.models.rate_levels import RateLevels
+from training.models.rate_levels import RateLevels, rate_distortion
 from training.models.registry import register
 
 Y_SYMBOL_RANGE = 1023  # y symbols are clipped to [−1023, 1023] (the top qualities need more than 255)
 Z_TAIL_MASS = 1e-6
 DEFAULT_SLICES = (16, 16, 32, 64, 64)
-
-
-def _widened(ours: np.ndarray, theirs: np.ndarray, kind: str) -> np.ndarray:
-    """`ours` holding `theirs` in its leading block, the rest so that the old channels compute as before.
-
-    kind "conv" (kernel [k, k, in, out]) or "deconv" ([k, k, out, in]): weights from a new input to an
-    old output are zero (old outputs unchanged); weights into new outputs keep our random init, scaled
-    by 0.1, so gradients reach every new weight from the first step. "gamma" (GDN [N, N], stored so
-    that 0 decodes to 0): old channels ignore new ones and new ones start from our diagonal init.
-    Anything else (biases, GDN beta): the old entries copied, new ones at our init.
-    """
-    out = ours.copy()
-    if kind in ("conv", "deconv"):
-        a_old, b_old = theirs.shape[2], theirs.shape[3]
-        out[:, :, a_old:, :] *= 0.1
-        out[:, :, :, b_old:] *= 0.1
-        if kind == "conv":
-            out[:, :, a_old:, :b_old] = 0.0
-        else:
-            out[:, :, :a_old, b_old:] = 0.0
-    elif kind == "gamma":
-        n_old = theirs.shape[0]
-        out[:n_old, n_old:] = 0.0
-        out[n_old:, :n_old] = 0.0
-    out[tuple(slice(0, d) for d in theirs.shape)] = theirs
-    return out
 
 
 @register("codec_cc")
@@ -191,33 +165,13 @@ class ChannelCodec(RateLevels, Autoencoder):
 
     # ---- warm start from a trained hyperprior codec (`codec`, e.g. natural version 8) ----------------
     def adopt(self, source: keras.Model) -> None:
-        """Start from a trained `codec` with the same M and z channels and at most our N: its g_a, g_s
-        and h_a, widened to our N so that the widened transforms compute exactly the source's y and x̂
-        (new filters start random but feed nothing: their outgoing weights start at zero, and old GDN
-        channels ignore them), and its gains interpolated in log λ onto our levels (extended linearly
-        past either end). h_s and the slice networks are new and start from scratch."""
-        from training.models.codec import _interpolate_rows
+        """Start from a trained `codec` with the same M and z channels and at most our N, computing what
+        it computed (training/models/warm_start.py: `adopt_into_channel_codec`)."""
+        from training.models.warm_start import adopt_into_channel_codec
 
-        if (source.latent_channels != self.latent_channels or source.num_filters > self.num_filters
-                or source.num_filters != self.hyper_channels):
-            raise ValueError(f"cannot adopt a codec with N={source.num_filters}, M={source.latent_channels} into "
-                             f"N={self.num_filters}, M={self.latent_channels}, z channels={self.hyper_channels}")
-        for ours, theirs in ((self.g_a, source.g_a), (self.g_s, source.g_s)):
-            for mine, old in zip(ours.layers, theirs.layers, strict=True):
-                for w_mine, w_old in zip(mine.weights, old.weights, strict=True):
-                    kind = ("gamma" if w_mine.path.endswith("gamma") else
-                            "deconv" if w_mine.ndim == 4 and isinstance(mine, layers.Conv2DTranspose) else
-                            "conv" if w_mine.ndim == 4 else "other")
-                    w_mine.assign(_widened(w_mine.numpy(), w_old.numpy(), kind))
-        for mine, old in zip(self.h_a.weights, source.h_a.weights, strict=True):
-            mine.assign(old)
-        for mine, old in zip(self.z_density.weights, source.z_density.weights, strict=True):
-            mine.assign(old)
-        if self.log_gain is not None and source.log_gain is not None:
-            old, new = np.log(np.asarray(source.lmbdas)), np.log(np.asarray(self.lmbdas))
-            self.log_gain.assign(_interpolate_rows(old, source.log_gain.numpy(), new).astype(np.float32))
-            self.log_inv_gain.assign(_interpolate_rows(old, source.log_inv_gain.numpy(), new).astype(np.float32))
+        adopt_into_channel_codec(self, source)
 
+    # ---- float entropy model (training) -----------------------------------------------------------
         # ---- float entropy model (training) -----------------------------------------------------------
     def _split(self, y: tf.Tensor) -> list[tf.Tensor]:
         return tf.split(y, self.slices, axis=-1)
@@ -279,18 +233,7 @@ class ChannelCodec(RateLevels, Autoencoder):
     def compute_losses(self, images, training=True):
         images = tf.convert_to_tensor(images, tf.float32)
         x_hat, y_likelihoods, z_likelihood, lmbda = self._forward(images, bool(training))
-        if not training:
-            x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
-        shape = tf.shape(images)
-        pixels = tf.cast(shape[1] * shape[2], tf.float32) * np.log(2.0)
-        bits_y = tf.add_n([-tf.reduce_sum(tf.math.log(lik), axis=[1, 2, 3]) for lik in y_likelihoods]) / pixels
-        bits_z = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3]) / pixels
-        mse_each = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
-        loss = tf.reduce_mean(lmbda * 255.0**2 * mse_each + bits_y + bits_z)
-        bpp_y, bpp_z = tf.reduce_mean(bits_y), tf.reduce_mean(bits_z)
-        mse = tf.reduce_mean(mse_each)
-        psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
-        return {"loss": loss, "mse": mse, "bpp": bpp_y + bpp_z, "bpp_y": bpp_y, "bpp_z": bpp_z, "psnr": psnr}
+        return rate_distortion(images, x_hat, y_likelihoods, z_likelihood, lmbda, bool(training))
 
     # ---- coding state: integer entropy parameters -----------------------------------------------
     def _z_symbols(self, z: tf.Tensor) -> tf.Tensor:

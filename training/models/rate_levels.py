@@ -9,10 +9,31 @@ quantiser's step size per channel. Training draws a level per image; coding take
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 
 from contract.card import RateSpec
+
+
+def rate_distortion(images: tf.Tensor, x_hat: tf.Tensor, y_likelihoods: Sequence[tf.Tensor],
+                    z_likelihood: tf.Tensor, lmbda: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+    """Loss = λ · 255² · MSE + bpp per image (λ per image: its level's), averaged; bpp from the
+    likelihoods of every part of y and of z over the image's pixels. Out of training, x̂ is clipped
+    to [0, 1] first, as the service clips what it sends."""
+    if not training:
+        x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
+    shape = tf.shape(images)
+    pixels = tf.cast(shape[1] * shape[2], tf.float32) * np.log(2.0)  # per image, in nats → bits
+    bits_y = tf.add_n([-tf.reduce_sum(tf.math.log(lik), axis=[1, 2, 3]) for lik in y_likelihoods]) / pixels
+    bits_z = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3]) / pixels
+    mse_each = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
+    loss = tf.reduce_mean(lmbda * 255.0**2 * mse_each + bits_y + bits_z)
+    bpp_y, bpp_z = tf.reduce_mean(bits_y), tf.reduce_mean(bits_z)
+    mse = tf.reduce_mean(mse_each)
+    psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
+    return {"loss": loss, "mse": mse, "bpp": bpp_y + bpp_z, "bpp_y": bpp_y, "bpp_z": bpp_z, "psnr": psnr}
 
 
 class RateLevels:

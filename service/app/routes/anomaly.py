@@ -13,6 +13,7 @@ from service.app.routes.common import INLINE_JSON_BYTES, for_each, json_answer, 
 from service.app.schemas import AnomalyScore
 from service.app.uploads import Upload
 from service.inference import anomaly, imaging
+from service.inference.heatmap import heatmap_overlay
 
 router = APIRouter(tags=["anomaly"], route_class=KeyedRoute)
 
@@ -40,7 +41,7 @@ async def anomaly_score(ctx: HotContext) -> Response:
         png = values = None
         pixels = source.height * source.width
         if heatmap and result.error_map is not None:
-            overlay = await imaging.off_loop(pixels, imaging.heatmap_overlay, source.pixels, result.error_map)
+            overlay = await imaging.off_loop(pixels, heatmap_overlay, source.pixels, result.error_map)
             png = negotiate.b64(await imaging.off_loop(pixels, imaging.encode_image, overlay))
         if error_map and result.error_map is not None:
             values = await imaging.off_loop(pixels, _values, result.error_map)

@@ -12,7 +12,7 @@ from PIL import Image
 from service_helpers import noise_image, png_header_claiming, to_bytes
 
 from contract.card import InputSpec
-from service.inference import imaging
+from service.inference import heatmap, imaging
 from service.inference.errors import (
     CorruptImage,
     EmptyBody,
@@ -150,7 +150,7 @@ def test_encode_image(fmt: str, pil: str) -> None:
 
 def test_heatmap_and_psnr() -> None:
     error = np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)
-    rgb = imaging.heatmap(error)
+    rgb = heatmap.heatmap(error)
     assert rgb.shape == (2, 2, 3) and rgb[0, 0].tolist() == [0, 0, 0] and rgb[1, 0].tolist() == [1, 1, 1]
     mse, psnr = imaging.mse_psnr(np.zeros((2, 2, 1)), np.full((2, 2, 1), 0.1))
     assert mse == pytest.approx(0.01) and psnr == pytest.approx(20.0)
