@@ -4,7 +4,8 @@
     with Client("http://127.0.0.1:8000", api_key=None) as client:
         encoded = client.encode("photo.png")          # EncodedImage: .data, .bpp, .model, ...
         image = client.decode(encoded)                # PIL.Image at the original size
-        result = client.reconstruct("photo.png")      # Reconstruction: .image, .psnr, .mse
+        result = client.reconstruct("photo.png")      # Reconstruction: .image, .psnr, .ms_ssim, .mse
+        small = client.encode("photo.png", model="natural", max_bytes=8000)  # the best quality that fits
         verdict = client.anomaly_score("photo.png", heatmap=True)
 
 Images may be paths, bytes, PIL images, numpy arrays or open files. The command line is
@@ -26,6 +27,7 @@ from aecodec.errors import (
     PayloadTooLarge,
     ServiceError,
     ServiceUnavailable,
+    TargetTooSmall,
     Timeout,
     Unauthorized,
     VersionNotFound,
@@ -37,5 +39,5 @@ __all__ = [
     "AnomalyNotCalibrated", "AnomalyResult", "AsyncClient", "BitstreamMismatch", "Client", "ConnectionFailed",
     "EncodedImage", "InternalError", "InvalidBitstream", "InvalidImage", "InvalidInput", "ModelInfo",
     "ModelNotFound", "ModelRequired", "Overloaded", "PayloadTooLarge", "Reconstruction", "ServiceError",
-    "ServiceUnavailable", "Timeout", "Unauthorized", "VersionInfo", "VersionNotFound",
+    "ServiceUnavailable", "TargetTooSmall", "Timeout", "Unauthorized", "VersionInfo", "VersionNotFound",
 ]

@@ -2,6 +2,7 @@
 
     aecodec encode photo.png -o photo.aec      aecodec decode photo.aec -o out.png
     aecodec --model natural encode photo.png -q 3.5   (variable-rate models: the quality)
+    aecodec --model natural encode photo.png --max-bytes 8000   (the best quality that fits; or --target-bpp)
     aecodec reconstruct x.png -o y.png         aecodec score image.png [--heatmap map.png]
     aecodec models
 
@@ -39,6 +40,15 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 QUALITY_HELP = "variable-rate models: 1 (fewest bits) up to the number of levels, fractions allowed (default: the model's)"
+MAX_BYTES_HELP = ("compress to a size: the highest quality whose stream fits in N bytes (header included); "
+                  "fails naming the smallest size possible when none fits; not with -q")
+TARGET_BPP_HELP = "as --max-bytes, in bits per pixel of the image: N = floor(B * width * height / 8)"
+
+
+def _rate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quality", type=float, help=QUALITY_HELP)
+    parser.add_argument("--max-bytes", type=int, metavar="N", help=MAX_BYTES_HELP)
+    parser.add_argument("--target-bpp", type=float, metavar="B", help=TARGET_BPP_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("encode", "compress an image to a bitstream file")
     sub.add_argument("image", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="bitstream file (default: IMAGE with .aec)")
-    sub.add_argument("-q", "--quality", type=float, help=QUALITY_HELP)
+    _rate_options(sub)
     sub = command("decode", "decompress a bitstream file to an image")
     sub.add_argument("stream", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="image file (default: STREAM with .png)")
@@ -62,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("reconstruct", "encode and decode in one call; report PSNR")
     sub.add_argument("image", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="image file (default: IMAGE.reconstructed.png)")
-    sub.add_argument("-q", "--quality", type=float, help=QUALITY_HELP)
+    _rate_options(sub)
     sub = command("score", "anomaly score against the model's calibrated threshold")
     sub.add_argument("image", type=Path)
     sub.add_argument("--heatmap", type=Path, help="also write the per-pixel error heat map (PNG)")
@@ -89,7 +99,7 @@ def _emit(args: argparse.Namespace, text: str, data: dict) -> None:
 
 
 def _encode(client: Client, args: argparse.Namespace) -> int:
-    encoded = client.encode(args.image, quality=args.quality)
+    encoded = client.encode(args.image, quality=args.quality, max_bytes=args.max_bytes, target_bpp=args.target_bpp)
     output = encoded.save(args.output or args.image.with_suffix(".aec"))
     size = args.image.stat().st_size
     _emit(args, f"{args.image} -> {output}: {len(encoded)} B, {encoded.bpp:.4f} bpp, "
@@ -113,13 +123,19 @@ def _decode(client: Client, args: argparse.Namespace) -> int:
 
 
 def _reconstruct(client: Client, args: argparse.Namespace) -> int:
-    result = client.reconstruct(args.image, quality=args.quality)
+    result = client.reconstruct(args.image, quality=args.quality, max_bytes=args.max_bytes,
+                                target_bpp=args.target_bpp)
     output = args.output or args.image.with_name(args.image.stem + ".reconstructed.png")
     result.image.save(output)
     psnr = "inf (exact)" if result.psnr == float("inf") else f"{result.psnr:.2f} dB"
-    _emit(args, f"{args.image} -> {output}: PSNR {psnr}, MSE {result.mse:.3e} ({result.model} v{result.version})",
+    ms_ssim = "" if result.ms_ssim is None else f", MS-SSIM {result.ms_ssim:.4f}"
+    size = "" if result.stream_bytes is None else f", stream {result.stream_bytes} B ({result.bpp:.4f} bpp)"
+    quality = "" if result.quality is None else f" quality {result.quality:g}"
+    _emit(args, f"{args.image} -> {output}: PSNR {psnr}{ms_ssim}, MSE {result.mse:.3e}{size} "
+                f"({result.model} v{result.version}{quality})",
           {"output": str(output), "psnr": None if result.psnr == float("inf") else result.psnr, "mse": result.mse,
-           "model": result.model, "version": result.version})
+           "ms_ssim": result.ms_ssim, "model": result.model, "version": result.version, "quality": result.quality,
+           "bytes": result.stream_bytes, "bpp": result.bpp})
     return 0
 
 

@@ -39,6 +39,11 @@ class ModelRequired(InvalidInput):
     """Several models are served and no default is configured: pass `model=`."""
 
 
+class TargetTooSmall(InvalidInput):
+    """`max_bytes=` / `target_bpp=` below the smallest stream the model makes of the image (the message
+    names that size)."""
+
+
 class ModelNotFound(ServiceError):
     """No such model (or version) is loaded."""
 
@@ -83,7 +88,7 @@ _BY_CODE: dict[str, type[ServiceError]] = {
     "unsupported_image": InvalidImage, "corrupt_image": InvalidImage, "image_size_rejected": InvalidImage,
     "unsupported_media_type": InvalidImage,
     "corrupt_bitstream": InvalidBitstream, "bitstream_model_mismatch": BitstreamMismatch,
-    "model_required": ModelRequired, "model_not_found": ModelNotFound, "version_not_found": VersionNotFound,
+    "model_required": ModelRequired, "target_too_small": TargetTooSmall, "model_not_found": ModelNotFound, "version_not_found": VersionNotFound,
     "not_found": ModelNotFound,
     "payload_too_large": PayloadTooLarge, "too_many_files": PayloadTooLarge, "too_many_pixels": PayloadTooLarge,
     "anomaly_not_calibrated": AnomalyNotCalibrated, "unauthorized": Unauthorized,

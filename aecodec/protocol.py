@@ -69,7 +69,21 @@ def _items(response: httpx.Response) -> list[dict[str, Any]]:
 
 
 def _quality(headers: httpx.Headers) -> float | None:
-    return float(headers["x-quality"]) if "x-quality" in headers else None
+    return _number(headers, "x-quality")
+
+
+def _number(headers: httpx.Headers, name: str) -> float | None:
+    return float(headers[name]) if name in headers else None
+
+
+def _count(headers: httpx.Headers, name: str) -> int | None:
+    return int(headers[name]) if name in headers else None
+
+
+def rate_params(quality: float | None, max_bytes: int | None, target_bpp: float | None) -> dict[str, Any]:
+    """The quality or size target of an encode/reconstruct, as query parameters; the service validates
+    them (at most one of the three; max_bytes an integer >= 1, target_bpp > 0: 422 invalid_request)."""
+    return {"quality": quality, "max_bytes": max_bytes, "target_bpp": target_bpp}
 
 
 def _image(data: bytes) -> Image.Image:
@@ -80,7 +94,9 @@ def _image(data: bytes) -> Image.Image:
 
 # ---- encode ---------------------------------------------------------------------------------------
 def encode(image: ImageInput, model: str | None, version: int | None,
-           quality: float | None = None) -> Call[EncodedImage]:
+           quality: float | None = None, max_bytes: int | None = None,
+           target_bpp: float | None = None) -> Call[EncodedImage]:
+    rate = rate_params(quality, max_bytes, target_bpp)
     upload = image_upload(image)
 
     def parse(response: httpx.Response) -> EncodedImage:
@@ -90,15 +106,18 @@ def encode(image: ImageInput, model: str | None, version: int | None,
             width=int(h["x-original-width"]), height=int(h["x-original-height"]),
             channels=int(h["x-original-channels"]), size_policy=h.get("x-size-policy"),
             size_action=h.get("x-size-action"), filename=upload.filename, quality=_quality(h),
+            search_encodes=_count(h, "x-search-encodes"),
         )
 
     raw = _raw(upload)
-    return Call("POST", "/encode", parse, _params(model, version, quality=quality), raw["content"],
+    return Call("POST", "/encode", parse, _params(model, version, **rate), raw["content"],
                 headers=raw["headers"] | {"Accept": "application/octet-stream"})
 
 
 def encode_batch(images: Sequence[ImageInput], model: str | None, version: int | None,
-                 quality: float | None = None) -> Call[list[EncodedImage]]:
+                 quality: float | None = None, max_bytes: int | None = None,
+                 target_bpp: float | None = None) -> Call[list[EncodedImage]]:
+    rate = rate_params(quality, max_bytes, target_bpp)
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
 
     def parse(response: httpx.Response) -> list[EncodedImage]:
@@ -107,35 +126,41 @@ def encode_batch(images: Sequence[ImageInput], model: str | None, version: int |
                 data=base64.b64decode(item["bitstream"]), bpp=item["bpp"], model=item["model"],
                 version=item["version"], width=item["width"], height=item["height"], channels=item["channels"],
                 size_policy=item["size_policy"], size_action=item["size_action"], filename=item.get("filename"),
-                quality=item.get("quality"),
+                quality=item.get("quality"), search_encodes=item.get("search_encodes"),
             )
             for item in _items(response)
         ]
 
-    return Call("POST", "/encode", parse, _params(model, version, quality=quality), files=_multipart(uploads),
+    return Call("POST", "/encode", parse, _params(model, version, **rate), files=_multipart(uploads),
                 headers={"Accept": JSON})
 
 
 # ---- decode ---------------------------------------------------------------------------------------
-def decode(stream: StreamInput, fmt: str | None) -> Call[Image.Image]:
+def decode(stream: StreamInput, fmt: str | None, model: str | None = None, version: int | None = None,
+           quality: float | None = None) -> Call[Image.Image]:
+    """`model`/`version`/`quality`, when given, must match what the stream's header records (the
+    service answers 422 bitstream_model_mismatch otherwise); the stream alone names its model."""
     upload = stream_upload(stream)
-    return Call("POST", "/decode", lambda r: _image(r.content), _params(None, None, format=fmt), upload.data,
-                headers={"Content-Type": "application/octet-stream", "Accept": "image/png"})
+    return Call("POST", "/decode", lambda r: _image(r.content), _params(model, version, format=fmt, quality=quality),
+                upload.data, headers={"Content-Type": "application/octet-stream", "Accept": "image/png"})
 
 
-def decode_batch(streams: Sequence[StreamInput], fmt: str | None) -> Call[list[Image.Image]]:
+def decode_batch(streams: Sequence[StreamInput], fmt: str | None, model: str | None = None,
+                 version: int | None = None, quality: float | None = None) -> Call[list[Image.Image]]:
     uploads = [stream_upload(stream, i) for i, stream in enumerate(streams)]
 
     def parse(response: httpx.Response) -> list[Image.Image]:
         return [_image(base64.b64decode(item["image"])) for item in _items(response)]
 
-    return Call("POST", "/decode", parse, _params(None, None, format=fmt), files=_multipart(uploads),
-                headers={"Accept": JSON})
+    return Call("POST", "/decode", parse, _params(model, version, format=fmt, quality=quality),
+                files=_multipart(uploads), headers={"Accept": JSON})
 
 
 # ---- reconstruct ----------------------------------------------------------------------------------
 def reconstruct(image: ImageInput, model: str | None, version: int | None,
-                quality: float | None = None) -> Call[Reconstruction]:
+                quality: float | None = None, max_bytes: int | None = None,
+                target_bpp: float | None = None) -> Call[Reconstruction]:
+    rate = rate_params(quality, max_bytes, target_bpp)
     upload = image_upload(image)
 
     def parse(response: httpx.Response) -> Reconstruction:
@@ -144,17 +169,20 @@ def reconstruct(image: ImageInput, model: str | None, version: int | None,
             image=_image(response.content), psnr=psnr_value(h.get("x-psnr")), mse=float(h["x-mse"]),
             model=h["x-model"], version=int(h["x-model-version"]), width=int(h["x-original-width"]),
             height=int(h["x-original-height"]), channels=int(h["x-original-channels"]), filename=upload.filename,
-            quality=_quality(h),
+            quality=_quality(h), ms_ssim=_number(h, "x-ms-ssim"), stream_bytes=_count(h, "x-bytes"),
+            bpp=_number(h, "x-bpp"), search_encodes=_count(h, "x-search-encodes"),
         )
 
     raw = _raw(upload)
-    return Call("POST", "/reconstruct", parse, _params(model, version, format="png", quality=quality), raw["content"],
+    return Call("POST", "/reconstruct", parse, _params(model, version, format="png", **rate), raw["content"],
                 headers=raw["headers"] | {"Accept": "image/png"})
 
 
 def reconstruct_batch(
-    images: Sequence[ImageInput], model: str | None, version: int | None, quality: float | None = None
+    images: Sequence[ImageInput], model: str | None, version: int | None, quality: float | None = None,
+    max_bytes: int | None = None, target_bpp: float | None = None,
 ) -> Call[list[Reconstruction]]:
+    rate = rate_params(quality, max_bytes, target_bpp)
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
 
     def parse(response: httpx.Response) -> list[Reconstruction]:
@@ -164,11 +192,13 @@ def reconstruct_batch(
                 psnr=psnr_value(None if item["psnr"] is None else str(item["psnr"])), mse=item["mse"],
                 model=item["model"], version=item["version"], width=item["width"], height=item["height"],
                 channels=item["channels"], filename=item.get("filename"), quality=item.get("quality"),
+                ms_ssim=item.get("ms_ssim"), stream_bytes=item.get("bytes"), bpp=item.get("bpp"),
+                search_encodes=item.get("search_encodes"),
             )
             for item in _items(response)
         ]
 
-    return Call("POST", "/reconstruct", parse, _params(model, version, format="png", quality=quality),
+    return Call("POST", "/reconstruct", parse, _params(model, version, format="png", **rate),
                 files=_multipart(uploads),
                 headers={"Accept": JSON})
 

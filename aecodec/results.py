@@ -27,6 +27,7 @@ class EncodedImage:
     size_action: str | None = None
     filename: str | None = None
     quality: float | None = None  # variable-rate models: the quality coded at
+    search_encodes: int | None = None  # with max_bytes= / target_bpp=: the encodes the service's search ran
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -42,7 +43,8 @@ class EncodedImage:
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """The model's reconstruction at the original size, with the service's MSE/PSNR (inf = exact)."""
+    """The model's reconstruction at the original size, with the service's MSE/PSNR (inf = exact) and
+    MS-SSIM (None for an image under 161 pixels on a side, or over the service's AEC_MS_SSIM_MAX_PIXELS)."""
 
     image: Image.Image
     psnr: float
@@ -54,6 +56,10 @@ class Reconstruction:
     channels: int
     filename: str | None = None
     quality: float | None = None
+    ms_ssim: float | None = None
+    stream_bytes: int | None = None  # with max_bytes= / target_bpp=: the size of the stream it decodes from
+    bpp: float | None = None  # with max_bytes= / target_bpp=: stream_bytes * 8 / (height * width)
+    search_encodes: int | None = None
 
 
 @dataclass(frozen=True)

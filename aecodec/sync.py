@@ -68,16 +68,26 @@ class Client:
 
     # ---- one image per call ----------------------------------------------------------------------
     def encode(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
-               quality: float | None = None) -> EncodedImage:
-        return self._send(protocol.encode(image, *self._pick(model, version), quality))
+               quality: float | None = None, max_bytes: int | None = None,
+               target_bpp: float | None = None) -> EncodedImage:
+        """`max_bytes` / `target_bpp`: the highest quality whose stream fits (variable-rate models;
+        a single-rate one fits or fails with 422 target_too_small), not with `quality`."""
+        call = protocol.encode(image, *self._pick(model, version), quality, max_bytes, target_bpp)
+        return self._send(call)
 
-    def decode(self, stream: StreamInput, *, format: str | None = None) -> Image.Image:
-        """The model comes from the stream's header; `format` is png (default), webp or jpeg."""
-        return self._send(protocol.decode(stream, format))
+    def decode(self, stream: StreamInput, *, format: str | None = None, model: str | None = None,
+               version: int | None = None, quality: float | None = None) -> Image.Image:
+        """The model comes from the stream's header; `format` is png (default), webp or jpeg. `model`,
+        `version`, `quality`, when given, must match what the stream records (422 bitstream_model_mismatch,
+        raised as BitstreamMismatch); the client's own default model is not applied here."""
+        return self._send(protocol.decode(stream, format, model, version, quality))
 
     def reconstruct(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
-                    quality: float | None = None) -> Reconstruction:
-        return self._send(protocol.reconstruct(image, *self._pick(model, version), quality))
+                    quality: float | None = None, max_bytes: int | None = None,
+                    target_bpp: float | None = None) -> Reconstruction:
+        """`max_bytes` / `target_bpp` as for `encode`: the reconstruction is the decode of that stream."""
+        call = protocol.reconstruct(image, *self._pick(model, version), quality, max_bytes, target_bpp)
+        return self._send(call)
 
     def anomaly_score(
         self, image: ImageInput, heatmap: bool = False, *, error_map: bool = False, model: str | None = None,
@@ -88,18 +98,21 @@ class Client:
     # ---- several images in one multipart request (up to the service's AEC_MAX_FILES) --------------
     def encode_batch(
         self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
-        quality: float | None = None,
+        quality: float | None = None, max_bytes: int | None = None, target_bpp: float | None = None,
     ) -> list[EncodedImage]:
-        return self._send(protocol.encode_batch(images, *self._pick(model, version), quality))
+        call = protocol.encode_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp)
+        return self._send(call)
 
-    def decode_batch(self, streams: Sequence[StreamInput], *, format: str | None = None) -> list[Image.Image]:
-        return self._send(protocol.decode_batch(streams, format))
+    def decode_batch(self, streams: Sequence[StreamInput], *, format: str | None = None, model: str | None = None,
+                     version: int | None = None, quality: float | None = None) -> list[Image.Image]:
+        return self._send(protocol.decode_batch(streams, format, model, version, quality))
 
     def reconstruct_batch(
         self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
-        quality: float | None = None,
+        quality: float | None = None, max_bytes: int | None = None, target_bpp: float | None = None,
     ) -> list[Reconstruction]:
-        return self._send(protocol.reconstruct_batch(images, *self._pick(model, version), quality))
+        call = protocol.reconstruct_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp)
+        return self._send(call)
 
     def anomaly_score_batch(
         self, images: Sequence[ImageInput], heatmap: bool = False, *, error_map: bool = False,

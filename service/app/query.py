@@ -18,6 +18,7 @@ from urllib.parse import unquote_plus
 
 from starlette.requests import Request
 
+from service.inference.codec import MAX_SEARCH_ENCODES
 from service.inference.errors import ServiceError
 from service.inference.imaging import OutputFormat
 
@@ -37,6 +38,12 @@ class HotQuery:
     heatmap: bool = False
     error_map: bool = False
     quality: float | None = None
+    max_bytes: int | None = None  # /encode, /reconstruct: the largest stream to code to (per image)
+    target_bpp: float | None = None  # the same as bits per pixel of each original image
+
+    @property
+    def size_target(self) -> bool:
+        return self.max_bytes is not None or self.target_bpp is not None
 
 
 def parse(request: Request) -> HotQuery:
@@ -50,7 +57,17 @@ def parse(request: Request) -> HotQuery:
     if fmt is not None and fmt not in FORMATS:  # present but empty is invalid too, as the schema says
         raise InvalidQuery(f"format: must be one of {', '.join(FORMATS)}, not {fmt!r}")
     quality = _number(q["quality"], "quality") if "quality" in q else None
-    return HotQuery(model, version, fmt, _boolean(q, "heatmap"), _boolean(q, "error_map"), quality)  # type: ignore[arg-type]
+    max_bytes = _integer(q["max_bytes"], "max_bytes") if "max_bytes" in q else None
+    target_bpp = _number(q["target_bpp"], "target_bpp") if "target_bpp" in q else None
+    if target_bpp is not None and target_bpp <= 0:
+        raise InvalidQuery(f"target_bpp: must be a number > 0, not {q['target_bpp']!r}")
+    if max_bytes is not None and target_bpp is not None:
+        raise InvalidQuery("give max_bytes or target_bpp, not both")
+    if quality is not None and (max_bytes is not None or target_bpp is not None):
+        raise InvalidQuery("give quality or a size target (max_bytes, target_bpp), not both: the search picks "
+                           "the quality")
+    return HotQuery(model, version, fmt, _boolean(q, "heatmap"), _boolean(q, "error_map"), quality,  # type: ignore[arg-type]
+                    max_bytes, target_bpp)
 
 
 _NO_QUERY = HotQuery()
@@ -118,6 +135,16 @@ _DOCS: dict[str, dict[str, Any]] = {
                                "number of trained levels, fractions allowed (resolution 0.01); the model's "
                                "default_quality when omitted. Single-rate models refuse it (422 invalid_quality). "
                                "On /decode (optional) it must match the quality the stream records."},
+    "max_bytes": {"schema": {"type": "integer", "minimum": 1}, "example": 8000,
+                  "description": "Compress to a size: the highest quality whose stream (header included) fits in "
+                                 "this many bytes, per image, found by bisection over the quality in steps of 0.01 "
+                                 f"(at most {MAX_SEARCH_ENCODES} encodes per image); the quality chosen is "
+                                 "in `X-Quality` / `quality`. 422 `target_too_small` names the smallest stream "
+                                 "possible when even quality 1 does not fit. A single-rate model is encoded once: "
+                                 "its stream fits or the answer is that 422. Not with `quality` or `target_bpp`."},
+    "target_bpp": {"schema": {"type": "number", "exclusiveMinimum": 0}, "example": 0.25,
+                   "description": "As `max_bytes`, given as bits per pixel of each original image: max_bytes = "
+                                  "floor(target_bpp × height × width / 8). Not with `quality` or `max_bytes`."},
     "heatmap": {"schema": {"type": "boolean", "default": False},
                 "description": "Include the per-pixel error as a heat-map overlay (base64 PNG)."},
     "error_map": {"schema": {"type": "boolean", "default": False},

@@ -56,6 +56,8 @@ class EncodeResult(_ImageFacts, _Quality):
     bitstream: str = Field(description="The bitstream, base64 (standard alphabet, padded).")
     bytes: int = Field(description="Length of the bitstream in bytes, header included.")
     bpp: float = Field(description="bytes * 8 / (height * width) of the original image.")
+    search_encodes: int | None = Field(
+        None, description="With `?max_bytes=`/`?target_bpp=`: the encodes the search ran (else null).")
 
 
 class DecodeResult(_Quality):
@@ -74,6 +76,12 @@ class ReconstructResult(_ImageFacts, _Quality):
     image: str = Field(description="The reconstruction at the original size and channels, base64.")
     mse: float = Field(description="MSE vs the input as the model saw it, pixels in [0, 1].")
     psnr: float | None = Field(description="PSNR in dB (null when the reconstruction is exact).")
+    bytes: int | None = Field(
+        None, description="With `?max_bytes=`/`?target_bpp=`: the length of the stream the reconstruction "
+        "decodes from (else null).")
+    bpp: float | None = Field(None, description="With a size target: bytes * 8 / (height * width) (else null).")
+    search_encodes: int | None = Field(
+        None, description="With `?max_bytes=`/`?target_bpp=`: the encodes the search ran (else null).")
 
 
 class AnomalyScore(_ImageFacts):

@@ -18,7 +18,7 @@ import numpy as np
 
 from contract import sizing
 from contract.bitstream import Bitstream, BitstreamError, write_stream
-from contract.card import LatentSpec, quality_value
+from contract.card import LatentSpec, quality_hundredths, quality_value
 from contract.entropy import (
     CodingSteps,
     EntropyCodingError,
@@ -32,6 +32,7 @@ from service.inference.errors import (
     CorruptBitstream,
     ImageSizeRejected,
     InvalidQuality,
+    TargetTooSmall,
     TooManyPixels,
 )
 from service.inference.loaded import LoadedModel
@@ -43,6 +44,7 @@ class Encoded:
     plan: imaging.SizePlan
     channels: int
     quality: float | None = None
+    search_encodes: int | None = None  # with a size target: how many encodes the search ran
 
     @property
     def bpp(self) -> float:
@@ -56,6 +58,49 @@ class Reconstruction:
     mse: float
     psnr: float | None
     quality: float | None = None
+    stream_bytes: int | None = None  # with a size target: the length of the stream the pixels decode from
+    search_encodes: int | None = None
+
+    @property
+    def bpp(self) -> float | None:
+        return None if self.stream_bytes is None else self.stream_bytes * 8 / (self.plan.height * self.plan.width)
+
+
+# ---- size targets ------------------------------------------------------------------------------------
+#: The most encodes a size target (`?max_bytes=`, `?target_bpp=`) costs per image. The search bisects
+#: the quality in hundredths (what a stream records): the top quality first (it fits: done, 1 encode),
+#: then the bottom (it does not fit: 422 naming its size, 2 encodes), then halves the interval between a
+#: quality that fits and one that does not until they are 0.01 apart: 2 + ceil(log2(steps)) encodes,
+#: 12 for qualities 1-8 (700 steps). A model with more than 1025 steps stops at this bound with the best
+#: quality found so far (it still fits; a quality up to its interval's width higher might too).
+MAX_SEARCH_ENCODES = 12
+
+
+@dataclass(frozen=True)
+class SizeTarget:
+    """The largest stream a request accepts per image: `max_bytes`, or `bpp` of the original image."""
+
+    max_bytes: int | None = None
+    bpp: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.max_bytes is None) == (self.bpp is None):
+            raise TypeError("a size target is max_bytes or bpp")
+
+    def limit(self, plan: imaging.SizePlan) -> int:
+        if self.max_bytes is not None:
+            return self.max_bytes
+        assert self.bpp is not None
+        return math.floor(self.bpp * plan.height * plan.width / 8)
+
+    def describe(self, plan: imaging.SizePlan) -> str:
+        if self.max_bytes is not None:
+            return f"max_bytes={self.max_bytes}"
+        return f"target_bpp={self.bpp:g} ({self.limit(plan)} bytes for {plan.width}x{plan.height} pixels)"
+
+
+def size_target(max_bytes: int | None, bpp: float | None) -> SizeTarget | None:
+    return None if max_bytes is None and bpp is None else SizeTarget(max_bytes, bpp)
 
 
 # ---- quality -----------------------------------------------------------------------------------------
@@ -130,17 +175,83 @@ async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], pl
 
 # ---- encode ----------------------------------------------------------------------------------------
 async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None,
-                 quality: float | None = None, *, hundredths: int | None = None) -> Encoded:
+                 quality: float | None = None, *, hundredths: int | None = None,
+                 target: SizeTarget | None = None) -> Encoded:
     """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise);
-    or `hundredths`, a quality already checked by `model_quality` (a route that reports it first)."""
-    hundredths = _checked(model, quality, hundredths)
+    or `hundredths`, a quality already checked by `model_quality` (a route that reports it first);
+    or `target`: the highest quality whose stream fits (`search`; not with a quality)."""
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
+    if target is not None:
+        if quality is not None or hundredths is not None:
+            raise TypeError("give a quality or a size target, not both")
+        seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
+        found, encodes = await search(model, seen, plan, source.channels, tiles, target)
+        return Encoded(found.stream, plan, source.channels, quality_value(found.hundredths), encodes)
+    hundredths = _checked(model, quality, hundredths)
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
+    coded = await _code(model, seen, plan, source.channels, tiles, hundredths)
+    return Encoded(coded.stream, plan, source.channels, quality_value(hundredths))
+
+
+@dataclass(frozen=True)
+class _Coded:
+    stream: bytes
+    latents: dict[str, np.ndarray]  # what the stream codes (one image, no batch axis)
+    hundredths: int | None
+
+
+async def _code(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan, channels: int,
+                tiles: tiling.Tiling | None, hundredths: int | None) -> _Coded:
+    """One encode of the model's view of an image: latents, range coding, the stream's bytes."""
     latents = await _encode_latents(model, seen, plan, tiles, hundredths)
     payloads = await _coded(model, encoding_steps(model.card.latents, latents, model.tables))
-    stream = dataclasses.replace(_header(model, plan, source.channels, hundredths), latents=payloads).to_bytes()
-    return Encoded(stream, plan, source.channels, quality_value(hundredths))
+    stream = dataclasses.replace(_header(model, plan, channels, hundredths), latents=payloads).to_bytes()
+    return _Coded(stream, latents, hundredths)
+
+
+async def search(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan, channels: int,
+                 tiles: tiling.Tiling | None, target: SizeTarget) -> tuple[_Coded, int]:
+    """The highest quality (in hundredths) whose stream fits `target`, by bisection (see
+    MAX_SEARCH_ENCODES), and how many encodes it took. When the search ends normally, the quality
+    found fits and 0.01 more does not (or it is the model's highest). TargetTooSmall when even the
+    lowest quality does not fit, naming its size; a single-rate model is encoded once, fit or 422."""
+    limit = target.limit(plan)
+    encodes = 0
+
+    async def at(hundredths: int | None) -> _Coded:
+        nonlocal encodes
+        encodes += 1
+        return await _code(model, seen, plan, channels, tiles, hundredths)
+
+    def too_big(coded: _Coded, what: str) -> TargetTooSmall:
+        size = len(coded.stream)
+        return TargetTooSmall(
+            f"{what} of this {plan.width}x{plan.height} image is {size} bytes ({size * 8 / (plan.height * plan.width):.4f} "
+            f"bpp), over {target.describe(plan)}: the smallest size possible with model {model.name} "
+            f"version {model.version} is {size} bytes")
+
+    rate = model.card.rate
+    if rate is None:
+        only = await at(None)
+        if len(only.stream) > limit:
+            raise too_big(only, f"model {model.name} codes at a single rate: its stream")
+        return only, encodes
+    low, high = quality_hundredths(rate.min_quality), quality_hundredths(rate.max_quality)
+    top = await at(high)
+    if len(top.stream) <= limit:
+        return top, encodes
+    best = await at(low)
+    if len(best.stream) > limit:
+        raise too_big(best, f"the stream at the lowest quality ({rate.min_quality:g})")
+    while high - low > 1 and encodes < MAX_SEARCH_ENCODES:  # low fits, high does not
+        middle = (low + high) // 2
+        coded = await at(middle)
+        if len(coded.stream) <= limit:
+            low, best = middle, coded
+        else:
+            high = middle
+    return best, encodes
 
 
 def pack(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan, channels: int,
@@ -301,19 +412,30 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
 # ---- reconstruct -----------------------------------------------------------------------------------
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
                       tiles: tiling.Tiling | None = None, quality: float | None = None, *,
-                      hundredths: int | None = None) -> Reconstruction:
-    """As `encode` for `quality` and `hundredths`."""
-    hundredths = _checked(model, quality, hundredths)
+                      hundredths: int | None = None, target: SizeTarget | None = None) -> Reconstruction:
+    """As `encode` for `quality`, `hundredths` and `target`; with a target, the pixels are the decode of
+    the stream the search found (its latents, as /decode would read them back)."""
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
-    seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
-    if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
-        latents = await _encode_latents(model, seen, plan, tiles, hundredths)
+    stream_bytes = encodes = None
+    if target is not None:
+        if quality is not None or hundredths is not None:
+            raise TypeError("give a quality or a size target, not both")
+        seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
+        found, encodes = await search(model, seen, plan, source.channels, tiles, target)
+        hundredths, stream_bytes = found.hundredths, len(found.stream)
+        latents = {spec.name: np.asarray(found.latents[spec.name], np.int32) for spec in model.card.latents}
         output = await _decode_latents(model, latents, plan, tiles, hundredths)
     else:
-        output = (await model.call("reconstruct", {"images": seen, **quality_input(hundredths)}))["images"]
+        hundredths = _checked(model, quality, hundredths)
+        seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
+        if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
+            latents = await _encode_latents(model, seen, plan, tiles, hundredths)
+            output = await _decode_latents(model, latents, plan, tiles, hundredths)
+        else:
+            output = (await model.call("reconstruct", {"images": seen, **quality_input(hundredths)}))["images"]
     mse, psnr, pixels = await imaging.off_loop(_work(plan), _measure_and_restore, seen, output, plan, source.channels)
-    return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths))
+    return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths), stream_bytes, encodes)
 
 
 def _measure_and_restore(seen: np.ndarray, output: np.ndarray, plan: imaging.SizePlan,

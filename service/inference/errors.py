@@ -120,6 +120,13 @@ class InvalidQuality(ServiceError):
     code, status = "invalid_quality", 422
 
 
+class TargetTooSmall(ServiceError):
+    """`?max_bytes=` / `?target_bpp=` below the smallest stream the model makes of the image (its lowest
+    quality, or its only rate): the message names that size."""
+
+    code, status = "target_too_small", 422
+
+
 class AnomalyNotCalibrated(ServiceError):
     code, status = "anomaly_not_calibrated", 409
 

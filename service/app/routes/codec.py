@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
+import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -31,6 +33,19 @@ from service.inference.stream_checks import check_requested
 
 router = APIRouter(tags=["codec"], route_class=KeyedRoute)
 
+_NO_PIXELS = np.zeros((0, 0, 1), np.uint8)
+
+
+def stream_headers(r: codec.Reconstruction) -> dict[str, str]:
+    """With a size target: the size of the stream the reconstruction decodes from."""
+    if r.stream_bytes is None or r.bpp is None:
+        return {}
+    return {"X-Bytes": str(r.stream_bytes), "X-Bpp": f"{r.bpp:.6f}"}
+
+
+def search_header(encodes: int | None) -> dict[str, str]:
+    """With a size target: how many encodes the search ran (at most codec.MAX_SEARCH_ENCODES)."""
+    return {} if encodes is None else {"X-Search-Encodes": str(encodes)}
 
 
 @router.post(
@@ -40,22 +55,28 @@ router = APIRouter(tags=["codec"], route_class=KeyedRoute)
         "Returns the self-describing bitstream as `application/octet-stream` with `X-Bpp`, `X-Bytes` and the "
         "original size in headers; `Accept: application/json` (or several multipart files) gives JSON with the "
         "stream in base64 (a list for several files). bpp = bytes*8/(H*W) of the original image. Variable-rate "
-        "models take `?quality=` (fewer bits at lower values) and answer `X-Quality`."
+        "models take `?quality=` (fewer bits at lower values) and answer `X-Quality`. `?max_bytes=N` or "
+        "`?target_bpp=b` compress to a size instead: the highest quality whose stream fits, per image "
+        f"(bisection in steps of 0.01, at most {codec.MAX_SEARCH_ENCODES} encodes per image), with the quality "
+        "chosen in `X-Quality` and the encodes it took in `X-Search-Encodes`; 422 `target_too_small` names the "
+        "smallest stream possible when none fits."
     ),
     response_model=None,
     responses={200: {"model": EncodeResult | list[EncodeResult],
                      "content": {"application/octet-stream": {"schema": BINARY}}},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality")},
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "max_bytes",
+                                                                 "target_bpp")},
 )
 async def encode(ctx: HotContext) -> Response:
     model, settings = ctx.model(), ctx.settings
     # the quality in the contract's terms (hundredths, as the stream records it; None: single-rate),
-    # validated against the model before any image is read
-    hundredths = codec.model_quality(model, ctx.query.quality)
+    # validated against the model before any image is read; with a size target the search picks it
+    target = codec.size_target(ctx.query.max_bytes, ctx.query.target_bpp)
+    hundredths = None if target else codec.model_quality(model, ctx.query.quality)
     async with read_images(ctx, model) as items:
         encoded = await for_each(
-            items, lambda item: codec.encode(model, item[1], settings.tiling, hundredths=hundredths),
+            items, lambda item: codec.encode(model, item[1], settings.tiling, hundredths=hundredths, target=target),
             timeout_s=settings.request_timeout_s,
         )
         uploads = [upload for upload, _ in items]
@@ -67,11 +88,12 @@ async def encode(ctx: HotContext) -> Response:
         return Answer(
             r.stream, "application/octet-stream",
             size_headers(r.plan, r.channels) | {"X-Bpp": f"{r.bpp:.6f}", "X-Bytes": str(len(r.stream))}
-            | quality_header(r.quality),
+            | quality_header(r.quality) | search_header(r.search_encodes),
             lambda: EncodeResult(
                 model=model.name, version=model.version, height=r.plan.height, width=r.plan.width,
                 channels=r.channels, size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
                 bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp, quality=r.quality,
+                search_encodes=r.search_encodes,
             ),
         )
 
@@ -154,42 +176,50 @@ async def decode(ctx: HotContext) -> Response:
     description=(
         "Returns the reconstruction at the original size and channels (PNG; WebP/JPEG via `?format=` or Accept) "
         "with `X-MSE`/`X-PSNR` headers measured against the input as the model saw it (pixels in [0, 1]), or "
-        "JSON with base64 images (`Accept: application/json`, several files)."
+        "JSON with base64 images (`Accept: application/json`, several files). `?max_bytes=`/`?target_bpp=` as "
+        "on /encode: the reconstruction is then the decode of the stream found, whose size comes in `X-Bytes` "
+        "and `X-Bpp`."
     ),
     response_model=None,
     responses={200: {"model": ReconstructResult | list[ReconstructResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "format")},
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "max_bytes",
+                                                                 "target_bpp", "format")},
 )
 async def reconstruct(ctx: HotContext) -> Response:
     model, settings = ctx.model(), ctx.settings
     # the quality in the contract's terms (hundredths, as the stream records it; None: single-rate),
     # validated against the model before any image is read
-    hundredths = codec.model_quality(model, ctx.query.quality)
+    # validated against the model before any image is read; with a size target the search picks it
+    target = codec.size_target(ctx.query.max_bytes, ctx.query.target_bpp)
+    hundredths = None if target else codec.model_quality(model, ctx.query.quality)
     fmt = negotiate.image_format(ctx.request, ctx.query.format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
-        result = await codec.reconstruct(model, item[1], settings.tiling, hundredths=hundredths)
+        result = await codec.reconstruct(model, item[1], settings.tiling, hundredths=hundredths, target=target)
         return result, await encode_image(result.pixels, fmt)
 
     async with read_images(ctx, model) as items:
         results = await for_each(items, one, timeout_s=settings.request_timeout_s)
         files = [(upload, source.channels) for upload, source in items]
-        outcomes = [(r.plan, r.mse, r.psnr, r.quality, data) for r, data in results]
-        del items, results  # the pixels go with the budget they held; only the encoded images remain
+        # the figures without the pixels: those go with the budget they held, only the images remain
+        outcomes = [(dataclasses.replace(r, pixels=_NO_PIXELS), data) for r, data in results]
+        del items, results
     media_type = negotiate.media_type(fmt)
 
-    def answer(upload: Upload, channels: int, plan: imaging.SizePlan, mse: float, psnr: float | None,
-               quality: float | None, data: bytes) -> Answer:
+    def answer(upload: Upload, channels: int, r: codec.Reconstruction, data: bytes) -> Answer:
+        plan = r.plan
         return Answer(
             data, media_type,
-            size_headers(plan, channels) | {"X-MSE": f"{mse:.8g}", "X-PSNR": "inf" if psnr is None else f"{psnr:.4f}"}
-            | quality_header(quality),
+            size_headers(plan, channels)
+            | {"X-MSE": f"{r.mse:.8g}", "X-PSNR": "inf" if r.psnr is None else f"{r.psnr:.4f}"}
+            | quality_header(r.quality) | stream_headers(r) | search_header(r.search_encodes),
             lambda: ReconstructResult(
                 model=model.name, version=model.version, height=plan.height, width=plan.width,
                 channels=channels, size_policy=plan.policy, size_action=plan.action, filename=upload.filename,
-                media_type=media_type, image=negotiate.b64(data), mse=mse, psnr=psnr, quality=quality,
+                media_type=media_type, image=negotiate.b64(data), mse=r.mse, psnr=r.psnr, quality=r.quality,
+                bytes=r.stream_bytes, bpp=r.bpp, search_encodes=r.search_encodes,
             ),
         )
 
