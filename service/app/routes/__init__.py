@@ -4,6 +4,6 @@ Directly, not through one umbrella router: FastAPI matches included routers leve
 level of nesting is measurable per request on the hot routes (bench/serve.py).
 """
 
-from service.app.routes import anomaly, codec, health, models
+from service.app.routes import anomaly, codec, compare, health, models
 
-API_ROUTERS = (codec.router, anomaly.router, models.router, health.router)
+API_ROUTERS = (codec.router, anomaly.router, compare.router, models.router, health.router)
