@@ -54,6 +54,10 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Up to this many pixels, PNG results come from `png.encode_png` (no row filters, ~6× less time than
 #: Pillow for a digit); bigger ones from Pillow, whose adaptive row filters compress photos better.
 FAST_PNG_MAX_PIXELS = 128 * 128
+#: zlib level of PNG answers above FAST_PNG_MAX_PIXELS: level 1 encodes a photo several times faster than
+#: Pillow's default 6 for somewhat more bytes (docs/operators.md, "Photo answers"), and on the links a
+#: service answers over, CPU per megapixel is the dearer of the two.
+LARGE_PNG_LEVEL = 1
 #: Images up to this many pixels are converted on the event loop: for a small image (an MNIST digit) the
 #: hop to a worker thread costs more than the work itself (bench/serve.py). Anything bigger runs in a
 #: worker thread (`off_loop`), so no request can stall the loop for others.
@@ -395,7 +399,7 @@ def encode_image(pixels: np.ndarray, fmt: OutputFormat = "png") -> bytes:
     image = Image.fromarray(np.ascontiguousarray(u8[..., 0] if u8.shape[-1] == 1 else u8))
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", compress_level=LARGE_PNG_LEVEL)
     elif fmt == "webp":
         image.save(buffer, format="WEBP", lossless=True)
     elif fmt == "jpeg":

@@ -1,0 +1,315 @@
+"""Photos through the service: MP/s and latency of `/encode`, `/decode`, `/reconstruct` over HTTP, next to
+the same code path in-process, in one run; and where a megapixel's time goes.
+
+    python bench/photos.py                                   # natural, 0.4 and 3 MP, concurrency 1,4,16
+    python bench/photos.py --sizes 0.4 --concurrency 1,4 --duration 10 --json out.json
+
+1. In-process: a ModelRegistry built from the service's own Settings (same batcher, executor, thread
+   budget) and the functions the routes call: `imaging.open_image`/`decode_image` → `codec.encode` →
+   the stream; `codec.parse` → `codec.decode` → `imaging.encode_image` (PNG); upload → `codec.reconstruct`
+   → PNG. N closed-loop asyncio workers, as N clients would be.
+2. The service: `python -m service` in a subprocess (bench/launcher.py) with the same settings; N
+   closed-loop httpx workers, one connection each, posting the photo (or its stream, for /decode).
+3. Per megapixel, one image at a time in-process: upload decode, analysis transform (the `encode`
+   signature), parameter stages and range coding (the coding loop; the stages' TF calls timed apart),
+   synthesis (the `decode` signature) and PNG encoding.
+
+Photos are `--image` (default: the first McMaster photo from the shared datasets) resized with Lanczos
+to each size's pixel count at the photo's aspect ratio; the stream for /decode is the encode of that photo.
+The machine's other load moves every figure; the ratio lines compare cells measured minutes apart at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: the repository's packages importable
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+from PIL import Image
+
+ENDPOINTS = ("encode", "decode", "reconstruct")
+DEFAULT_IMAGE = ROOT.parent / "shared" / "datasets" / "natural" / "McMaster"
+
+
+@dataclass
+class Row:
+    """One (where, endpoint, size, concurrency) measurement."""
+
+    where: str  # "in-process" or "service"
+    endpoint: str
+    megapixels: float
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def mp_s(self) -> float:
+        return self.requests * self.megapixels / self.seconds if self.seconds else 0.0
+
+
+def photo_png(source: Path, megapixels: float) -> bytes:
+    """`source` (a file, or the first image of a folder) resized to about `megapixels` MP, as PNG."""
+    if source.is_dir():
+        source = min(p for p in source.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    image = Image.open(source).convert("RGB")
+    scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    if not latencies:
+        return float("nan"), float("nan")
+    ms = np.asarray(latencies) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+async def closed_loop(send, concurrency: int, duration: float, warmup: float) -> tuple[int, int, list[float], float]:
+    """`concurrency` workers each awaiting `send()` again as soon as it returns True (False: an error).
+    One round of `concurrency` requests first, unmeasured: a fresh server traces each new input shape."""
+    await asyncio.gather(*(send() for _ in range(concurrency)), return_exceptions=True)
+    start = time.perf_counter()
+    window, stop = start + warmup, start + warmup + duration
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        while (sent := time.perf_counter()) < stop:
+            try:
+                ok = await send()
+            except Exception:  # noqa: BLE001 -- every failure is an error of the cell
+                ok = False
+            done = time.perf_counter()
+            if not ok:
+                errors += 1
+            elif window <= done < stop:
+                latencies.append(done - sent)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies), errors, latencies, duration
+
+
+# ---- in-process ----------------------------------------------------------------------------------------
+async def inprocess_rows(model_name: str, payloads: dict[float, bytes], streams: dict[float, bytes],
+                         quality: float, concurrencies: list[int], duration: float, warmup: float) -> list[Row]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.app.config import Settings
+    from service.inference import codec, imaging
+    from service.inference.registry import ModelRegistry, configure_tensorflow
+
+    settings = Settings(_env_file=None, models_dir=ROOT / "models_store", default_model=model_name)
+    configure_tensorflow(settings.intra_op_threads())
+    executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+    registry = ModelRegistry(settings.models_dir, default_model=model_name, max_batch_size=settings.max_batch_size,
+                             max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+                             max_in_flight=settings.batches_in_flight, executor=executor)
+    await registry.refresh()
+    model = registry.resolve(model_name)
+    rows = []
+
+    def sender(endpoint: str, body: bytes):
+        async def encode() -> bool:
+            source = imaging.decode_image(imaging.open_image(body, settings.max_pixels), model.card.input.channels)
+            return bool((await codec.encode(model, source, settings.tiling, quality)).stream)
+
+        async def decode() -> bool:
+            pixels, _ = await codec.decode(model, codec.parse(body), settings.max_pixels, settings.tiling)
+            return bool(await asyncio.to_thread(imaging.encode_image, pixels))
+
+        async def reconstruct() -> bool:
+            source = imaging.decode_image(imaging.open_image(body, settings.max_pixels), model.card.input.channels)
+            result = await codec.reconstruct(model, source, settings.tiling, quality)
+            return bool(await asyncio.to_thread(imaging.encode_image, result.pixels))
+
+        return {"encode": encode, "decode": decode, "reconstruct": reconstruct}[endpoint]
+
+    try:
+        for mp, png in payloads.items():
+            for endpoint in ENDPOINTS:
+                body = streams[mp] if endpoint == "decode" else png
+                for c in concurrencies:
+                    n, errors, latencies, seconds = await closed_loop(sender(endpoint, body), c, duration, warmup)
+                    rows.append(Row("in-process", endpoint, mp, c, n, errors, seconds, *_percentiles(latencies)))
+                    print(_format(rows[-1]), flush=True)
+    finally:
+        await registry.close()
+        executor.shutdown(wait=True)
+    return rows
+
+
+# ---- the service -----------------------------------------------------------------------------------------
+async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], streams: dict[float, bytes],
+                       quality: float, concurrencies: list[int], duration: float, warmup: float) -> list[Row]:
+    import httpx
+
+    rows = []
+    for mp, png in payloads.items():
+        for endpoint in ENDPOINTS:
+            body = streams[mp] if endpoint == "decode" else png
+            kind = "application/octet-stream" if endpoint == "decode" else "image/png"
+            params = {"model": model_name} | ({} if endpoint == "decode" else {"quality": quality})
+            for c in concurrencies:
+                clients = [httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) for _ in range(c)]
+                send = _poster(list(clients), endpoint, body, params, kind)
+                try:
+                    n, errors, latencies, seconds = await closed_loop(send, c, duration, warmup)
+                finally:
+                    await asyncio.gather(*(client.aclose() for client in clients))
+                rows.append(Row("service", endpoint, mp, c, n, errors, seconds, *_percentiles(latencies)))
+                print(_format(rows[-1]), flush=True)
+    return rows
+
+
+def _poster(free: list, endpoint: str, body: bytes, params: dict, kind: str):
+    """send(): one POST on a free client (one keep-alive connection per worker)."""
+
+    async def send() -> bool:
+        client = free.pop()
+        try:
+            r = await client.post(f"/{endpoint}", content=body, params=params, headers={"Content-Type": kind})
+            return r.status_code == 200
+        finally:
+            free.append(client)
+
+    return send
+
+
+# ---- where a megapixel's time goes -------------------------------------------------------------------
+def time_split(model_name: str, png: bytes, quality: float, repeats: int = 3) -> dict[str, float]:
+    """Seconds per megapixel of each step for one photo, sequentially in this process (best of `repeats`)."""
+    from service.inference.registry import ModelRegistry
+
+    async def load():
+        registry = ModelRegistry(ROOT / "models_store", default_model=model_name)
+        await registry.refresh()
+        return registry.resolve(model_name)
+
+    model = asyncio.run(load())
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, seconds in _one_split(model, png, quality).items():
+            best[name] = min(best.get(name, float("inf")), seconds)
+    best["range coding (without stages)"] = (best["range coding + stages"] + best["range decoding + stages"]
+                                             - best["parameter stages (TF)"])
+    return best
+
+
+def _one_split(model, png: bytes, quality: float) -> dict[str, float]:
+    from contract.entropy import decoding_steps, drive, encoding_steps
+    from service.inference import codec, imaging
+
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+    def staged(scale_fn):
+        return lambda name, coded: timed("parameter stages (TF)", scale_fn, name, coded)
+
+    source = timed("upload decode", lambda: imaging.decode_image(imaging.open_image(png, 1 << 30), 3))
+    plan = imaging.plan_size(source.height, source.width, model.card.input)
+    extra = {k: v[None] for k, v in codec.quality_input(codec.model_quality(model, quality)).items()}
+    seen = imaging.model_input(source, plan, 3)[None]
+    latents = timed("analysis (encode signature)", model.run, "encode", {"images": seen, **extra})
+    one = {k: v[0] for k, v in latents.items()}
+    payloads = timed("range coding + stages", drive, encoding_steps(model.card.latents, one, model.tables),
+                     staged(model.scale_fn()))
+    decoded = timed("range decoding + stages", drive, decoding_steps(model.card.latents, payloads, model.tables),
+                    staged(model.scale_fn()))
+    images = timed("synthesis (decode signature)", model.run, "decode", {**decoded, **extra})["images"][0]
+    timed("PNG encode", imaging.encode_image, imaging.output_image(images, plan, 3))
+    mp = source.height * source.width / 1e6
+    return {name: seconds / mp for name, seconds in times.items()}
+
+
+def _format(row: Row) -> str:
+    return (f"| {row.where} | /{row.endpoint} | {row.megapixels:g} | {row.concurrency} | {row.mp_s:.3f} | "
+            f"{row.p50_ms:.0f} | {row.p99_ms:.0f} | {row.errors} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="natural", help="a variable-rate codec in models_store (default %(default)s)")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a photo, or a folder (its first image)")
+    parser.add_argument("--sizes", default="0.4,3", help="megapixels, comma-separated (default %(default)s)")
+    parser.add_argument("--concurrency", default="1,4,16", help="closed-loop workers per cell (default %(default)s)")
+    parser.add_argument("--quality", type=float, default=5.0, help="?quality= of /encode and /reconstruct")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first, per cell")
+    parser.add_argument("--skip-service", action="store_true", help="in-process rows and the time split only")
+    parser.add_argument("--json", type=Path, help="write every row and the split here")
+    args = parser.parse_args(argv)
+    sizes = [float(s) for s in args.sizes.split(",") if s]
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    payloads = {mp: photo_png(args.image, mp) for mp in sizes}
+
+    split = time_split(args.model, payloads[sizes[0]], args.quality)
+    print(f"\nseconds per megapixel at {sizes[0]:g} MP, quality {args.quality:g}, one image at a time:")
+    print("| step | s/MP |\n|---|---|")
+    for name, value in split.items():
+        print(f"| {name} | {value:.3f} |")
+
+    streams = asyncio.run(_streams(args.model, payloads, args.quality))
+    print("\n| where | endpoint | MP | concurrency | MP/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|")
+    rows = asyncio.run(inprocess_rows(args.model, payloads, streams, args.quality, concurrencies, args.duration,
+                                      args.warmup))
+    if not args.skip_service:
+        from bench.launcher import server_process
+
+        with server_process(models_dir=ROOT / "models_store", default_model=args.model, log_level="WARNING") as server:
+            rows += asyncio.run(service_rows(server.url, args.model, payloads, streams, args.quality, concurrencies,
+                                             args.duration, args.warmup))
+        print("\nservice MP/s / in-process MP/s:")
+        for row in (r for r in rows if r.where == "service"):
+            ref = next(r for r in rows if r.where == "in-process" and (r.endpoint, r.megapixels, r.concurrency)
+                       == (row.endpoint, row.megapixels, row.concurrency))
+            print(f"  /{row.endpoint} {row.megapixels:g} MP c={row.concurrency}: "
+                  f"{row.mp_s / ref.mp_s if ref.mp_s else float('nan'):.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"split_s_per_mp": split, "rows": [asdict(r) | {"mp_s": r.mp_s} for r in rows]},
+                                        indent=1))
+    return 0
+
+
+async def _streams(model_name: str, payloads: dict[float, bytes], quality: float) -> dict[float, bytes]:
+    """The /decode payloads: each photo's stream, encoded by the service's code path."""
+    from service.inference import codec, imaging
+    from service.inference.registry import ModelRegistry
+
+    registry = ModelRegistry(ROOT / "models_store", default_model=model_name)
+    await registry.refresh()
+    try:
+        model = registry.resolve(model_name)
+        out = {}
+        for mp, png in payloads.items():
+            source = imaging.decode_image(imaging.open_image(png, 1 << 30), 3)
+            out[mp] = (await codec.encode(model, source, None, quality)).stream
+        return out
+    finally:
+        await registry.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
