@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-args", type=json.loads, default={})
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
     parser.add_argument("--levels", help="comma-separated 0-based levels (default: all)")
+    parser.add_argument("--unquantized", action="store_true",
+                        help="also the PSNR of g_s(g_a(x)) with the level's gains and no rounding: what the "
+                             "transforms alone can reconstruct, the ceiling of that level's PSNR")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -63,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         return model.compute_losses(x, training=False)
 
     print(f"{latest} (step {int(step.numpy())}), {len(images)} images of {args.images}")
-    print("| level | λ | mean bpp | mean PSNR |\n|---|---|---|---|")
+    extra = " PSNR unquantised |" if args.unquantized else ""
+    print(f"| level | λ | mean bpp | mean PSNR |{extra}\n|---|---|---|---|{'---|' if extra else ''}")
     for level in levels:
         model.set_rate_level(level)
-        bpp, psnr = [], []
+        bpp, psnr, ceiling = [], [], []
         for image in images:
             h, w = image.shape[:2]
             padded = pad_to_multiple(image[None], model.size_multiple)
@@ -74,9 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             # the padded image's bits over the original pixels (what a stream of the image costs)
             bpp.append(float(out["bpp"]) * padded.shape[1] * padded.shape[2] / (h * w))
             recon = np.clip(model(tf.constant(padded)).numpy()[0, :h, :w], 0, 1)
-            psnr.append(10 * np.log10(1.0 / max(float(np.mean((recon - image) ** 2)), 1e-12)))
-        print(f"| {level + 1} | {model.lmbdas[level]:g} | {np.mean(bpp):.4f} | {np.mean(psnr):.2f} |", flush=True)
+            psnr.append(_psnr(recon, image))
+            if args.unquantized:
+                gain, inv_gain = model._gains(tf.constant([float(level)]))
+                plain = model.g_s(model.g_a(tf.constant(padded)) * gain * inv_gain).numpy()[0, :h, :w]
+                ceiling.append(_psnr(np.clip(plain, 0, 1), image))
+        tail = f" {np.mean(ceiling):.2f} |" if args.unquantized else ""
+        print(f"| {level + 1} | {model.lmbdas[level]:g} | {np.mean(bpp):.4f} | {np.mean(psnr):.2f} |{tail}", flush=True)
     return 0
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12))
 
 
 if __name__ == "__main__":
