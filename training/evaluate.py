@@ -20,6 +20,8 @@ from contract.sizing import pad_to_multiple
 from training.data import eval_batches
 
 Tensors = Mapping[str, np.ndarray]
+#: tf.image.ssim_multiscale with its defaults (5 scales, 11-px window) needs this many pixels per side.
+MS_SSIM_MIN_SIDE = 161
 
 
 @dataclass
@@ -111,8 +113,11 @@ class Evaluation:
 
 def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_classes: list[int] | None = None,
              batch_size: int = 256, with_bpp: bool = True) -> Evaluation:
-    """MSE/PSNR on [0,1] pixels, real bpp and code bytes, anomaly scores (+ AUROC when labelled)."""
+    """MSE/PSNR on [0,1] pixels, MS-SSIM (tf.image.ssim_multiscale, default settings, on images of at least
+    161 px a side: `ms_ssim` is the mean over them, `ms_ssim_db` -10·log10(1 - that mean), `ms_ssim_images`
+    how many; absent when none is that big), real bpp and code bytes, anomaly scores (+ AUROC when labelled)."""
     sq_err, psnrs, bits, pixels, code_bytes, scores = [], [], 0, 0, [], []
+    ms_ssims: list[np.ndarray] = []
     components: dict[str, list[np.ndarray]] = {}
     for batch in eval_batches(images, batch_size):
         h, w, c = batch.shape[1:]
@@ -122,6 +127,9 @@ def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_clas
         per_image = np.mean((recon.astype(np.float64) - batch) ** 2, axis=(1, 2, 3))
         sq_err.append(per_image)
         psnrs.append(10 * np.log10(1.0 / np.maximum(per_image, 1e-12)))
+        if min(h, w) >= MS_SSIM_MIN_SIDE:
+            ms_ssims.append(tf.image.ssim_multiscale(
+                tf.constant(batch, tf.float32), tf.constant(np.clip(recon, 0, 1), tf.float32), max_val=1.0).numpy())
         outputs = coder.anomaly_score(padded)
         scores.append(outputs["score"])
         for key, value in outputs.items():
@@ -140,6 +148,10 @@ def evaluate(coder: Coder, images, labels: np.ndarray | None = None, normal_clas
         "psnr_per_image_mean": float(np.concatenate(psnrs).mean()),
         "images": float(len(mse_all)),
     }
+    if ms_ssims:
+        ms_ssim = float(np.concatenate(ms_ssims).mean())
+        metrics |= {"ms_ssim": ms_ssim, "ms_ssim_db": float(-10 * np.log10(max(1.0 - ms_ssim, 1e-12))),
+                    "ms_ssim_images": float(sum(len(v) for v in ms_ssims))}
     if with_bpp:
         metrics |= {"bpp": bits / pixels, "code_bytes_mean": float(np.mean(code_bytes))}
     score_all = np.concatenate(scores)

@@ -76,6 +76,10 @@ class ReconstructResult(_ImageFacts, _Quality):
     image: str = Field(description="The reconstruction at the original size and channels, base64.")
     mse: float = Field(description="MSE vs the input as the model saw it, pixels in [0, 1].")
     psnr: float | None = Field(description="PSNR in dB (null when the reconstruction is exact).")
+    ms_ssim: float | None = Field(
+        None, description="MS-SSIM in [0, 1] (tf.image.ssim_multiscale: 5 scales, 11-px Gaussian window, "
+        "averaged over channels) vs the input as the model saw it; null for an image under 161 px on a side "
+        "or over AEC_MS_SSIM_MAX_PIXELS. In dB: -10·log10(1 - ms_ssim).")
     bytes: int | None = Field(
         None, description="With `?max_bytes=`/`?target_bpp=`: the length of the stream the reconstruction "
         "decodes from (else null).")

@@ -26,7 +26,7 @@ from contract.entropy import (
     decoding_steps,
     encoding_steps,
 )
-from service.inference import imaging, tiling
+from service.inference import imaging, msssim, tiling
 from service.inference.errors import (
     BitstreamModelMismatch,
     CorruptBitstream,
@@ -58,6 +58,7 @@ class Reconstruction:
     mse: float
     psnr: float | None
     quality: float | None = None
+    ms_ssim: float | None = None  # None: smaller than msssim.MIN_SIDE on a side, or over the pixel limit
     stream_bytes: int | None = None  # with a size target: the length of the stream the pixels decode from
     search_encodes: int | None = None
 
@@ -412,9 +413,11 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
 # ---- reconstruct -----------------------------------------------------------------------------------
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
                       tiles: tiling.Tiling | None = None, quality: float | None = None, *,
-                      hundredths: int | None = None, target: SizeTarget | None = None) -> Reconstruction:
+                      hundredths: int | None = None, target: SizeTarget | None = None,
+                      ms_ssim_max_pixels: int = msssim.DEFAULT_MAX_PIXELS) -> Reconstruction:
     """As `encode` for `quality`, `hundredths` and `target`; with a target, the pixels are the decode of
-    the stream the search found (its latents, as /decode would read them back)."""
+    the stream the search found (its latents, as /decode would read them back). MSE, PSNR and MS-SSIM
+    (images up to `ms_ssim_max_pixels`, on the model executor; `msssim`) against what the model saw."""
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     stream_bytes = encodes = None
@@ -435,7 +438,9 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
         else:
             output = (await model.call("reconstruct", {"images": seen, **quality_input(hundredths)}))["images"]
     mse, psnr, pixels = await imaging.off_loop(_work(plan), _measure_and_restore, seen, output, plan, source.channels)
-    return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths), stream_bytes, encodes)
+    ms_ssim = await msssim.measure(model.executor, sizing.valid_region(seen, plan), sizing.valid_region(output, plan),
+                                   ms_ssim_max_pixels)
+    return Reconstruction(pixels, plan, mse, psnr, quality_value(hundredths), ms_ssim, stream_bytes, encodes)
 
 
 def _measure_and_restore(seen: np.ndarray, output: np.ndarray, plan: imaging.SizePlan,

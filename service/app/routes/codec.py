@@ -175,8 +175,10 @@ async def decode(ctx: HotContext) -> Response:
     summary="Encode and decode in one call (quality check)",
     description=(
         "Returns the reconstruction at the original size and channels (PNG; WebP/JPEG via `?format=` or Accept) "
-        "with `X-MSE`/`X-PSNR` headers measured against the input as the model saw it (pixels in [0, 1]), or "
-        "JSON with base64 images (`Accept: application/json`, several files). `?max_bytes=`/`?target_bpp=` as "
+        "with `X-MSE`/`X-PSNR`/`X-MS-SSIM` headers measured against the input as the model saw it (pixels in "
+        "[0, 1]), or JSON with base64 images (`Accept: application/json`, several files). MS-SSIM "
+        "(tf.image.ssim_multiscale, default settings) needs at least 161 px on each side and is measured up to "
+        "AEC_MS_SSIM_MAX_PIXELS (2^21 by default); otherwise `ms_ssim` is null and the header is omitted. `?max_bytes=`/`?target_bpp=` as "
         "on /encode: the reconstruction is then the decode of the stream found, whose size comes in `X-Bytes` "
         "and `X-Bpp`."
     ),
@@ -197,7 +199,8 @@ async def reconstruct(ctx: HotContext) -> Response:
     fmt = negotiate.image_format(ctx.request, ctx.query.format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
-        result = await codec.reconstruct(model, item[1], settings.tiling, hundredths=hundredths, target=target)
+        result = await codec.reconstruct(model, item[1], settings.tiling, hundredths=hundredths, target=target,
+                                         ms_ssim_max_pixels=settings.ms_ssim_max_pixels)
         return result, await encode_image(result.pixels, fmt)
 
     async with read_images(ctx, model) as items:
@@ -214,11 +217,13 @@ async def reconstruct(ctx: HotContext) -> Response:
             data, media_type,
             size_headers(plan, channels)
             | {"X-MSE": f"{r.mse:.8g}", "X-PSNR": "inf" if r.psnr is None else f"{r.psnr:.4f}"}
+            | ({} if r.ms_ssim is None else {"X-MS-SSIM": f"{r.ms_ssim:.6f}"})
             | quality_header(r.quality) | stream_headers(r) | search_header(r.search_encodes),
             lambda: ReconstructResult(
                 model=model.name, version=model.version, height=plan.height, width=plan.width,
                 channels=channels, size_policy=plan.policy, size_action=plan.action, filename=upload.filename,
-                media_type=media_type, image=negotiate.b64(data), mse=r.mse, psnr=r.psnr, quality=r.quality,
+                media_type=media_type, image=negotiate.b64(data), mse=r.mse, psnr=r.psnr, ms_ssim=r.ms_ssim,
+                quality=r.quality,
                 bytes=r.stream_bytes, bpp=r.bpp, search_encodes=r.search_encodes,
             ),
         )
