@@ -1,7 +1,6 @@
 """Rate–distortion benchmark: our codec through the service's own code path vs Pillow's JPEG, WebP, AVIF.
 
-    python bench/rd.py /work/shared/datasets/natural/McMaster --models natural \\
-        --plot artifacts/rd.png --json artifacts/rd.json
+    python bench/rd.py path/to/McMaster --models natural --plot artifacts/rd.png --json artifacts/rd.json
 
 Any folder of images works (every file Pillow can open; several folders or single files may be given).
 
@@ -22,7 +21,12 @@ settings (`--cache`), so a second run over the same folder only pays for our cod
 
 PSNR is measured on 8-bit RGB against the image the service sees (grey images compared as grey
 repeated to RGB, transparency composited on white, as the service does), 10·log10(255² / MSE) over all
-pixels and channels.
+pixels and channels. MS-SSIM on the same pair by the service's measure (`service/inference/msssim.py`:
+tf.image.ssim_multiscale with its defaults), for images of at least 161 px on a side; it is plotted and
+integrated in dB, -10·log10(1 − MS-SSIM). It costs ~4.5 CPU-seconds per megapixel, far more than a JPEG
+encode, so ours is measured at every operating point but each classic sweep only at every
+`--ms-ssim-stride`-th quality and its last (default 5: 21 of JPEG's 100 points); cached with the sweep.
+`--ms-ssim-stride 0` skips it.
 
 Figures:
 - "PSNR @ b bpp": per image, the PSNR at b bpp on that image's own curve (its rate–distortion frontier,
@@ -36,11 +40,13 @@ Figures:
   Where a codec cannot reach b on some images (WebP's lowest quality spends over 0.25 bpp on some),
   the per-image mean above is over the easier images only and reads high; this one compares every
   codec on the same images, so it is the one that says whose curve is above whose at b.
-- BD-rate (`bench/bdrate.py`, PCHIP by default) of each codec against JPEG and WebP, on the MEAN curves
+- BD-rate (`bench/bdrate.py`, PCHIP by default) of each codec against JPEG, WebP and AVIF, on the MEAN curves
   (per quality setting / per operating point: mean bpp and mean PSNR over the images), over the whole
   PSNR range the two curves share, and over 0.25–1.0 bpp (the PSNR interval where both curves spend
   0.25 to 1.0 bpp). Negative = fewer bits than the anchor for the same PSNR. The per-image BD-rates
   averaged over images are printed below the table and stored in the JSON.
+- MS-SSIM table: MS-SSIM in dB (and as is) at each target bpp on the mean MS-SSIM curves (per setting, the
+  mean over the images that have a value), and the BD-rate over MS-SSIM in dB against each classic codec.
 - enc/dec s/MP: wall-clock seconds per megapixel, median over images (ours: also over operating
   points, per operating point in the second table). Ours: `codec.encode` (pixels → stream bytes) and
   parse + resolve + `codec.decode` (bytes → pixels), image file decode/encode excluded; classic:
@@ -68,7 +74,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image
 
-from bench.rdlib.classic import SweepCache, classic_codecs, parse_qualities, sweep, time_classic
+from bench.rdlib.classic import (
+    SweepCache,
+    classic_codecs,
+    ms_ssim_qualities,
+    parse_qualities,
+    sweep,
+    time_classic,
+)
 from bench.rdlib.curves import BD_RANGE, summarize
 from bench.rdlib.images import BenchImage, list_images, load
 from bench.rdlib.ours import run_ours, select_models
@@ -87,7 +100,8 @@ def default_cache() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="folders of images (or image files)")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store",
+                        help="the models store (default: this repository's models_store/)")
     parser.add_argument("--models", help="comma-separated names, globs or prefixes of models (one operating point "
                         "each, newest version); default: every any-size model in --models-dir")
     parser.add_argument("--our-qualities", type=lambda s: [float(x) for x in s.split(",")],
@@ -100,16 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AVIF quality sweep (default 1-100:3, AVIF encodes are slow)")
     parser.add_argument("--avif-speed", type=int, default=6, help="libavif speed 0 (slowest, best) .. 10 (default 6)")
     parser.add_argument("--speed-quality", type=int, default=75, help="classic codecs' quality for the timing columns")
-    parser.add_argument("--targets", type=lambda s: [float(x) for x in s.split(",")], default=list(TARGETS))
-    parser.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip")
+    parser.add_argument("--targets", type=lambda s: [float(x) for x in s.split(",")], default=list(TARGETS),
+                        metavar="BPP,...", help="the bit rates the tables read PSNR and MS-SSIM at (default "
+                        + ",".join(f"{t:g}" for t in TARGETS) + ")")
+    parser.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip",
+                        help="BD-rate fit of log-rate against PSNR: pchip (piecewise cubic Hermite, as the JVET "
+                             "common-test-condition sheets; the default) or cubic (Bjøntegaard's least-squares "
+                             "polynomial, 4 points or more)")
     parser.add_argument("--max-pixels", type=int, default=0,
-                        help="pixel limit passed to the service code (default 0: none; the service's default is 2048²)")
+                        help="pixel limit passed to the service code, images over it are skipped (default 0: none; "
+                             "the service's own default, AEC_MAX_PIXELS, is 4096²)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
-    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="threads for the classic sweeps")
-    parser.add_argument("--cache", type=Path, default=default_cache(), help="classic sweep cache folder")
-    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                        help="threads running the classic codecs' quality sweeps in parallel, one (image, codec) "
+                             "each (default: the CPU count, at most 4); our codec runs in one")
+    parser.add_argument("--ms-ssim-stride", type=int, default=5, metavar="N",
+                        help="measure MS-SSIM at every N-th quality of each classic sweep and its last, and at every "
+                             "operating point of ours (default 5; 0: no MS-SSIM)")
+    parser.add_argument("--cache", type=Path, default=default_cache(),
+                        help="classic sweep cache folder (default: $XDG_CACHE_HOME/aecodec/rd, else "
+                             "~/.cache/aecodec/rd)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the sweep cache")
     parser.add_argument("--plot", type=Path, help="write the mean curves as a PNG")
-    parser.add_argument("--plot-max-bpp", type=float, default=2.0)
+    parser.add_argument("--plot-max-bpp", type=float, default=2.0, help="right end of the plot's bpp axis (default 2)")
     parser.add_argument("--json", type=Path, help="write every per-image point and the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="print the tables only")
     return parser
@@ -150,18 +177,19 @@ def main(argv: list[str] | None = None) -> int:
 
     points = select_models(args.models_dir, args.models)
     log(f"operating points: {', '.join(f'{p.name}/{p.version}' for p in points)}")
-    ours = asyncio.run(run_ours(points, images, max_pixels, log, args.our_qualities))
+    ours = asyncio.run(run_ours(points, images, max_pixels, log, args.our_qualities, args.ms_ssim_stride > 0))
     if not ours.models:
         raise SystemExit("rd.py: no model could be loaded")
 
     codecs = classic_codecs([c.strip() for c in args.codecs.split(",") if c.strip()], args.avif_speed, log)
     cache = SweepCache(None if args.no_cache else args.cache)
     classic: dict[str, dict[str, list[dict]]] = {c.key: {} for c in codecs}
+    sweeps = {c.key: args.avif_qualities if c.key == "avif" else args.qualities for c in codecs}
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         futures = {
             (c.key, str(image.path)): pool.submit(
-                sweep, image, c, args.avif_qualities if c.key == "avif" else args.qualities, cache)
+                sweep, image, c, sweeps[c.key], cache, ms_ssim_qualities(sweeps[c.key], args.ms_ssim_stride))
             for image in images for c in codecs
         }
         for (key, path), future in futures.items():
@@ -193,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                  "speed_s_per_mp": {key: {"enc": speeds[key][n][0], "dec": speeds[key][n][1]} for key in speeds}}
                 for n, i in enumerate(images)
             ],
-            "mean_curves": means, "table": rows, "skipped": ours.skipped, "unreadable": unreadable,
+            "mean_curves": means, "ms_ssim_mean_curves": summary.ms_ssim_means, "ms_ssim_stride": args.ms_ssim_stride,
+            "table": rows, "skipped": ours.skipped, "unreadable": unreadable,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_finite(doc), indent=1, default=_json_default, allow_nan=False))

@@ -15,7 +15,10 @@ from typing import Any
 
 from PIL import Image, features
 
-from bench.rdlib.images import BenchImage, psnr_u8, rgb_u8
+from bench.rdlib.images import BenchImage, ms_ssim_db, ms_ssim_u8, psnr_u8, rgb_u8
+
+#: A measured point of a sweep: (bytes, PSNR), or (bytes, PSNR, MS-SSIM or None where it cannot be measured).
+Point = tuple
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ def classic_codecs(names: Sequence[str], avif_speed: int, log: Callable[[str], N
 
 
 class SweepCache:
-    """(bytes, PSNR) per quality, one JSON file per image content and codec, keyed by the codec settings."""
+    """(bytes, PSNR[, MS-SSIM]) per quality, one JSON file per image content and codec, keyed by the codec
+    settings. A point without a third value had no MS-SSIM measured; a null third value could not be
+    (an image under 161 px on a side)."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
@@ -66,16 +71,16 @@ class SweepCache:
         assert self.folder is not None
         return self.folder / f"{digest}-{codec.key}.json"
 
-    def get(self, digest: str, codec: Classic) -> dict[int, tuple[int, float]]:
+    def get(self, digest: str, codec: Classic) -> dict[int, Point]:
         if self.folder is None:
             return {}
         try:
             stored = json.loads(self._file(digest, codec).read_text()).get(codec.settings_id, {})
         except (OSError, ValueError):
             return {}
-        return {int(q): (int(b), math.inf if p is None else float(p)) for q, (b, p) in stored.items()}
+        return {int(q): (int(v[0]), math.inf if v[1] is None else float(v[1]), *v[2:3]) for q, v in stored.items()}
 
-    def put(self, digest: str, codec: Classic, points: dict[int, tuple[int, float]]) -> None:
+    def put(self, digest: str, codec: Classic, points: dict[int, Point]) -> None:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -84,24 +89,46 @@ class SweepCache:
             everything = json.loads(path.read_text())
         except (OSError, ValueError):
             everything = {}
-        everything[codec.settings_id] = {str(q): [b, None if math.isinf(p) else p] for q, (b, p) in sorted(points.items())}
+        everything[codec.settings_id] = {str(q): [v[0], None if math.isinf(v[1]) else v[1], *v[2:3]]
+                                         for q, v in sorted(points.items())}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(everything))
         tmp.replace(path)
 
 
-def sweep(image: BenchImage, codec: Classic, qualities: Sequence[int], cache: SweepCache) -> list[dict]:
-    """(quality, bytes, bpp, PSNR) for every quality, from the cache where it has them."""
+def ms_ssim_qualities(qualities: Sequence[int], stride: int) -> set[int]:
+    """The qualities of a sweep whose MS-SSIM is measured: every `stride`-th and the last (0: none). MS-SSIM
+    costs ~4.5 CPU-seconds per megapixel, far more than a JPEG encode; a fifth of a 100-point sweep is plenty
+    for its curve and its BD-rate."""
+    if stride <= 0 or not qualities:
+        return set()
+    ordered = sorted(qualities)
+    return set(ordered[::stride]) | {ordered[-1]}
+
+
+def sweep(image: BenchImage, codec: Classic, qualities: Sequence[int], cache: SweepCache,
+          ms_ssim_at: set[int] | frozenset[int] = frozenset()) -> list[dict]:
+    """(quality, bytes, bpp, PSNR, MS-SSIM) for every quality (MS-SSIM at `ms_ssim_at` only, else None), from
+    the cache where it has them."""
     known = cache.get(image.digest, codec)
-    missing = [q for q in qualities if q not in known]
+    missing = [q for q in qualities if q not in known or (q in ms_ssim_at and len(known[q]) < 3)]
     if missing:
         picture = Image.fromarray(image.reference)
         for q in missing:
             data = codec.save(picture, q)
-            known[q] = (len(data), psnr_u8(image.reference, rgb_u8(data)))
+            decoded = rgb_u8(data)
+            point: Point = (len(data), psnr_u8(image.reference, decoded))
+            if q in ms_ssim_at:
+                point = (*point, ms_ssim_u8(image.reference, decoded))
+            known[q] = point
         cache.put(image.digest, codec, known)
-    return [{"quality": q, "bytes": known[q][0], "bpp": known[q][0] * 8 / image.pixels, "psnr": known[q][1]}
-            for q in qualities]
+    rows = []
+    for q in qualities:
+        size, psnr, *rest = known[q]
+        value = rest[0] if rest and q in ms_ssim_at else None
+        rows.append({"quality": q, "bytes": size, "bpp": size * 8 / image.pixels, "psnr": psnr, "ms_ssim": value,
+                     "ms_ssim_db": ms_ssim_db(value)})
+    return rows
 
 
 def time_classic(image: BenchImage, codec: Classic, quality: int) -> tuple[float, float]:

@@ -1,12 +1,12 @@
-"""bench/rd.py's curves: per-image and mean rate–distortion curves, PSNR at target rates, BD-rates, and
-the summary rows the tables print."""
+"""bench/rd.py's curves: per-image and mean rate–distortion curves, PSNR (and MS-SSIM in dB) at target
+rates, BD-rates over either, and the summary rows the tables print."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench import bdrate
@@ -23,6 +23,7 @@ class Summary:
     per_image: dict[str, dict[str, list[dict]]]  # key → image path → points
     labels: dict[str, str]  # key → what the tables call it
     rows: list[dict]  # one per curve
+    ms_ssim_means: dict[str, list[dict]] = field(default_factory=dict)  # key → mean MS-SSIM curve (may be empty)
 
 
 def image_curves(per_image: dict[str, list[dict]]) -> dict[str, tuple[list[float], list[float]]]:
@@ -40,6 +41,21 @@ def mean_curve(per_image: dict[str, list[dict]], key: str) -> list[dict]:
         psnrs = [r["psnr"] for r in rows]
         curve.append({key: setting, "n": len(rows), "bpp": statistics.fmean(r["bpp"] for r in rows),
                       "psnr": statistics.fmean(psnrs) if all(math.isfinite(p) for p in psnrs) else math.inf})
+    return sorted(curve, key=lambda c: c["bpp"])
+
+
+def ms_ssim_mean_curve(per_image: dict[str, list[dict]], key: str) -> list[dict]:
+    """Per setting (`key`), over the images whose point has an MS-SSIM (measured, 161 px a side or more,
+    and below 1): mean bpp, mean MS-SSIM in dB (-10·log10(1 - MS-SSIM), the quantity the BD-rate over
+    MS-SSIM integrates) and mean MS-SSIM. Empty when no point has one."""
+    groups: dict[Any, list[dict]] = {}
+    for rows in per_image.values():
+        for r in rows:
+            if r.get("ms_ssim_db") is not None and math.isfinite(r["ms_ssim_db"]):
+                groups.setdefault(r[key], []).append(r)
+    curve = [{key: setting, "n": len(rows), "bpp": statistics.fmean(r["bpp"] for r in rows),
+              "ms_ssim_db": statistics.fmean(r["ms_ssim_db"] for r in rows),
+              "ms_ssim": statistics.fmean(r["ms_ssim"] for r in rows)} for setting, rows in groups.items()]
     return sorted(curve, key=lambda c: c["bpp"])
 
 
@@ -64,14 +80,18 @@ def psnr_at_targets(curves: dict[str, tuple[list[float], list[float]]], targets:
     return out
 
 
-def psnr_on_mean_curve(curve: list[dict], targets: Sequence[float]) -> list[dict]:
-    """PSNR at each target bpp on a mean curve (its frontier, linear in bpp); None outside its range."""
-    rates, psnrs = [c["bpp"] for c in curve], [c["psnr"] for c in curve]
-    return [{"bpp": t, "psnr": bdrate.psnr_at(rates, psnrs, t)} for t in targets]
+def psnr_on_mean_curve(curve: list[dict], targets: Sequence[float], metric: str = "psnr") -> list[dict]:
+    """PSNR (or `metric`, e.g. ms_ssim_db) at each target bpp on a mean curve (its frontier, linear in
+    bpp); None outside its range."""
+    rates, values = [c["bpp"] for c in curve], [c[metric] for c in curve]
+    return [{"bpp": t, metric: bdrate.psnr_at(rates, values, t)} for t in targets]
 
 
-def bd_pair(anchor: list[dict], test: list[dict], method: str) -> dict[str, float | None]:
-    args = ([c["bpp"] for c in anchor], [c["psnr"] for c in anchor], [c["bpp"] for c in test], [c["psnr"] for c in test])
+def bd_pair(anchor: list[dict], test: list[dict], method: str, metric: str = "psnr") -> dict[str, float | None]:
+    """BD-rate of `test` against `anchor` over `metric` (PSNR, or MS-SSIM in dB: "ms_ssim_db"), over the
+    whole range the curves share and over 0.25-1.0 bpp."""
+    args = ([c["bpp"] for c in anchor], [c[metric] for c in anchor], [c["bpp"] for c in test],
+            [c[metric] for c in test])
     return {"full": bdrate.bd_rate(*args, method=method),
             "0.25-1.0": bdrate.bd_rate(*args, method=method, rate_range=BD_RANGE)}
 
@@ -108,6 +128,8 @@ def summarize(ours_models: list[dict], ours_points: dict[str, list[dict]], class
     means |= {key: mean_curve(per, "quality") for key, per in classic.items()}
     per_image = dict(ours_by_key) | classic
     labels = {key: f"ours ({v})" for v, key in ours_keys.items()} | classic_labels
+    ms_means = {key: ms_ssim_mean_curve(points, "model") for key, points in ours_by_key.items()}
+    ms_means |= {key: ms_ssim_mean_curve(per, "quality") for key, per in classic.items()}
     rows = []
     for key in per_image:
         row: dict[str, Any] = {"codec": key, "label": labels[key],
@@ -117,6 +139,10 @@ def summarize(ours_models: list[dict], ours_points: dict[str, list[dict]], class
             if anchor in means:
                 row["bd"][anchor] = bd_pair(means[anchor], means[key], bd_method)
                 row.setdefault("bd_per_image", {})[anchor] = per_image_bd(per_image[anchor], per_image[key], bd_method)
+        if ms_means[key]:
+            row["ms_ssim_on_mean_curve"] = psnr_on_mean_curve(ms_means[key], targets, "ms_ssim_db")
+            row["bd_ms_ssim"] = {anchor: bd_pair(ms_means[anchor], ms_means[key], bd_method, "ms_ssim_db")
+                                 for anchor in ANCHORS if ms_means.get(anchor)}
         if key in ours_by_key:
             rows_ours = [r for rs in ours_by_key[key].values() for r in rs]
             row["enc_s_per_mp"] = median(r["enc_s_per_mp"] for r in rows_ours)
@@ -125,4 +151,4 @@ def summarize(ours_models: list[dict], ours_points: dict[str, list[dict]], class
             row["enc_s_per_mp"] = median(s[0] for s in speeds[key])
             row["dec_s_per_mp"] = median(s[1] for s in speeds[key])
         rows.append(row)
-    return Summary(list(ours_by_key), means, per_image, labels, rows)
+    return Summary(list(ours_by_key), means, per_image, labels, rows, ms_means)

@@ -1,4 +1,4 @@
-"""bench/rd.py's images: the files to measure, what the service sees of each (8-bit RGB), and PSNR."""
+"""bench/rd.py's images: the files to measure, what the service sees of each (8-bit RGB), PSNR and MS-SSIM."""
 
 from __future__ import annotations
 
@@ -85,3 +85,20 @@ def psnr_u8(reference: np.ndarray, decoded: np.ndarray) -> float:
 def rgb_u8(file_bytes: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(file_bytes)) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def ms_ssim_u8(reference: np.ndarray, decoded: np.ndarray) -> float | None:
+    """MS-SSIM of two 8-bit RGB images by the service's measure (`service.inference.msssim`:
+    tf.image.ssim_multiscale with its defaults, pixels /255); None under 161 px on a side."""
+    from service.inference import msssim
+
+    if reference.shape != decoded.shape:
+        raise ValueError(f"decoded image is {decoded.shape}, the original {reference.shape}")
+    return msssim.ms_ssim(reference, decoded)
+
+
+def ms_ssim_db(value: float | None) -> float | None:
+    """-10·log10(1 - MS-SSIM): MS-SSIM on a dB scale, as rate–distortion curves and BD-rates use it."""
+    if value is None:
+        return None
+    return math.inf if value >= 1.0 else -10.0 * math.log10(1.0 - value)

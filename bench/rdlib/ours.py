@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.rdlib.images import BenchImage, psnr_u8, rgb_u8
+from bench.rdlib.images import BenchImage, ms_ssim_db, ms_ssim_u8, psnr_u8, rgb_u8
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,10 @@ def quality_steps(start: float, stop: float, step: float) -> list[float]:
 
 async def run_ours(
     points: Sequence[OperatingPoint], images: Sequence[BenchImage], max_pixels: int, log: Callable[[str], None],
-    our_qualities: Sequence[float] | None = None,
+    our_qualities: Sequence[float] | None = None, with_ms_ssim: bool = True,
 ) -> OursResult:
-    """Encode and decode every image at every operating point, as the /encode and /decode routes do."""
+    """Encode and decode every image at every operating point, as the /encode and /decode routes do;
+    PSNR and (`with_ms_ssim`, images of 161 px a side or more) MS-SSIM of each decoded image."""
     from service.inference import codec, imaging
     from service.inference.errors import ServiceError
     from service.inference.registry import ModelRegistry
@@ -162,9 +163,11 @@ async def run_ours(
                     if not math.isclose(bpp, encoded.bpp):
                         raise RuntimeError(f"{image.path}: service reports {encoded.bpp} bpp, the stream has {bpp}")
                     mp = image.pixels / 1e6
+                    ms_ssim = ms_ssim_u8(image.reference, decoded) if with_ms_ssim else None
                     rows.append({
                         "model": label, "version": model.version, "quality": quality, "bytes": len(data), "bpp": bpp,
-                        "psnr": psnr_u8(image.reference, decoded), "enc_s": enc_s, "dec_s": dec_s,
+                        "psnr": psnr_u8(image.reference, decoded), "ms_ssim": ms_ssim, "ms_ssim_db": ms_ssim_db(ms_ssim),
+                        "enc_s": enc_s, "dec_s": dec_s,
                         "enc_s_per_mp": enc_s / mp, "dec_s_per_mp": dec_s / mp,
                     })
                 result.points[str(image.path)] = rows

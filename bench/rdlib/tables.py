@@ -33,6 +33,36 @@ def render_every_image_table(rows: list[dict], targets: Sequence[float]) -> str:
     return _targets_table(rows, targets, "psnr_at", cell)
 
 
+def render_ms_ssim_table(rows: list[dict], targets: Sequence[float]) -> str:
+    """MS-SSIM on the mean curves at each target bpp, in dB (-10·log10(1 - MS-SSIM)) with the MS-SSIM
+    itself in brackets, and the BD-rate over MS-SSIM in dB against each anchor (whole shared range and
+    0.25-1 bpp). Rows without an MS-SSIM curve are left out."""
+    rows = [r for r in rows if r.get("ms_ssim_on_mean_curve")]
+    anchors = [a for a in ANCHORS if any(a in r.get("bd_ms_ssim", {}) for r in rows)]
+    names = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+    header = (["codec"] + [f"MS-SSIM @{t:g} bpp" for t in targets]
+              + [f"BD(MS-SSIM) vs {names[a]}{r}" for a in anchors for r in ("", " 0.25-1")])
+    body = []
+    for row in rows:
+        cells = [row["label"]]
+        for entry in row["ms_ssim_on_mean_curve"]:
+            db = entry["ms_ssim_db"]
+            cells.append("n/a" if db is None else f"{db:.2f} dB ({1 - 10 ** (-db / 10):.4f})")
+        for anchor in anchors:
+            bd = row["bd_ms_ssim"].get(anchor)
+            cells += [fmt(bd and bd["full"], "+.1f", "%"), fmt(bd and bd["0.25-1.0"], "+.1f", "%")] if bd else ["-", "-"]
+        body.append(cells)
+    return _aligned(header, body)
+
+
+def _aligned(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in body]
+    return "\n".join(lines)
+
+
 def fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
@@ -57,23 +87,25 @@ def render_table(rows: list[dict], targets: Sequence[float]) -> str:
             cells += [fmt(bd and bd["full"], "+.1f", "%"), fmt(bd and bd["0.25-1.0"], "+.1f", "%")] if bd else ["-", "-"]
         cells += [fmt(row["enc_s_per_mp"], ".3f"), fmt(row["dec_s_per_mp"], ".3f")]
         body.append(cells)
-    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in body]
-    return "\n".join(lines)
+    return _aligned(header, body)
 
 
-def render_points(models: list[dict], ours: dict[str, list[dict]], by_model: dict[str, dict]) -> str:
-    lines = ["| operating point | lmbda | images | mean bpp | mean PSNR | enc s/MP | dec s/MP |", "|---|---|---|---|---|---|---|"]
+def render_points(models: list[dict], ours: dict[str, list[dict]], by_model: dict[str, dict],
+                  ms_by_model: dict[str, dict] | None = None) -> str:
+    """One line per operating point; "mean MS-SSIM" over the images it could be measured on."""
+    ms_by_model = ms_by_model or {}
+    lines = ["| operating point | lmbda | images | mean bpp | mean PSNR | mean MS-SSIM | enc s/MP | dec s/MP |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in models:
         rows = [r for rs in ours.values() for r in rs if r["model"] == m["name"]]
         c = by_model.get(m["name"])
         if c is None:
             continue
         point = f"{m['model']}/{m['version']}" + ("" if m["quality"] is None else f" q{m['quality']:g}")
+        ms = ms_by_model.get(m["name"])
+        ms_cell = "n/a" if ms is None else f"{ms['ms_ssim']:.4f}" + ("" if ms["n"] == c["n"] else f" ({ms['n']})")
         lines.append(
-            f"| {point} | {fmt(m['lmbda'], 'g')} | {c['n']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
+            f"| {point} | {fmt(m['lmbda'], 'g')} | {c['n']} | {c['bpp']:.4f} | {c['psnr']:.2f} | {ms_cell} | "
             f"{fmt(median(r['enc_s_per_mp'] for r in rows), '.3f')} | {fmt(median(r['dec_s_per_mp'] for r in rows), '.3f')} |"
         )
     return "\n".join(lines)
@@ -126,6 +158,12 @@ def print_tables(summary: Summary, ours: OursResult, *, folders: str, n_images: 
     print("\nPSNR per image over every image (an image's curve that stops short of b is extended by the line "
           "through its two nearest points):")
     print(render_every_image_table(rows, targets))
+    if any(row.get("ms_ssim_on_mean_curve") for row in rows):
+        print("\nMS-SSIM on the mean curves, in dB = -10·log10(1 - MS-SSIM) (MS-SSIM in brackets), and the BD-rate "
+              "over it (images of 161 px a side or more; classic codecs at every --ms-ssim-stride-th quality):")
+        print(render_ms_ssim_table(rows, targets))
+    else:
+        print("\nMS-SSIM: not measured (--ms-ssim-stride 0, or no image of 161 px a side or more)")
     for ours_row in rows[: len(summary.ours_keys)]:
         for anchor in ANCHORS:
             if anchor in ours_row.get("bd_per_image", {}):
@@ -140,7 +178,8 @@ def print_tables(summary: Summary, ours: OursResult, *, folders: str, n_images: 
         print(f"BD-rate of {summary.labels[newer]} vs {summary.labels[keys[0]]} (mean curves): "
               f"{fmt(bd['full'], '+.1f', '%')} over the range both cover, {fmt(bd['0.25-1.0'], '+.1f', '%')} over 0.25-1 bpp")
     print()
-    print(render_points(ours.models, ours.points, {r["model"]: r for key in keys for r in summary.means[key]}))
+    print(render_points(ours.models, ours.points, {r["model"]: r for key in keys for r in summary.means[key]},
+                        {r["model"]: r for key in keys for r in summary.ms_ssim_means.get(key, [])}))
     print(f"\nclassic: {settings_note}; timing at quality {speed_quality}")
     for line in ours.skipped:
         print(f"skipped: {line}")

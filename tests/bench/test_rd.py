@@ -202,3 +202,56 @@ def test_two_versions_of_a_model_get_a_curve_each(variable_rate_store, tmp_path:
         assert [p["version"] for p in image["ours:codec-vr/2"]] == [2, 2, 2]
     with pytest.raises(SystemExit, match="no version"):
         select_models(variable_rate_store, "codec-vr/7")
+
+
+def test_ms_ssim_curves_and_bd_rate_over_ms_ssim_db() -> None:
+    """Mean MS-SSIM curves use only the points that have one (classic sweeps measure a subset), in dB,
+    and a curve needing 20% fewer bits for the same MS-SSIM has a BD-rate over MS-SSIM of -20%."""
+    def points(key: str, scale: float) -> dict[str, list[dict]]:
+        out = {}
+        for name, rates in (("a.png", [0.2, 0.4, 0.8, 1.6]), ("b.png", [0.3, 0.6, 1.2, 2.4])):
+            values = [0.9, 0.95, 0.98, 0.99]
+            out[name] = [{key: k, "bpp": r * scale, "psnr": 30.0 + i, "ms_ssim": v,
+                          "ms_ssim_db": -10 * math.log10(1 - v)} for i, (k, r, v) in enumerate(zip("wxyz", rates, values))]
+        out["small.png"] = [{key: k, "bpp": 9.0, "psnr": 40.0, "ms_ssim": None, "ms_ssim_db": None} for k in "wxyz"]
+        return out
+    ours, anchor = points("model", 0.8), points("quality", 1.0)
+    curve = curves.ms_ssim_mean_curve(anchor, "quality")
+    assert [c["n"] for c in curve] == [2, 2, 2, 2]  # small.png has no MS-SSIM and no say in the bpp either
+    assert curve[0]["bpp"] == pytest.approx(0.25) and curve[0]["ms_ssim_db"] == pytest.approx(10.0)
+    bd = curves.bd_pair(curve, curves.ms_ssim_mean_curve(ours, "model"), "pchip", "ms_ssim_db")
+    assert bd["full"] == pytest.approx(-20.0)
+    assert curves.ms_ssim_mean_curve({"a.png": [{"quality": 1, "bpp": 1.0, "psnr": 30.0}]}, "quality") == []
+    from bench.rdlib.classic import ms_ssim_qualities
+
+    assert ms_ssim_qualities(list(range(1, 101)), 5) == set(range(1, 101, 5)) | {100}
+    assert ms_ssim_qualities([10, 20], 0) == set()
+
+
+def test_end_to_end_ms_ssim_on_images_big_enough(model_store, tmp_path: Path, capsys) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for (h, w), seed in (((176, 168), 0), ((161, 200), 1)):
+        rng = np.random.default_rng(seed)
+        coarse = Image.fromarray(rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8))
+        coarse.resize((w, h), Image.Resampling.BICUBIC).save(images / f"big-{w}x{h}.png")
+    out_json, cache = tmp_path / "rd.json", tmp_path / "cache"
+    common = [str(images), "--models-dir", str(model_store.path), "--models", model_store.codec, "--codecs",
+              "jpeg,webp", "--qualities", "10,30,50,70,90", "--cache", str(cache), "--quiet", "--json", str(out_json)]
+    assert rd.main([*common, "--ms-ssim-stride", "0"]) == 0  # fills the cache without MS-SSIM
+    assert "MS-SSIM: not measured" in capsys.readouterr().out
+    assert rd.main([*common, "--ms-ssim-stride", "2"]) == 0  # the cached points gain it
+    out = capsys.readouterr().out
+    assert "MS-SSIM on the mean curves" in out and "BD(MS-SSIM) vs JPEG" in out and "mean MS-SSIM" in out
+    doc = json.loads(out_json.read_text())
+    for image in doc["images"]:
+        (ours,) = image["ours"]
+        assert 0 < ours["ms_ssim"] < 1 and ours["ms_ssim_db"] == pytest.approx(-10 * math.log10(1 - ours["ms_ssim"]))
+        jpeg = {p["quality"]: p["ms_ssim"] for p in image["jpeg"]}
+        assert {q for q, v in jpeg.items() if v is not None} == {10, 50, 90}  # every 2nd quality and the last
+        assert jpeg[10] < jpeg[50] < jpeg[90]
+    row = {r["codec"]: r for r in doc["table"]}
+    assert row["jpeg"]["bd_ms_ssim"]["jpeg"]["full"] == pytest.approx(0.0, abs=1e-9)
+    assert "webp" in row["ours"]["bd_ms_ssim"] and len(doc["ms_ssim_mean_curves"]["jpeg"]) == 3
+    cached = json.loads(next(cache.glob("*-jpeg.json")).read_text())
+    assert all(len(v) == 3 for q, v in next(iter(cached.values())).items() if int(q) in (10, 50, 90))
