@@ -180,7 +180,7 @@ def heatmap_overlay(reference: np.ndarray, errors: np.ndarray, strength: float =
         grey = part if part.shape[-1] == 1 else (part @ _LUMA)[..., None]
         t = np.clip(errors[row : row + 256] / HEAT_FULL_SCALE, 0.0, 1.0)[..., None]
         ramp = np.concatenate([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], axis=-1)
-        alpha = np.sqrt(t) * strength
+        alpha = t * strength
         out[row : row + 256] = np.rint(np.clip(0.55 * grey * (1 - alpha) + ramp * alpha, 0, 1) * 255).astype(np.uint8)
     return out
 
