@@ -3,8 +3,9 @@
 For each codec, `fit` finds the largest quality whose file fits in `target` bytes by bisection over the
 codec's integer quality scale (its files grow with quality, as far as a search needs: the answer is
 checked at both ends, so the result is a quality that fits and one step above that does not, or the
-scale's top). The fits are decoded again with Pillow and measured like our reconstruction: PSNR on
-8-bit pixels against the upload, at its size and channels.
+scale's top). The fits are decoded again with Pillow and measured like our reconstruction: PSNR (and
+MS-SSIM, `service.inference.msssim`, where the image is big enough and allowed) on 8-bit pixels against
+the upload, at its size and channels.
 
 Work is bounded by the caller: an image of at most `MAX_COMPARE_PIXELS`, about log2(101) + 1 encodes
 per codec, all in one worker thread (`compare`), never on the event loop.
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, features
 
-from service.inference import imaging
+from service.inference import imaging, msssim
 
 #: Largest image (width × height) the comparison takes: every codec encodes it about eight times.
 MAX_COMPARE_PIXELS = 1024 * 1024
@@ -114,10 +115,11 @@ class Measured:
     ms_ssim: float | None = None
 
 
-def measure(reference: np.ndarray, output: np.ndarray) -> Measured:
-    """PSNR of 8-bit `output` against 8-bit `reference`, both [H, W, C] with the same channels."""
+def measure(reference: np.ndarray, output: np.ndarray, *, with_ms_ssim: bool = False) -> Measured:
+    """PSNR (and with `with_ms_ssim` MS-SSIM, `msssim.ms_ssim`: None under its minimum size) of 8-bit
+    `output` against 8-bit `reference`, both [H, W, C] with the same channels."""
     mse, psnr = imaging.mse_psnr(reference, output)
-    return Measured(mse, psnr)
+    return Measured(mse, psnr, msssim.ms_ssim(reference, output) if with_ms_ssim else None)
 
 
 def decode(data: bytes, channels: int) -> np.ndarray:
@@ -186,13 +188,15 @@ def heatmap_overlay(reference: np.ndarray, errors: np.ndarray, strength: float =
 
 
 def compare(source_pixels: np.ndarray, ours: np.ndarray, target: int, *, codecs: Sequence[CodecName] = CODECS,
-            with_heatmap: bool = False) -> Comparison:
+            with_heatmap: bool = False, ms_ssim_max_pixels: int = 0) -> Comparison:
     """Everything the comparison computes, in one call for a worker thread: `ours` is our decoded stream
-    (uint8 [H, W, C], the upload's size and channels) and `target` its byte count."""
+    (uint8 [H, W, C], the upload's size and channels) and `target` its byte count. MS-SSIM for every file
+    when the image is `msssim.measurable` within `ms_ssim_max_pixels` (0: never)."""
     reference = reference_pixels(source_pixels)
     if ours.shape != reference.shape:
         raise ValueError(f"our reconstruction is {ours.shape}, the upload {reference.shape}")
     image = pillow_image(reference)
+    with_ms_ssim = ms_ssim_max_pixels > 0 and msssim.measurable(*reference.shape[:2], ms_ssim_max_pixels)
     entries = []
     for name in codecs:
         spec = SPECS[name]
@@ -200,11 +204,12 @@ def compare(source_pixels: np.ndarray, ours: np.ndarray, target: int, *, codecs:
             entries.append(Entry(name, spec, None, None, f"this Pillow ({_pillow_version()}) cannot write {spec.pil_format}"))
             continue
         found = fit(image, spec, target)
-        entries.append(Entry(name, spec, found, measure(reference, decode(found.data, reference.shape[-1]))))
+        decoded = decode(found.data, reference.shape[-1])
+        entries.append(Entry(name, spec, found, measure(reference, decoded, with_ms_ssim=with_ms_ssim)))
     heat = None
     if with_heatmap:
         heat = imaging.encode_image(heatmap_overlay(reference, error_map(reference, ours)), "png")
-    return Comparison(reference, measure(reference, ours), entries, heat)
+    return Comparison(reference, measure(reference, ours, with_ms_ssim=with_ms_ssim), entries, heat)
 
 
 def bpp(size: int, height: int, width: int) -> float:

@@ -74,7 +74,9 @@ class CodecResult(BaseModel):
     encodes: int | None = Field(None, description="Files the search wrote.")
     mse: float | None = Field(None, description="MSE on 8-bit pixels against the upload, in [0, 1] units.")
     psnr: float | None = Field(None, description="PSNR in dB (null when identical to the upload).")
-    ms_ssim: float | None = Field(None, description="MS-SSIM (null where not computed).")
+    ms_ssim: float | None = Field(None, description="MS-SSIM on 8-bit pixels against the upload "
+                                  "(tf.image.ssim_multiscale, default settings); null under 161 px on a side "
+                                  "or over AEC_MS_SSIM_MAX_PIXELS, as on /reconstruct.")
     media_type: str = Field(description="The file's media type (`application/octet-stream` for `aec`).")
     image: str | None = Field(None, description="The classic codec's file, base64 (null for `aec`: /encode "
                               "gives the stream, /decode its image).")
@@ -107,7 +109,7 @@ class CompareResult(_ImageFacts, _Quality):
         "Encodes the image with the model (`?quality=` for variable-rate models), decodes the stream, and "
         "compresses the same image with JPEG, WebP and AVIF (Pillow, on the server) at the largest quality "
         "whose file is at most the stream's byte count (bisection over each codec's quality scale). Answers "
-        "each file's size, bpp and PSNR against the upload, the classic files in base64, and with "
+        "each file's size, bpp, PSNR and MS-SSIM against the upload, the classic files in base64, and with "
         "`?heatmap=true` our error at this quality as a heat map. A codec this server's Pillow cannot write "
         "is listed with `available: false`. One image of at most "
         f"{compare.MAX_COMPARE_PIXELS} pixels."
@@ -139,7 +141,8 @@ async def _compare(ctx: RequestContext, model: LoadedModel, item: tuple[Upload, 
     target = len(encoded.stream)
     loop = asyncio.get_running_loop()
     found = await loop.run_in_executor(
-        _EXECUTOR, lambda: compare.compare(source.pixels, pixels, target, with_heatmap=ctx.query.heatmap))
+        _EXECUTOR, lambda: compare.compare(source.pixels, pixels, target, with_heatmap=ctx.query.heatmap,
+                                           ms_ssim_max_pixels=settings.ms_ssim_max_pixels))
     height, width = source.height, source.width
     quality = encoded.quality
     ours = CodecResult(
@@ -167,7 +170,7 @@ async def _compare(ctx: RequestContext, model: LoadedModel, item: tuple[Upload, 
     return CompareResult(
         model=model.name, version=model.version, height=height, width=width, channels=source.channels,
         size_policy=plan.policy, size_action=plan.action, filename=upload.filename, quality=quality,
-        target_bytes=target, measured="PSNR on 8-bit pixels of each decoded file against the upload, at its size "
-        "and channels",
+        target_bytes=target, measured="PSNR and MS-SSIM on 8-bit pixels of each decoded file against the upload, "
+        "at its size and channels",
         codecs=rows, heatmap=None if found.heatmap is None else negotiate.b64(found.heatmap),
     ).model_dump(mode="json")

@@ -78,9 +78,9 @@ def test_each_codec_fits_our_bytes_and_one_quality_step_more_would_not(photo_cli
         assert entry["encodes"] <= 8
 
 
-def _smooth_photo() -> bytes:
+def _smooth_photo(height: int = 96, width: int = 128) -> bytes:
     """Soft colour gradients with a little texture (the golden photo is noise: every quality misses it)."""
-    y, x = np.mgrid[0:96, 0:128] / 30.0
+    y, x = np.mgrid[0:height, 0:width] / 30.0
     rgb = np.stack([0.5 + 0.3 * np.sin(x + 2 * y), 0.5 + 0.2 * np.cos(3 * x - y), 0.4 + 0.1 * x / 4], -1)
     rgb += np.random.default_rng(0).normal(0, 0.01, rgb.shape)
     return to_bytes(np.clip(rgb, 0, 1))
@@ -100,6 +100,25 @@ def test_the_heat_map_follows_the_quality(photo_client: httpx.Client) -> None:
     heat = {q: float(np.abs(p - grey).mean()) for q, p in pixels.items()}
     assert maps[1]["codecs"][0]["psnr"] < maps[8]["codecs"][0]["psnr"]
     assert heat[1] > 1.5 * heat[8], (heat, [m["codecs"][0]["psnr"] for m in maps.values()])
+
+
+def test_ms_ssim_for_every_file_when_the_image_is_big_enough(photo_client: httpx.Client) -> None:
+    from service.inference import msssim
+
+    small = photo_client.post("/compare?quality=2", content=PHOTO, headers=PNG).json()  # 128×96: under 161 px
+    assert all(c["ms_ssim"] is None for c in small["codecs"])
+    photo = _smooth_photo(176, 192)
+    result = photo_client.post("/compare?quality=2", content=photo, headers=PNG).json()
+    original = _pixels(photo)
+    stream = photo_client.post("/encode?quality=2", content=photo, headers=PNG).content
+    files = {"aec": photo_client.post("/decode", content=stream).content}
+    files |= {c["codec"]: base64.b64decode(c["image"]) for c in result["codecs"][1:] if c["available"]}
+    for entry in result["codecs"]:
+        if entry["codec"] in files:
+            assert entry["ms_ssim"] == pytest.approx(msssim.ms_ssim(original, _pixels(files[entry["codec"]])), abs=1e-6)
+    # ours on 8-bit pixels is within rounding of /reconstruct's, measured on the model's float output
+    reconstructed = photo_client.post("/reconstruct?quality=2", content=photo, headers=PNG)
+    assert result["codecs"][0]["ms_ssim"] == pytest.approx(float(reconstructed.headers["x-ms-ssim"]), abs=2e-3)
 
 
 def test_a_grey_image_on_a_single_rate_model(photo_client: httpx.Client, model_store) -> None:
