@@ -153,7 +153,11 @@ class ModelSummary(BaseModel):
 
 
 class ModelList(BaseModel):
-    default_model: str | None
+    default_model: str | None = Field(description="What a request without ?model= gets (null: none loaded).")
+    default_source: Literal["setting", "store", "first_by_name"] | None = Field(
+        None, description="Why it is the default: AEC_DEFAULT_MODEL (`setting`), the store's DEFAULT file "
+        "(`store`: models_store/DEFAULT names it), or, with neither, the first loaded model by name "
+        "(`first_by_name`), so adding a model to a store never breaks clients that name none.")
     models: list[ModelSummary]
 
 

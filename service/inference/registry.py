@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +32,10 @@ __all__ = ["LoadError", "LoadFailure", "LoadedModel", "ModelRegistry", "ModelsDi
 log = logging.getLogger(__name__)
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
+#: `<models_dir>/DEFAULT`: the store's default model (its first line, a model name), unless AEC_DEFAULT_MODEL is set.
+DEFAULT_FILE = "DEFAULT"
+#: Why a model is the default: AEC_DEFAULT_MODEL, the store's DEFAULT file, or the first loaded model by name.
+DefaultSource = Literal["setting", "store", "first_by_name"]
 
 
 class ModelsDirUnavailable(OSError):
@@ -111,6 +115,8 @@ class ModelRegistry:
         self.unavailable: str | None = None
         self.unreadable_models: frozenset[str] = frozenset()
         self._skipped: set[Path] = set()
+        #: The model named by `<models_dir>/DEFAULT` at the last refresh (None: no such file, or empty).
+        self.store_default: str | None = None
 
     # ---- reading ---------------------------------------------------------------------------------
     @property
@@ -118,10 +124,19 @@ class ModelRegistry:
         return self._state
 
     def default_name(self) -> str | None:
+        """The model a request without `?model=` gets (`default_source` says why)."""
+        return self.default_choice()[0]
+
+    def default_choice(self) -> tuple[str | None, DefaultSource | None]:
+        """(name, source): AEC_DEFAULT_MODEL when set ("setting"); else the model named by the store's
+        DEFAULT file when it is loaded ("store"); else the first loaded model by name ("first_by_name"),
+        so that adding a model to a store never leaves existing clients without a default."""
         if self.default_model:
-            return self.default_model
+            return self.default_model, "setting"
         names = sorted(self._state.models)
-        return names[0] if len(names) == 1 else None
+        if self.store_default and self.store_default in self._state.models:
+            return self.store_default, "store"
+        return (names[0], "first_by_name") if names else (None, None)
 
     def resolve(self, name: str | None = None, version: int | None = None) -> LoadedModel:
         """The model a request asked for: a name (else the default) and a version (else the newest)."""
@@ -130,11 +145,8 @@ class ModelRegistry:
             if not state.models:
                 raise NoModelsLoaded(f"no model is loaded from {self.models_dir}; see GET /models")
             name = self.default_name()
-            if name is None:
-                raise ModelRequired(
-                    f"several models are loaded ({', '.join(sorted(state.models))}) and no default is "
-                    "configured (AEC_DEFAULT_MODEL): name one with ?model="
-                )
+            if name is None:  # not reached while a model is loaded: the first by name is the default
+                raise ModelRequired("no default model: name one with ?model=")
         versions = state.models.get(name)
         if not versions:
             failed = sorted(v for (n, v) in state.failures if n == name)
@@ -186,7 +198,21 @@ class ModelRegistry:
                 if int(name) >= 1 and version_dir.is_dir():
                     found[(model_dir.name, int(name))] = version_dir
         self.unreadable_models = frozenset(unreadable)
+        self.store_default = self._read_store_default({name for name, _ in found} | unreadable)
         return found
+
+    def _read_store_default(self, names: set[str]) -> str | None:
+        """The first line of `<models_dir>/DEFAULT` (a model name), if the file is there. A name that is
+        not loaded is reported once and the first model by name serves as the default instead."""
+        path = self.models_dir / DEFAULT_FILE
+        try:
+            name = path.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        except (OSError, UnicodeDecodeError, IndexError):
+            return None
+        if name and name not in names:
+            self._report_skipped(path, f"names model {name!r}, which the store does not hold; the first model "
+                                       "by name is the default")
+        return name or None
 
     def _report_skipped(self, path: Path, why: str) -> None:
         """Log a skipped folder once (the poll runs every few seconds), not on every refresh."""

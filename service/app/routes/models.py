@@ -55,8 +55,9 @@ def _names(state: RegistryState) -> list[str]:
 @router.get("", summary="List models and versions", response_model=ModelList)
 async def list_models(registry: RegistryDep) -> ModelList:
     state = registry.state
+    name, source = registry.default_choice()
     return ModelList(
-        default_model=registry.default_name(), models=[_summary(registry, state, n) for n in _names(state)]
+        default_model=name, default_source=source, models=[_summary(registry, state, n) for n in _names(state)]
     )
 
 

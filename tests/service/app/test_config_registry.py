@@ -18,7 +18,7 @@ from service_helpers import assert_error, live_server
 from service.app.config import Settings
 from service.app.deps import get_registry
 from service.app.logs import BufferedWriter, BufferHandler, JsonFormatter, RequestIdFilter, request_id_var
-from service.inference.errors import ModelNotFound, ModelRequired, NoModelsLoaded, VersionNotFound
+from service.inference.errors import ModelNotFound, NoModelsLoaded, VersionNotFound
 from service.inference.registry import ModelRegistry
 
 
@@ -127,15 +127,22 @@ def test_registry_resolution_and_failures(registry_store: Path) -> None:
             failures = {(f.name, f.version): f.error for f in report.failed}
             assert "says tiny version 1" in failures[("tiny", 5)]
             assert "missing model.json, saved_model.pb" in failures[("tiny", 6)]
-            with pytest.raises(ModelRequired):  # two models, no default configured
-                registry.resolve()
+            # two models, no default configured: the first by name, so a store growing never breaks clients
+            assert registry.resolve().name == "tiny" and registry.default_choice() == ("tiny", "first_by_name")
             assert registry.resolve("tiny").version == 1
             with pytest.raises(VersionNotFound, match="failed to load"):
                 registry.resolve("tiny", 5)
             with pytest.raises(ModelNotFound):
                 registry.resolve("ghost")
-            registry.default_model = "tiny-reject"
-            assert registry.resolve().name == "tiny-reject"
+            (registry_store / "DEFAULT").write_text("tiny-reject\n")  # the store names its default
+            await registry.refresh()
+            assert registry.resolve().name == "tiny-reject" and registry.default_choice()[1] == "store"
+            (registry_store / "DEFAULT").write_text("ghost\n")  # a model the store does not hold: first by name
+            await registry.refresh()
+            assert registry.default_choice() == ("tiny", "first_by_name")
+            (registry_store / "DEFAULT").unlink()
+            registry.default_model = "tiny-reject"  # AEC_DEFAULT_MODEL wins over everything
+            assert registry.resolve().name == "tiny-reject" and registry.default_choice()[1] == "setting"
             # Unchanged broken dirs are not retried on every poll; a fixed one is.
             again = await registry.refresh()
             assert not again.changed
