@@ -47,7 +47,8 @@ Learned image compression and anomaly scoring over REST.
 #: Response headers a browser page on another origin may read (the figures of the raw-bytes answers).
 EXPOSED_HEADERS = [
     "X-Request-ID", "X-Model", "X-Model-Version", "X-Bpp", "X-Bytes", "X-Quality", "X-MSE", "X-PSNR", "X-Original-Width",
-    "X-Original-Height", "X-Original-Channels", "X-Size-Policy", "X-Size-Action", "Retry-After",
+    "X-Original-Height", "X-Original-Channels", "X-Size-Policy", "X-Size-Action", "X-MS-SSIM", "X-Search-Encodes",
+    "Retry-After",
 ]
 
 

@@ -72,10 +72,70 @@ STREAM_BODY: dict[str, Any] = {
 #: What every POST route can answer besides its own errors: overload and the inference budget.
 BUSY = (503, 504)
 
+#: Every error `code` the service answers, by HTTP status (the README's table; tests/service/app/
+#: test_openapi_docs.py checks the service's error classes are all here).
+ERROR_CODES: dict[int, tuple[str, ...]] = {
+    400: ("empty_body", "corrupt_image", "non_finite_pixels", "corrupt_bitstream", "invalid_multipart",
+          "invalid_content_length", "client_disconnected", "model_required"),
+    401: ("unauthorized",),
+    404: ("model_not_found", "version_not_found", "not_found"),
+    405: ("method_not_allowed",),
+    408: ("header_timeout", "body_timeout"),
+    409: ("anomaly_not_calibrated",),
+    413: ("payload_too_large", "too_many_pixels", "image_metadata_too_large", "too_many_files"),
+    415: ("unsupported_image", "unsupported_media_type"),
+    422: ("invalid_request", "invalid_quality", "target_too_small", "image_size_rejected",
+          "bitstream_model_mismatch"),
+    431: ("headers_too_large",),
+    500: ("internal_error",),
+    503: ("no_models_loaded", "not_ready", "overloaded", "too_many_connections"),
+    504: ("timeout",),
+}
+
+
+def error_description(status: int) -> str:
+    codes = ERROR_CODES.get(status, ())
+    listed = ", ".join(f"`{code}`" for code in codes)
+    return "Error (stable JSON shape)" + (f"; `error.code` is one of {listed}." if codes else ".")
+
+
+#: The figures of the raw-bytes answers, as response headers (JSON answers carry the same as fields).
+HEADERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "X-Model": ("The model that answered.", {"type": "string"}),
+    "X-Model-Version": ("Its version.", {"type": "integer"}),
+    "X-Original-Width": ("Width of the original image (what /decode gives back).", {"type": "integer"}),
+    "X-Original-Height": ("Height of the original image.", {"type": "integer"}),
+    "X-Original-Channels": ("Channels of the original image: 1 grey, 3 colour.", {"type": "integer"}),
+    "X-Size-Policy": ("The model's size policy: pad, resize or reject.", {"type": "string"}),
+    "X-Size-Action": ("What the policy did to this image: none, padded or resized.", {"type": "string"}),
+    "X-Bpp": (("Bits per pixel of the stream (header included) over the original pixels; on /reconstruct only "
+              "with ?max_bytes=/?target_bpp=."), {"type": "number"}),
+    "X-Bytes": ("Length of the stream in bytes, header included; on /reconstruct only with a size target.",
+                {"type": "integer"}),
+    "X-Quality": ("Variable-rate models: the quality coded at (two decimals); absent for single-rate models.",
+                  {"type": "number"}),
+    "X-Search-Encodes": ("With ?max_bytes=/?target_bpp=: how many encodes the search ran (at most 12).",
+                         {"type": "integer"}),
+    "X-MSE": ("MSE of the reconstruction vs the input as the model saw it, pixels in [0, 1].", {"type": "number"}),
+    "X-PSNR": ("PSNR in dB, `inf` when the reconstruction is exact.", {"type": "string"}),
+    "X-MS-SSIM": (("MS-SSIM in [0, 1] (tf.image.ssim_multiscale, default settings); absent for images under 161 px "
+                  "on a side or over AEC_MS_SSIM_MAX_PIXELS."), {"type": "number"}),
+    "X-Request-ID": (("The request's id (the client's X-Request-ID when it sent one); quote it when reporting a "
+                     "problem."), {"type": "string"}),
+}
+
+
+def success_headers(*names: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI `headers` of a 200 answer."""
+    return {name: {"description": HEADERS[name][0], "schema": HEADERS[name][1]} for name in names}
+
+
+_REQUEST_ID = success_headers("X-Request-ID")["X-Request-ID"]
+
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorResponse, "description": "Error (stable JSON shape)."} for status in statuses
+        status: {"model": ErrorResponse, "description": error_description(status)} for status in statuses
     }
     if 503 in responses:
         responses[503]["headers"] = {
@@ -182,14 +242,16 @@ def _fix(schema: dict[str, Any], settings: Settings) -> None:
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             if "422" in responses:  # FastAPI declares its own validation shape; we answer ours
-                responses["422"] = {"description": "Invalid request (stable JSON shape).",
+                responses["422"] = {"description": error_description(422),
                                     "content": {"application/json": {"schema": _ERROR_REF}}}
+            for answer in responses.values():  # every answer carries the request id
+                answer.setdefault("headers", {}).setdefault("X-Request-ID", _REQUEST_ID)
             body = operation.get("requestBody", {}).get("content", {}).get(_MULTIPART)
             if body:
                 body["schema"]["properties"]["file"]["maxItems"] = settings.max_files
             if settings.api_keys and _needs_key(path, settings):
                 operation["security"] = [{"ApiKeyHeader": []}, {"BearerKey": []}]
-                responses["401"] = {"description": "Missing or wrong API key.",
+                responses["401"] = {"description": "Missing or wrong API key; " + error_description(401),
                                     "content": {"application/json": {"schema": _ERROR_REF}}}
 
 

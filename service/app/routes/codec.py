@@ -13,7 +13,7 @@ from contract.bitstream import Bitstream
 from service.app import negotiate, query
 from service.app.budget import over_budget
 from service.app.deps import HotContext, KeyedRoute
-from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors
+from service.app.openapi import BINARY, BUSY, IMAGE_BODY, STREAM_BODY, errors, success_headers
 from service.app.routes.common import (
     Answer,
     bytes_or_json,
@@ -34,6 +34,9 @@ from service.inference.stream_checks import check_requested
 router = APIRouter(tags=["codec"], route_class=KeyedRoute)
 
 _NO_PIXELS = np.zeros((0, 0, 1), np.uint8)
+#: The headers of a bytes answer about one image (JSON answers have them as fields).
+_SIZE = ("X-Model", "X-Model-Version", "X-Original-Width", "X-Original-Height", "X-Original-Channels",
+         "X-Size-Policy", "X-Size-Action")
 
 
 def stream_headers(r: codec.Reconstruction) -> dict[str, str]:
@@ -63,7 +66,8 @@ def search_header(encodes: int | None) -> dict[str, str]:
     ),
     response_model=None,
     responses={200: {"model": EncodeResult | list[EncodeResult],
-                     "content": {"application/octet-stream": {"schema": BINARY}}},
+                     "content": {"application/octet-stream": {"schema": BINARY}},
+                     "headers": success_headers(*_SIZE, "X-Bpp", "X-Bytes", "X-Quality", "X-Search-Encodes")},
                **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "max_bytes",
                                                                  "target_bpp")},
@@ -121,7 +125,8 @@ class _Decoded(NamedTuple):
     ),
     response_model=None,
     responses={200: {"model": DecodeResult | list[DecodeResult],
-                     "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
+                     "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()},
+                     "headers": success_headers(*_SIZE[:5], "X-Quality")},
                **errors(400, 404, 413, 422, *BUSY)},
     openapi_extra={**STREAM_BODY, "parameters": query.parameters("model", "version", "quality", "format")},
 )
@@ -184,7 +189,9 @@ async def decode(ctx: HotContext) -> Response:
     ),
     response_model=None,
     responses={200: {"model": ReconstructResult | list[ReconstructResult],
-                     "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()}},
+                     "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()},
+                     "headers": success_headers(*_SIZE, "X-MSE", "X-PSNR", "X-MS-SSIM", "X-Quality", "X-Bytes",
+                                                "X-Bpp", "X-Search-Encodes")},
                **errors(400, 404, 413, 415, 422, *BUSY)},
     openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "max_bytes",
                                                                  "target_bpp", "format")},
