@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from contract.tf_logging import VERBOSE_ENV, tf_log_level
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,10 +90,10 @@ def free_port() -> int:
 
 def server_env(port: int, settings: Mapping[str, object], env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The child's environment: ours without AEC_ variables, then the settings, then `env`."""
-    out = {k: v for k, v in os.environ.items() if not k.startswith("AEC_")}
+    out = {k: v for k, v in os.environ.items() if not k.startswith("AEC_") or k == VERBOSE_ENV}
     out |= {f"AEC_{k.upper()}": str(v) for k, v in settings.items()}
     out |= {"AEC_HOST": "127.0.0.1", "AEC_PORT": str(port),
-            "TF_CPP_MIN_LOG_LEVEL": out.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "TF_CPP_MIN_LOG_LEVEL": out.get("TF_CPP_MIN_LOG_LEVEL", tf_log_level(out)),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), out.get("PYTHONPATH")]))}
     return out | dict(env or {})
 

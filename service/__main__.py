@@ -8,7 +8,13 @@ lines and exits 0.
 
 from __future__ import annotations
 
+import os
 import sys
+
+from contract.tf_logging import tf_log_level
+
+# TensorFlow's start-up lines (cpu_feature_guard, oneDNN) off unless AEC_TF_VERBOSE=1; before it is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())
 
 from service.app.config import Settings
 from service.app.main import create_app

@@ -54,12 +54,21 @@ def _devices(text: str) -> list[str]:
     return devices
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" only where there is a default and the help does not already state one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model and export it as a new version in models_store",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=_DefaultsFormatter)
     train.add_argument("--model", required=True, help="architecture: single_layer_cae, conv_ae, dense_ae, keras_cae, codec")
     train.add_argument("--dataset", required=True,
                        help="mnist | fashion_mnist | cifar10 (Keras loaders, downloaded) | idx:<dir> | folder:<dir>[,<dir>...]")
@@ -124,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "float32 (refused without a GPU)")
 
     evaluate = sub.add_parser("evaluate", help="measure an exported model version on a dataset",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_DefaultsFormatter)
     evaluate.add_argument("model_dir", type=Path, help="a version folder, e.g. models_store/mnist/1")
     evaluate.add_argument("--dataset", required=True, help="as for train")
     evaluate.add_argument("--data-dir", type=Path, default=os.environ.get(DEFAULT_DATA_DIR_ENV))
