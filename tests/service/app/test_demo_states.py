@@ -6,7 +6,7 @@ the verdict within the first 800 px, the header not moving when the quality slid
 full resolution and zoomed, the wipe and flip, the same-bytes comparison and the downloads, the heat map
 at the chosen quality, a failed upload clearing the old image, no horizontal overflow at 390 px.
 
-Screenshots are made smaller (a 128-colour palette) and checked under 300 KB each. They go to the test's
+Screenshots are made smaller (a palette of at most 256 colours) and checked under 300 KB each. They go to the test's
 tmp dir; with AEC_DEMO_SCREENSHOTS=1 to docs/demo/*.png, the ones README links (committed), else outside
 CI to artifacts/demo/ for a look. The photo is McMaster's 18.png where the datasets are
 (`$AEC_DATASETS` or ../shared/datasets, as the committed screenshots were made), else a synthetic one.
@@ -99,9 +99,10 @@ class Shots:
 
 
 def small_png(data: bytes) -> bytes:
-    """A screenshot as a 128-colour PNG (a quarter of the bytes of the RGB one, text still sharp)."""
+    """A screenshot as a palette PNG: 256 colours if that stays under MAX_SHOT_BYTES, else fewer (a third to
+    a quarter of the bytes of the RGB one; text sharp, photos slightly posterised)."""
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    for colours in (128, 64, 32):
+    for colours in (256, 128, 64, 32):
         buffer = io.BytesIO()
         image.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             buffer, format="PNG", optimize=True)
