@@ -21,7 +21,7 @@ from service.app.main import create_app
 from service.app.metrics import Metrics
 from service.inference.errors import ModelNotFound
 
-HOT = ["/anomaly-score", "/decode", "/encode", "/reconstruct"]
+HOT = ["/anomaly-score", "/compare", "/decode", "/encode", "/reconstruct"]  # the POST routes taking HotContext
 
 
 def test_the_hot_routes_and_only_they_go_direct() -> None:
