@@ -43,9 +43,7 @@ from keras import layers
 from contract.card import LatentSpec
 from training.entropy_models import (
     MEAN_EXPONENT,
-    MEAN_LIMIT,
     SCALE_BOUND,
-    SCALE_EXPONENT,
     Z_EXPONENT,
     FactorizedDensity,
     gaussian_likelihood,
@@ -55,10 +53,11 @@ from training.entropy_models import (
 )
 from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
-from training.layers.integer import IntegerConvWeights, convert, relu_exponent, to_fixed
+from training.layers.integer import IntegerConvWeights, to_fixed
 from training.layers.subpixel import run_sequential
 from training.models.base import Autoencoder
 from training.models.codec import _conv, _deconv
+from training.models.codec_cc_integer import convert_entropy_networks
 from training.models.rate_levels import RateLevels, rate_distortion
 from training.models.registry import register
 
@@ -372,41 +371,7 @@ class ChannelCodec(RateLevels, Autoencoder):
                               stacklevel=2)
 
     def _convert(self, peak: Mapping[str, float], stats: dict[str, float]) -> None:
-        z_bound = (self.z_radius + float(np.max(np.abs(self.z_medians.numpy())))) * 2.0**Z_EXPONENT + 1
-        exponents = np.full(self.hyper_channels, float(Z_EXPONENT))
-        bound = z_bound
-        for i, (layer, state) in enumerate(zip(self.h_s_layers, self._int_hs)):
-            last = i == len(self.h_s_layers) - 1
-            if last:  # linear support: one exponent, |support_int| ≤ 2^14 − 1
-                e = relu_exponent(peak[f"h_s_{i}"])
-                out_e = np.full(layer.filters, float(e))
-                top = 2.0**14 - 1
-                conv = convert(layer, exponents, bound, out_e, (np.full(layer.filters, -top), np.full(layer.filters, top)))
-                stats["support_exponent"] = float(e)
-                self.support_exponent.assign(float(e))
-            else:
-                out_e = np.full(layer.filters, float(relu_exponent(peak[f"h_s_{i}"])))
-                conv = convert(layer, exponents, bound, out_e)
-            state.assign(conv)
-            exponents, bound = out_e, float(np.max(np.abs(conv.clip_high)))
-        support_e, support_bound = exponents[0], bound
-        mean_bound = MEAN_LIMIT + Y_SYMBOL_RANGE * 2.0**MEAN_EXPONENT
-        for k, (convs, states) in enumerate(zip(self.param_layers, self._int_param_nets)):
-            exps = np.concatenate([np.full(self.support_channels, support_e),
-                                   np.full(sum(self.slices[:k]), float(MEAN_EXPONENT))])
-            bound = max(support_bound, mean_bound if k else 0.0)
-            for i, (layer, state) in enumerate(zip(convs, states)):
-                if i < len(convs) - 1:
-                    out_e = np.full(layer.filters, float(relu_exponent(peak[f"p{k}_{i}"])))
-                    conv = convert(layer, exps, bound, out_e)
-                else:
-                    w = self.slices[k]
-                    out_e = np.concatenate([np.full(w, float(MEAN_EXPONENT)), np.full(w, float(SCALE_EXPONENT))])
-                    low = np.concatenate([np.full(w, -MEAN_LIMIT), np.full(w, 0.0)])
-                    high = np.concatenate([np.full(w, MEAN_LIMIT), np.full(w, 2.0**30)])
-                    conv = convert(layer, exps, bound, out_e, (low, high))
-                state.assign(conv)
-                exps, bound = out_e, float(np.max(np.abs(conv.clip_high)))
+        convert_entropy_networks(self, peak, stats, Y_SYMBOL_RANGE)
 
     def _clipping(self, batches: list[tf.Tensor]) -> dict[str, float]:
         clipped_z = clipped_y = total_z = total_y = 0
