@@ -104,6 +104,12 @@ def export_model(model: Autoencoder, card: ModelCard, store: Path, extra_files: 
         card.write(staging)
         for filename, text in (extra_files or {}).items():
             (staging / filename).write_text(text)
+        # mkdtemp makes the staging folder 0700: published, it must be as readable as any folder made
+        # here (the umask's mode), or a service running as another user (the image's uid 10001, a shared
+        # store) cannot enter the new version.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

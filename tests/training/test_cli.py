@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,10 @@ def test_train_exports_a_served_version_with_card(idx_dir, tmp_path):
     version_dir = store / "digits" / "2"
     card = ModelCard.read(version_dir)
     assert (version_dir / "saved_model.pb").is_file() and (store / "digits" / "1" / "saved_model.pb").is_file()
+    # published as readable as the umask allows (not mkdtemp's 0700): a service running as another user reads it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert version_dir.stat().st_mode & 0o777 == 0o777 & ~umask
     assert card.name == "digits" and card.version == 2 and card.architecture == "keras_cae"
     assert card.config["latent_dim"] == 8
     assert card.input.height == 28 and card.input.channels == 1 and card.input.size_policy == "resize"
