@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from contract.card import AnomalySpec, ScoreStats
+from contract.card import AnomalySpec, ComplexityFit, ScoreStats
 
 SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 Method = Literal["auto", "empirical", "yeo-johnson"]
@@ -96,8 +96,14 @@ def threshold_at(scores: np.ndarray, target_fpr: float, method: Method = "auto")
 
 
 def calibrate(scores: np.ndarray, *, target_fpr: float, calibrated_on: str, score: str = "mse",
-              normal_classes: list[int] | None = None, method: Method = "auto") -> AnomalySpec:
-    """The card's anomaly section: threshold at `target_fpr` plus the held-out score summary."""
+              normal_classes: list[int] | None = None, method: Method = "auto",
+              complexity: dict | None = None) -> AnomalySpec:
+    """The card's anomaly section: threshold at `target_fpr` plus the held-out score summary.
+
+    `complexity` (score "complexity"): the fitted line (training.complexity.fit_line plus `fitted_on`);
+    `scores` must then be the corrected scores of held-out normal images, computed by the model with
+    that line (the threshold is a quantile of the very scores the exported signature returns)."""
     threshold, used = threshold_at(scores, target_fpr, method)
     return AnomalySpec(score=score, threshold=threshold, target_fpr=target_fpr, calibration=summarize(scores),
-                       calibrated_on=calibrated_on, threshold_method=used, normal_classes=normal_classes)
+                       calibrated_on=calibrated_on, threshold_method=used, normal_classes=normal_classes,
+                       complexity=None if complexity is None else ComplexityFit(**complexity))

@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "qualities between levels interpolate them")
     train.add_argument("--model-args", type=_json_object, default={},
                        help='other architecture arguments as JSON, e.g. \'{"downsample": "strided"}\'')
-    train.add_argument("--anomaly-score", choices=["mse", "ssim", "bits", "combined"], default="mse",
+    train.add_argument("--anomaly-score", choices=["mse", "ssim", "bits", "combined", "complexity"], default="mse",
                        help="anomaly score: reconstruction MSE, 1-SSIM, code length per pixel under the learned "
-                            "prior, or their sum z-normalised on held-out normal images")
+                            "prior, their sum z-normalised on held-out normal images, or complexity: log MSE "
+                            "minus its line on the log PNG size of the image, fitted on held-out normal images "
+                            "(Serra et al. 2020; training/complexity.py)")
     train.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the anomaly threshold")
     train.add_argument("--threshold-method", choices=["auto", "empirical", "yeo-johnson"], default="auto",
                        help="estimate the threshold quantile from the held-out scores directly, or through a fitted "
@@ -318,12 +320,15 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
     # z-normalise the components on held-out normals (so "combined" means the same in every card), then
     # score again if the model's own score is the combined one
     model.set_score_normalization(val_eval.components)
+    calibrated_on = f"validation split of {splits.name} ({len(val_eval.scores)} images)"
+    # complexity: the line of log mse on log PNG size, fitted on the same held-out normal images
+    line = model.set_complexity_fit(val_eval.components) if model.score_kind == "complexity" else None
     coder = coder_from_keras(model, name, version)
-    if model.score_kind == "combined":
+    if model.score_kind in ("combined", "complexity"):
         val_eval = evaluate(coder, splits.val, with_bpp=False)
     anomaly = calibrate(val_eval.scores, target_fpr=args.target_fpr, score=args.anomaly_score,
-                        calibrated_on=f"validation split of {splits.name} ({len(val_eval.scores)} images)",
-                        normal_classes=args.classes, method=args.threshold_method)
+                        calibrated_on=calibrated_on, normal_classes=args.classes, method=args.threshold_method,
+                        complexity=None if line is None else {**line, "fitted_on": calibrated_on})
     print("measuring on the test split with real bitstreams...")
     test_eval = evaluate(coder, splits.test, labels=splits.test_labels, normal_classes=args.classes,
                          with_bpp=not args.skip_bitstreams)
