@@ -157,7 +157,11 @@ def test_demo_page_states_with_screenshots(browser, photo_server, photo: Path, t
     viewer = _rect(browser, "viewer")
     assert viewer["bottom"] <= 800  # the whole viewer in view at 1280×800
     if width <= viewer["width"] and height <= viewer["height"]:
-        assert (stage["width"], stage["height"]) == (width, height)  # 1:1, every pixel as it is
+        # whole pixels: 1:1, or the largest integer zoom that still fits (a small image is enlarged
+        # pixel-exact, never smoothed); clientWidth/Height, as the page measures it
+        inner = _js(browser, "const v = document.getElementById('viewer'); return [v.clientWidth, v.clientHeight]")
+        scale = max(1, int(min(inner[0] / width, inner[1] / height)))
+        assert (stage["width"], stage["height"]) == (width * scale, height * scale)
     assert _js(browser, "return document.getElementById('view-b').getAttribute('src')").startswith("blob:")
     links = _js(browser, "return ['download-stream', 'download-reconstruction'].map(id => {"
                 "const a = document.getElementById(id); return [a.getAttribute('href'), a.download]; })")
