@@ -110,8 +110,12 @@ async def closed_loop(send, concurrency: int, duration: float, warmup: float) ->
 
 
 # ---- in-process ----------------------------------------------------------------------------------------
-async def inprocess_rows(model_name: str, payloads: dict[float, bytes], streams: dict[float, bytes],
-                         quality: float, concurrencies: list[int], duration: float, warmup: float) -> list[Row]:
+async def inprocess(model_name: str, payloads: dict[float, bytes], quality: float, concurrencies: list[int],
+                    duration: float, warmup: float, split_png: bytes) -> tuple[dict[str, float], dict[float, bytes],
+                                                                                list[Row]]:
+    """The time split, the /decode streams and the in-process rows, from ONE registry built as the service
+    builds it: the TF thread budget is set before anything initialises TensorFlow, so these rows run under
+    the server's configuration."""
     from concurrent.futures import ThreadPoolExecutor
 
     from service.app.config import Settings
@@ -126,7 +130,7 @@ async def inprocess_rows(model_name: str, payloads: dict[float, bytes], streams:
                              max_in_flight=settings.batches_in_flight, executor=executor)
     await registry.refresh()
     model = registry.resolve(model_name)
-    rows = []
+    rows: list[Row] = []
 
     def sender(endpoint: str, body: bytes):
         async def encode() -> bool:
@@ -145,6 +149,13 @@ async def inprocess_rows(model_name: str, payloads: dict[float, bytes], streams:
         return {"encode": encode, "decode": decode, "reconstruct": reconstruct}[endpoint]
 
     try:
+        split = time_split(model, split_png, quality)
+        _print_split(split, quality)
+        streams = {}
+        for mp, png in payloads.items():  # the /decode payloads: each photo's stream
+            source = imaging.decode_image(imaging.open_image(png, settings.max_pixels), model.card.input.channels)
+            streams[mp] = (await codec.encode(model, source, settings.tiling, quality)).stream
+        print(HEADER)
         for mp, png in payloads.items():
             for endpoint in ENDPOINTS:
                 body = streams[mp] if endpoint == "decode" else png
@@ -155,7 +166,7 @@ async def inprocess_rows(model_name: str, payloads: dict[float, bytes], streams:
     finally:
         await registry.close()
         executor.shutdown(wait=True)
-    return rows
+    return split, streams, rows
 
 
 # ---- the service -----------------------------------------------------------------------------------------
@@ -196,16 +207,9 @@ def _poster(free: list, endpoint: str, body: bytes, params: dict, kind: str):
 
 
 # ---- where a megapixel's time goes -------------------------------------------------------------------
-def time_split(model_name: str, png: bytes, quality: float, repeats: int = 3) -> dict[str, float]:
-    """Seconds per megapixel of each step for one photo, sequentially in this process (best of `repeats`)."""
-    from service.inference.registry import ModelRegistry
-
-    async def load():
-        registry = ModelRegistry(ROOT / "models_store", default_model=model_name)
-        await registry.refresh()
-        return registry.resolve(model_name)
-
-    model = asyncio.run(load())
+def time_split(model, png: bytes, quality: float, repeats: int = 3) -> dict[str, float]:
+    """Seconds per megapixel of each step for one photo, sequentially (best of `repeats`); stages and
+    signatures called directly (`LoadedModel.run`), so each step is timed alone."""
     best: dict[str, float] = {}
     for _ in range(repeats):
         for name, seconds in _one_split(model, png, quality).items():
@@ -246,6 +250,16 @@ def _one_split(model, png: bytes, quality: float) -> dict[str, float]:
     return {name: seconds / mp for name, seconds in times.items()}
 
 
+HEADER = ("\n| where | endpoint | MP | concurrency | MP/s | p50 ms | p99 ms | errors |\n"
+          "|---|---|---|---|---|---|---|---|")
+
+
+def _print_split(split: dict[str, float], quality: float) -> None:
+    print(f"\nseconds per megapixel, quality {quality:g}, one image at a time:\n| step | s/MP |\n|---|---|")
+    for name, value in split.items():
+        print(f"| {name} | {value:.3f} |")
+
+
 def _format(row: Row) -> str:
     return (f"| {row.where} | /{row.endpoint} | {row.megapixels:g} | {row.concurrency} | {row.mp_s:.3f} | "
             f"{row.p50_ms:.0f} | {row.p99_ms:.0f} | {row.errors} |")
@@ -267,16 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     payloads = {mp: photo_png(args.image, mp) for mp in sizes}
 
-    split = time_split(args.model, payloads[sizes[0]], args.quality)
-    print(f"\nseconds per megapixel at {sizes[0]:g} MP, quality {args.quality:g}, one image at a time:")
-    print("| step | s/MP |\n|---|---|")
-    for name, value in split.items():
-        print(f"| {name} | {value:.3f} |")
-
-    streams = asyncio.run(_streams(args.model, payloads, args.quality))
-    print("\n| where | endpoint | MP | concurrency | MP/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|")
-    rows = asyncio.run(inprocess_rows(args.model, payloads, streams, args.quality, concurrencies, args.duration,
-                                      args.warmup))
+    split, streams, rows = asyncio.run(inprocess(args.model, payloads, args.quality, concurrencies, args.duration,
+                                                 args.warmup, payloads[sizes[0]]))
     if not args.skip_service:
         from bench.launcher import server_process
 
@@ -293,24 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"split_s_per_mp": split, "rows": [asdict(r) | {"mp_s": r.mp_s} for r in rows]},
                                         indent=1))
     return 0
-
-
-async def _streams(model_name: str, payloads: dict[float, bytes], quality: float) -> dict[float, bytes]:
-    """The /decode payloads: each photo's stream, encoded by the service's code path."""
-    from service.inference import codec, imaging
-    from service.inference.registry import ModelRegistry
-
-    registry = ModelRegistry(ROOT / "models_store", default_model=model_name)
-    await registry.refresh()
-    try:
-        model = registry.resolve(model_name)
-        out = {}
-        for mp, png in payloads.items():
-            source = imaging.decode_image(imaging.open_image(png, 1 << 30), 3)
-            out[mp] = (await codec.encode(model, source, None, quality)).stream
-        return out
-    finally:
-        await registry.close()
 
 
 if __name__ == "__main__":
