@@ -183,6 +183,9 @@ class Provenance(_Strict):
     tensorflow_version: str | None = None
     trained_at: str | None = None
     duration_s: float | None = None
+    splits: dict[str, str] | None = Field(
+        None, description="Which images each split holds (train, validation: the training curves, calibration: "
+        "the anomaly threshold, test: the card's metrics); evaluation.json lists a photo folder's held-out files.")
 
 
 class ModelCard(_Strict):

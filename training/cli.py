@@ -47,6 +47,16 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _devices(text: str) -> list[str]:
     devices = [d.strip() for d in text.split(",") if d.strip()]
     if not devices:
@@ -93,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer-args", type=_json_object, default={},
                        help='JSON object of optimizer arguments, e.g. \'{"learning_rate": 1e-3}\'')
     train.add_argument("--lr-decay", type=int, metavar="STEP",
-                       help="divide the learning rate by 10 from this optimizer step on (resumes keep it)")
+                       help="divide the learning rate by 10 from this step of the run on (a resumed run keeps it, "
+                            "or takes a new one)")
     train.add_argument("--l2-penalty", type=float, help="L2 weight decay (architectures that take it: single_layer_cae)")
     train.add_argument("--latent-dim", type=int, help="size z of a dense latent (keras_cae, dense_ae)")
     train.add_argument("--lmbda", type=float, help="rate-distortion trade-off λ of the codec (higher: better quality, more bits)")
@@ -117,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="model name in the store (default: the architecture name)")
     train.add_argument("--description", default="", help="one line for the model card")
     train.add_argument("--log-dir", type=Path, default=Path("runs"), help="TensorBoard runs folder")
+    train.add_argument("--log-every", type=_positive_int, default=50, metavar="STEPS",
+                       help="TensorBoard: the training loss terms and the learning rate averaged over every STEPS "
+                            "steps (validation terms and images once per epoch)")
+    train.add_argument("--no-projector", action="store_true",
+                       help="do not write TensorBoard's embedding projector (codes of validation images with their "
+                            "images and labels; fixed-size models)")
     train.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here and resume from it")
     train.add_argument("--init-from", type=Path,
                        help="start from the weights of an exported version (same --model and arguments)")
@@ -141,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", type=Path, default=os.environ.get(DEFAULT_DATA_DIR_ENV))
     evaluate.add_argument("--split", type=int)
     evaluate.add_argument("--test-dataset")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="the training run's --seed: a photo folder's test split is drawn by it")
+    evaluate.add_argument("--val-fraction", type=float, default=0.1,
+                          help="the training run's --val-fraction: a photo folder's test split is sized by it")
     evaluate.add_argument("--quality", type=float, help="variable-rate models: the quality to code at "
                           "(default: the card's default_quality)")
     evaluate.add_argument("--output", type=Path, help="write the metrics JSON here too")
@@ -207,7 +228,7 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         splits = data.load(args.dataset, split=args.split, seed=args.seed, classes=args.classes,
                            test_spec=args.test_dataset, data_dir=args.data_dir, val_fraction=args.val_fraction)
         with strategy.scope() if strategy else contextlib.nullcontext():  # variables mirrored, if distributed
-            optimizer = make_optimizer(args.optimizer, args.optimizer_args, decay_at=args.lr_decay)
+            optimizer = make_optimizer(args.optimizer, args.optimizer_args)
             model = cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs)
             if args.mixed_precision:
                 optimizer = distribute.with_loss_scale(optimizer)
@@ -233,11 +254,16 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     train_ds = data.train_dataset(splits, args.batch_size, stream_seed, crop=args.crop)
     val_images = val_images_for(model, splits.val, args.crop)
     started = time.time()
-    history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,
-                  steps_per_epoch=args.steps_per_epoch, log_dir=log_dir, checkpoint_dir=args.checkpoint_dir,
-                  init_from=args.init_from, progress=not args.no_progress, strategy=strategy,
-                  dataset_fn=distribute.dataset_fn(splits, args.batch_size, stream_seed, args.crop)
-                  if strategy else None)
+    try:
+        history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,
+                      steps_per_epoch=args.steps_per_epoch, log_dir=log_dir, checkpoint_dir=args.checkpoint_dir,
+                      init_from=args.init_from, progress=not args.no_progress, strategy=strategy,
+                      log_every=args.log_every, lr_decay=args.lr_decay,
+                      projector=(splits.val, splits.val_labels) if splits.fixed_size and not args.no_projector else None,
+                      dataset_fn=distribute.dataset_fn(splits, args.batch_size, stream_seed, args.crop)
+                      if strategy else None)
+    except FloatingPointError as exc:
+        parser.exit(1, f"error: {exc}\n")
     duration = time.time() - started
     if not distribute.is_chief(strategy):
         print(f"{distribute.describe(strategy)}: trained {history[-1]['steps'] if history else 0} steps; "
@@ -303,6 +329,7 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
     from training.calibrate import calibrate
     from training.evaluate import coder_from_keras, evaluate
     from training.export import export_model, next_version
+    from training.summary import summary
 
     print("freezing the coding state (quantiser ranges, entropy tables)...")
     model.finalize(train_ds.take(64) if not splits.fixed_size else
@@ -316,16 +343,17 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
         model.set_rate_level((model.num_levels - 1) // 2)
     coder = coder_from_keras(model, name, version)
     print("calibrating the anomaly threshold on held-out normal images...")
-    val_eval = evaluate(coder, splits.val, with_bpp=False)
+    val_eval = evaluate(coder, splits.calibration_images, with_bpp=False)
     # z-normalise the components on held-out normals (so "combined" means the same in every card), then
     # score again if the model's own score is the combined one
     model.set_score_normalization(val_eval.components)
-    calibrated_on = f"validation split of {splits.name} ({len(val_eval.scores)} images)"
+    calibrated_on = (f"calibration split of {splits.name} ({len(val_eval.scores)} images)" if splits.calibration
+                     is not None else f"validation split of {splits.name} ({len(val_eval.scores)} images)")
     # complexity: the line of log mse on log PNG size, fitted on the same held-out normal images
     line = model.set_complexity_fit(val_eval.components) if model.score_kind == "complexity" else None
     coder = coder_from_keras(model, name, version)
     if model.score_kind in ("combined", "complexity"):
-        val_eval = evaluate(coder, splits.val, with_bpp=False)
+        val_eval = evaluate(coder, splits.calibration_images, with_bpp=False)
     anomaly = calibrate(val_eval.scores, target_fpr=args.target_fpr, score=args.anomaly_score,
                         calibrated_on=calibrated_on, normal_classes=args.classes, method=args.threshold_method,
                         complexity=None if line is None else {**line, "fitted_on": calibrated_on})
@@ -349,12 +377,15 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
             dataset=splits.name + (f" ({'; '.join(f'{k}: {v}' for k, v in splits.notes.items())})" if splits.notes else ""),
             command="python -m training " + shlex.join(argv), epochs=args.epochs,
             steps=history[-1]["steps"] if history else None, seed=args.seed, git_commit=_git_commit(),
-            tensorflow_version=tf.__version__, trained_at=stamp, duration_s=round(duration, 1)),
+            tensorflow_version=tf.__version__, trained_at=stamp, duration_s=round(duration, 1),
+            splits=splits.sources or None),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    evaluation = {"test": metrics, "validation": val_eval.metrics, "history": history, "tensorboard": str(log_dir)}
+    evaluation = {"test": metrics, "calibration": val_eval.metrics, "history": history, "tensorboard": str(log_dir),
+                  "splits": splits.sources, "files": splits.files}
     target = export_model(model, card, args.out, {"evaluation.json": json.dumps(evaluation, indent=2) + "\n"})
     print(json.dumps({"exported": str(target), **{k: round(v, 6) for k, v in metrics.items()}}, indent=2))
+    print(summary(target, args, log_dir, card.training.steps, duration, metrics))
     return target
 
 
@@ -379,7 +410,8 @@ def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
 
     try:
         card = ModelCard.read(args.model_dir)
-        splits = data.load(args.dataset, split=args.split, test_spec=args.test_dataset, data_dir=args.data_dir)
+        splits = data.load(args.dataset, split=args.split, test_spec=args.test_dataset, data_dir=args.data_dir,
+                           seed=args.seed, val_fraction=args.val_fraction)
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     classes = card.anomaly.normal_classes if card.anomaly else None

@@ -36,6 +36,17 @@ class Splits:
     test_labels: np.ndarray | None = None
     notes: dict[str, str] = field(default_factory=dict)
     train_weights: list[float] | None = None  # photo folders: sampling weight of each training image
+    # images that calibrate the anomaly threshold (and fit the complexity line); None: the validation
+    # images (fixed-size sets, whose validation split only draws the training curves)
+    calibration: np.ndarray | list[np.ndarray] | None = None
+    # which images each split holds, in words (the card's `training.splits`), and for photo folders the
+    # files of each held-out split (evaluation.json)
+    sources: dict[str, str] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def calibration_images(self) -> np.ndarray | list[np.ndarray]:
+        return self.val if self.calibration is None else self.calibration
 
     @property
     def fixed_size(self) -> bool:
@@ -68,7 +79,7 @@ def load(spec: str, *, split: int | None = None, val_fraction: float = 0.1, seed
     elif kind == "idx" and arg:
         splits = _idx(Path(arg), split, val_fraction, seed)
     elif kind == "folder" and arg:
-        splits = _folder(arg, val_fraction, seed)
+        splits = _folder(arg, val_fraction, seed, hold_out_test=not test_spec)
     else:
         raise ValueError(
             f"unknown dataset {spec!r}: use mnist, fashion_mnist, cifar10, idx:<dir> or folder:<dir>[,<dir>...]"
@@ -76,15 +87,34 @@ def load(spec: str, *, split: int | None = None, val_fraction: float = 0.1, seed
     if test_spec:
         test_kind, _, test_arg = test_spec.partition(":")
         if test_kind == "folder" and test_arg:
-            splits.test, splits.test_labels = _folder_images([Path(p) for p, _ in folder_parts(test_arg)],
-                                                             downscale_jpeg=False)[0], None
+            images, _, paths = _folder_images([Path(p) for p, _ in folder_parts(test_arg)], downscale_jpeg=False,
+                                              with_paths=True)
+            splits.test, splits.test_labels = images, None
+            splits.files["test"] = [str(p) for p in paths]
         else:
             other = load(test_spec, split=split, seed=seed)
             splits.test, splits.test_labels = other.test, other.test_labels
         splits.notes["test"] = test_spec
+        splits.sources["test"] = f"{len(splits.test)} images of {test_spec} (the card's metrics)"
     if classes is not None:
         splits = _keep_classes(splits, classes)
+    _describe_fixed(splits, val_fraction, seed)
     return splits
+
+
+def _describe_fixed(splits: Splits, val_fraction: float, seed: int) -> None:
+    """`sources` for the sets that are not photo folders (those describe themselves)."""
+    if splits.sources.get("train"):
+        return
+    classes = f", classes {splits.notes['classes']}" if "classes" in splits.notes else ""
+    splits.sources = {
+        "train": f"{len(splits.train)} images of {splits.name}{classes}",
+        "validation": f"{len(splits.val)} images of {splits.name}{classes} held out of training "
+                      f"({val_fraction:g} drawn by seed {seed}; training curves)",
+        "calibration": "the validation images (the anomaly threshold; no model or epoch is chosen on them)",
+        **({"test": splits.sources["test"]} if "test" in splits.sources else
+           {"test": f"{len(splits.test)} test images of {splits.name} (the card's metrics)"}),
+    }
 
 
 def _keras(name: str, val_fraction: float, seed: int) -> Splits:
@@ -176,8 +206,8 @@ def load_image(path: Path, downscale_jpeg: bool = False) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _folder_images(directories: list[Path], downscale_jpeg: bool = True) -> tuple[list[np.ndarray], list[int]]:
-    """Every image under the folders (sorted per folder), and the folder index of each."""
+def _folder_images(directories: list[Path], downscale_jpeg: bool = True, with_paths: bool = False):
+    """Every image under the folders (sorted per folder) and the folder index of each (and the paths)."""
     paths: list[Path] = []
     owner: list[int] = []
     for i, directory in enumerate(directories):
@@ -190,26 +220,49 @@ def _folder_images(directories: list[Path], downscale_jpeg: bool = True) -> tupl
         raise ValueError(f"need at least 2 images in {', '.join(map(str, directories))}")
     images = [load_image(p, downscale_jpeg) for p in paths]
     channels = max(img.shape[-1] for img in images)
-    return [np.repeat(img, channels, axis=-1) if img.shape[-1] != channels else img for img in images], owner
+    images = [np.repeat(img, channels, axis=-1) if img.shape[-1] != channels else img for img in images]
+    return (images, owner, paths) if with_paths else (images, owner)
 
 
-def _folder(arg: str, val_fraction: float, seed: int) -> Splits:
+def _folder(arg: str, val_fraction: float, seed: int, hold_out_test: bool = True) -> Splits:
+    """Train / validation / calibration / test, disjoint: round(`val_fraction` · N) images (at least 2)
+    are held out and halved into validation (the training curves) and calibration (the anomaly
+    threshold); without a test dataset as many again are the test split. The draw does not depend on
+    `hold_out_test` for the held-out images, so a run keeps its training images when a test set is added."""
     parts = folder_parts(arg)
     directories = [p for p, _ in parts]
-    images, owner = _folder_images(directories)
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = max(1, round(len(images) * val_fraction))
-    val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-    val = [images[i] for i in val_idx]
-    train = [images[i] for i in train_idx]
+    images, owner, paths = _folder_images(directories, with_paths=True)
+    n = len(images)
+    n_held = max(2, round(n * val_fraction))
+    n_test = n_held if hold_out_test else 0
+    if n - n_held - n_test < 1:
+        raise ValueError(f"{n} images in {', '.join(map(str, directories))} are too few for disjoint train, "
+                         f"validation, calibration{' and test' if hold_out_test else ''} splits"
+                         f"{': add images or give --test-dataset' if hold_out_test else ''}")
+    order = np.random.default_rng(seed).permutation(n)
+    held = order[:n_held]
+    parts_idx = {"validation": sorted(held[: (n_held + 1) // 2]), "calibration": sorted(held[(n_held + 1) // 2:]),
+                 "test": sorted(order[n_held: n_held + n_test]), "train": sorted(order[n_held + n_test:])}
+    pick = lambda key: [images[i] for i in parts_idx[key]]
+    train_idx = parts_idx["train"]
     # each folder's weight shared among its training images
     per_folder = np.bincount([owner[i] for i in train_idx], minlength=len(parts))
     weights = [parts[owner[i]][1] / per_folder[owner[i]] for i in train_idx]
     name = "folder:" + ",".join(f"{p}={w:g}" if w != 1 else str(p) for p, w in parts)
-    notes = {"images": str(len(images))}
+    notes = {"images": str(n)}
     if any(p.suffix.lower() in JPEG_SUFFIXES for d in directories for p in d.rglob("*")):
         notes["jpeg"] = "JPEG files halved on loading"
-    return Splits(name, train, val, val, train_weights=weights, notes=notes)
+    draw = f"drawn by seed {seed}"
+    sources = {"train": f"{len(train_idx)} images of {name} ({draw})",
+               "validation": f"{len(parts_idx['validation'])} held-out images of {name} ({draw}; training curves)",
+               "calibration": f"{len(parts_idx['calibration'])} other held-out images of {name} "
+                              f"({draw}; anomaly threshold)"}
+    if hold_out_test:
+        sources["test"] = f"{n_test} more held-out images of {name} ({draw}; the card's metrics)"
+    files = {key: [str(paths[i]) for i in idx] for key, idx in parts_idx.items() if key != "train" and idx}
+    test = pick("test") if hold_out_test else pick("validation")  # replaced by the test dataset's images
+    return Splits(name, pick("train"), pick("validation"), test, train_weights=weights, notes=notes,
+                  calibration=pick("calibration"), sources=sources, files=files)
 
 
 def _keep_classes(splits: Splits, classes: list[int]) -> Splits:

@@ -24,20 +24,24 @@ from training.data import eval_batches
 from training.models.base import Autoencoder
 
 
-def make_optimizer(name: str, args: dict, decay_at: int | None = None) -> keras.optimizers.Optimizer:
-    """A Keras optimizer by name; `decay_at` divides the learning rate by 10 from that step on.
+def make_optimizer(name: str, args: dict) -> keras.optimizers.Optimizer:
+    """A Keras optimizer by name, with a plain (variable) learning rate.
 
-    The one late drop is what TFC's and CompressAI's codec recipes do; it is a schedule of the
-    optimizer's own step counter, so a run resumed from a checkpoint keeps it.
+    Never a Keras schedule: an optimizer with a schedule has no learning-rate variable, which shifts
+    the index of every slot variable in its checkpoint, so a run resumed with a decay it did not have
+    before read its Adam velocities from the momenta and went NaN at the first step. The late drop of
+    `fit(lr_decay=)` assigns the variable instead.
     """
     args = dict(args)
-    if decay_at is not None:
-        rate = float(args.get("learning_rate", 1e-3))
-        args["learning_rate"] = keras.optimizers.schedules.PiecewiseConstantDecay([int(decay_at)], [rate, rate / 10])
     try:
         return keras.optimizers.get({"class_name": name, "config": args})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"cannot build optimizer {name!r} with {json.dumps(args)}: {exc}") from None
+
+
+def learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The current rate (a plain or a mirrored variable under tf.distribute)."""
+    return float(tf.convert_to_tensor(optimizer.learning_rate).numpy())
 
 
 def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, traced: bool = True):
@@ -98,8 +102,19 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         optimizer: keras.optimizers.Optimizer, steps_per_epoch: int | None = None, log_dir: Path | None = None,
         checkpoint_dir: Path | None = None, init_from: Path | None = None,
         progress: bool = True, strategy: tf.distribute.Strategy | None = None,
-        dataset_fn: Callable | None = None) -> list[dict[str, float]]:
+        dataset_fn: Callable | None = None, log_every: int = 50,
+        projector: tuple[np.ndarray, np.ndarray | None] | None = None,
+        lr_decay: int | None = None) -> list[dict[str, float]]:
     """Train; returns one dict of mean train and validation loss terms per epoch.
+
+    TensorBoard (`log_dir`): the training loss terms averaged over every `log_every` steps (and over
+    the rest of each epoch) with the learning rate, the validation terms and an input|reconstruction
+    grid per epoch, and at the end the embedding projector over the codes of `projector`'s images
+    (validation images and their labels, or None; fixed-size models only).
+
+    `lr_decay`: the learning rate is divided by 10 from that step on (the one late drop of TFC's and
+    CompressAI's codec recipes), counted in the run's steps, so a resumed run keeps it and a run
+    resumed with a new `lr_decay` takes it. A non-finite loss stops the run before it can checkpoint.
 
     `init_from` starts from the weights of an exported version of the same architecture and config
     (its SavedModel variables are a checkpoint of `module.model`), so training can go on in a later
@@ -121,6 +136,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         if strategy:
             distribute.prepare_optimizer(model, optimizer, distribute.in_replica(strategy, trained_variables, model))
     writer = tf.summary.create_file_writer(str(log_dir)) if log_dir and chief else None
+    base_rate = learning_rate(optimizer)  # the command line's, not a checkpoint's
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     start_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     manager = scratch = None
@@ -147,6 +163,8 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
                 optimizer.iterations.assign(int(step.numpy()))
             print(f"resumed from {latest} (epoch {int(start_epoch)}, step {int(step)})")
 
+    if lr_decay is not None and int(step.numpy()) >= lr_decay:
+        optimizer.learning_rate = base_rate / 10
     if strategy:
         train_step = distribute.make_distributed_step(strategy, model, optimizer)
         dist_ds = (strategy.distribute_datasets_from_function(dataset_fn) if dataset_fn
@@ -167,16 +185,29 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
             batches = train_ds.take(steps_per_epoch) if steps_per_epoch else train_ds
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    unit="step", leave=False)
+        window, window_count = {}, 0
         for batch in bar:
             losses = train_step(batch)
             step.assign_add(1)
             count += 1
+            window_count += 1
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
+                window[key] = window.get(key, 0.0) + float(value)
+            if not np.isfinite(sums["loss"]):
+                raise FloatingPointError(f"training diverged at step {int(step.numpy())}: the loss is not finite; "
+                                         "nothing of this epoch was checkpointed")
+            if writer and window_count >= log_every:
+                _log_steps(writer, window, window_count, optimizer, int(step.numpy()))
+                window, window_count = {}, 0
+            if lr_decay is not None and int(step.numpy()) == lr_decay:
+                optimizer.learning_rate = base_rate / 10
             if count % 20 == 0:
                 bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()})
             if not progress and count % 100 == 0:  # plain log lines for background runs
                 print(f"  step {count}: " + " ".join(f"{k}={v / count:.4g}" for k, v in sums.items()), flush=True)
+        if writer and window_count:
+            _log_steps(writer, window, window_count, optimizer, int(step.numpy()))
         record = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
         val_sums, val_n = {}, 0
         for batch in eval_batches(val_images, 64):
@@ -193,6 +224,8 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         if manager:
             manager.save()
     distribute.remove_scratch(scratch)
+    if writer and history and projector is not None and not model.input_spec_card().any_size:
+        _log_projector(Path(log_dir), model, *projector)
     return history
 
 
@@ -241,11 +274,32 @@ def _init_from(model: Autoencoder, version_dir: Path) -> None:
         print(f"initialised from {version_dir}; not in it, left at their initial values: {', '.join(kept)}")
 
 
+def _log_steps(writer, sums: dict[str, float], count: int, optimizer: keras.optimizers.Optimizer,
+               step: int) -> None:
+    """`train/<term>`: the mean of the last `count` steps, and `train/learning_rate` at `step`."""
+    with writer.as_default(step=step):
+        for key, value in sums.items():
+            tf.summary.scalar(f"train/{key}", value / count)
+        tf.summary.scalar("train/learning_rate", learning_rate(optimizer))
+
+
+def _log_projector(log_dir: Path, model: Autoencoder, val_images: np.ndarray, labels: np.ndarray | None,
+                   limit: int = 2048) -> None:
+    """The embedding projector over the codes of the first validation images (training/projector.py)."""
+    from training.projector import most_images, write_projector
+
+    images = val_images[: most_images(val_images.shape[1], val_images.shape[2], limit)]
+    codes = np.concatenate([model.encode_latent(tf.constant(batch), training=False).numpy()
+                            for batch in eval_batches(images, 256)])
+    write_projector(log_dir, codes, images, None if labels is None else labels[: len(images)])
+
+
 def _log_epoch(writer, model: Autoencoder, record: dict, val_images: np.ndarray, step: int) -> None:
-    """Scalars and an input|reconstruction grid of the first validation images."""
+    """Validation scalars and an input|reconstruction grid of the first validation images (the
+    training terms are written every few steps by `_log_steps`)."""
     with writer.as_default(step=step):
         for key, value in record.items():
-            if key.startswith(("train_", "val_")):
+            if key.startswith("val_"):
                 tf.summary.scalar(key.replace("_", "/", 1), value)
         sample = val_images[:8]
         recon = np.clip(model(tf.constant(sample), training=False).numpy(), 0, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from idx_files import write_idx
+from idx_files import write_shapes_idx
 
 from contract.card import ModelCard
 from training.cli import main
@@ -19,21 +19,8 @@ from training.data import read_idx
 
 @pytest.fixture(scope="module")
 def idx_dir(tmp_path_factory) -> Path:
-    """A tiny t10k-style IDX pair: bright squares (label 0) and bright bars (label 1) at random places."""
-    rng = np.random.default_rng(0)
-    n = 240
-    images = np.zeros((n, 28, 28), np.uint8)
-    labels = rng.integers(0, 2, n).astype(np.uint8)
-    for img, label in zip(images, labels):
-        y, x = rng.integers(2, 14, 2)
-        if label == 0:
-            img[y : y + 10, x : x + 10] = 255
-        else:
-            img[y : y + 12, x + 4 : x + 7] = 255
-    folder = tmp_path_factory.mktemp("idx")
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels)
-    return folder
+    """A tiny t10k-style IDX pair of squares (label 0) and bars (label 1)."""
+    return write_shapes_idx(tmp_path_factory.mktemp("idx"))
 
 
 def test_idx_reader_round_trips(idx_dir):
@@ -117,6 +104,41 @@ def test_a_resumed_run_continues_its_step_with_a_new_data_stream(idx_dir, tmp_pa
     history = json.loads((tmp_path / "keras_cae" / "2" / "evaluation.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [2] and history[-1]["steps"] == 2 * steps
     assert seeds[0] == 0 and seeds[1] not in (0, seeds[0])
+
+
+def test_a_run_resumed_with_a_learning_rate_drop_keeps_its_optimizer_state(idx_dir, tmp_path):
+    """The codec v2 run went NaN at its first step when resumed with --lr-decay: a Keras schedule has no
+    learning-rate variable, so every Adam slot was read from its neighbour's place in the checkpoint.
+    Now the drop assigns the rate, the optimizer's variables are the same with or without it, and the
+    momenta come back as they were saved."""
+    import tensorflow as tf
+
+    ckpt = tmp_path / "ckpt"
+    common = ["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200", "--batch-size", "32",
+              "--latent-dim", "4", "--optimizer-args", '{"learning_rate": 0.002}', "--out", str(tmp_path),
+              "--log-dir", str(tmp_path / "runs"), "--no-progress", "--checkpoint-dir", str(ckpt)]
+    assert main([*common, "--epochs", "1"]) == 0
+    saved = tf.train.load_checkpoint(str(ckpt))
+    steps = saved.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert saved.get_tensor("optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(0.002)
+    assert main([*common, "--epochs", "2", "--lr-decay", str(steps)]) == 0
+    history = json.loads((tmp_path / "keras_cae" / "2" / "evaluation.json").read_text())["history"]
+    assert np.isfinite(history[-1]["train_loss"]) and history[-1]["steps"] == 2 * steps
+    resumed = tf.train.load_checkpoint(str(ckpt))
+    assert resumed.get_tensor("optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(0.0002)
+    assert sorted(resumed.get_variable_to_shape_map().items()) == sorted(saved.get_variable_to_shape_map().items())
+
+
+def test_a_diverging_run_stops_before_it_checkpoints(idx_dir, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200", "--epochs", "1",
+              "--batch-size", "32", "--latent-dim", "4", "--optimizer", "sgd",
+              "--optimizer-args", '{"learning_rate": 1e30}', "--out", str(tmp_path), "--log-dir", str(tmp_path / "runs"),
+              "--no-progress", "--checkpoint-dir", str(ckpt)])
+    assert stopped.value.code == 1
+    assert "training diverged at step" in capsys.readouterr().err
+    assert not list(ckpt.glob("ckpt-*")) and not (tmp_path / "keras_cae").exists()
 
 
 def test_one_class_training_records_normal_classes(idx_dir, tmp_path):
