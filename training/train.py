@@ -187,6 +187,8 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
                    unit="step", leave=False)
         window, window_count = {}, 0
         for batch in bar:
+            if lr_decay is not None and int(step.numpy()) == lr_decay:  # the rate of step lr_decay + 1 on
+                optimizer.learning_rate = base_rate / 10
             losses = train_step(batch)
             step.assign_add(1)
             count += 1
@@ -200,8 +202,6 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
             if writer and window_count >= log_every:
                 _log_steps(writer, window, window_count, optimizer, int(step.numpy()))
                 window, window_count = {}, 0
-            if lr_decay is not None and int(step.numpy()) == lr_decay:
-                optimizer.learning_rate = base_rate / 10
             if count % 20 == 0:
                 bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()})
             if not progress and count % 100 == 0:  # plain log lines for background runs

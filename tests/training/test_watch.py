@@ -151,3 +151,41 @@ def test_a_sprite_sheet_lays_images_out_row_by_row_on_a_square_grid():
     assert sheet.shape == (4, 6, 3) and sheet.dtype == np.uint8
     assert sheet[0, 0].tolist() == [10] * 3 and sheet[0, 3].tolist() == [20] * 3 and sheet[2, 0].tolist() == [30] * 3
     assert sheet[2, 3].tolist() == [0, 0, 0]  # the empty cell
+
+
+def test_tensorboard_serves_the_projector_of_the_run(trained):
+    """TensorBoard itself (on loopback) finds the run's projector and serves its codes and sprite."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    logdir = trained["log_dir"].parent
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin/projector"
+    try:
+        deadline, runs = time.monotonic() + 60, []
+        while time.monotonic() < deadline and not runs:
+            try:
+                runs = httpx.get(f"{base}/runs", timeout=5).json()
+            except httpx.TransportError:
+                time.sleep(0.5)
+        run = trained["log_dir"].name
+        assert runs == [run]
+        info = httpx.get(f"{base}/info", params={"run": run}, timeout=10).json()
+        (embedding,) = info["embeddings"]
+        assert embedding["tensorShape"] == [20, 4] and embedding["metadataPath"].endswith("metadata.tsv")
+        codes = httpx.get(f"{base}/tensor", params={"run": run, "name": TENSOR_NAME}, timeout=10).content
+        expected = tf.train.load_checkpoint(str(trained["log_dir"])).get_tensor(TENSOR_NAME)
+        np.testing.assert_array_equal(np.frombuffer(codes, np.float32).reshape(20, 4), expected)
+        sprite = httpx.get(f"{base}/sprite_image", params={"run": run, "name": TENSOR_NAME}, timeout=10)
+        assert sprite.status_code == 200 and sprite.content.startswith(b"\x89PNG")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
