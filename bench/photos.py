@@ -83,18 +83,35 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
+def min_completions(concurrency: int) -> int:
+    """Completions a cell waits for past its duration: enough that every worker finished twice."""
+    return 2 * concurrency + 1
+
+
 async def closed_loop(send, concurrency: int, duration: float, warmup: float) -> tuple[int, int, list[float], float]:
     """`concurrency` workers each awaiting `send()` again as soon as it returns True (False: an error).
-    One round of `concurrency` requests first, unmeasured: a fresh server traces each new input shape."""
+
+    One round of `concurrency` requests first, unmeasured: a fresh server traces each new input shape.
+    Then `warmup` seconds unmeasured, then the measured window: from the first completion after the
+    warmup to the last one, and it lasts at least `duration` seconds AND `min_completions` completions
+    (a 3 MP photo takes seconds: an 8 s window of a fixed length counted one request or none). Returns
+    (completions counted, errors, their latencies, the window's seconds): the throughput is
+    completions / seconds, the rate between completions, which holds for any request length."""
     await asyncio.gather(*(send() for _ in range(concurrency)), return_exceptions=True)
     start = time.perf_counter()
     window, stop = start + warmup, start + warmup + duration
     latencies: list[float] = []
+    completions: list[float] = []  # measured completion times; the first only opens the window
     errors = 0
+    needed = min_completions(concurrency) + 1
+
+    def more() -> bool:
+        return time.perf_counter() < stop or len(completions) < needed
 
     async def worker() -> None:
         nonlocal errors
-        while (sent := time.perf_counter()) < stop:
+        while more():
+            sent = time.perf_counter()
             try:
                 ok = await send()
             except Exception:  # noqa: BLE001 -- every failure is an error of the cell
@@ -102,11 +119,17 @@ async def closed_loop(send, concurrency: int, duration: float, warmup: float) ->
             done = time.perf_counter()
             if not ok:
                 errors += 1
-            elif window <= done < stop:
-                latencies.append(done - sent)
+                if errors > 100 and not completions:
+                    return
+            elif done >= window:
+                completions.append(done)
+                if len(completions) > 1:
+                    latencies.append(done - sent)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies), errors, latencies, duration
+    if len(completions) < 2:
+        return 0, errors, latencies, 0.0
+    return len(completions) - 1, errors, latencies, completions[-1] - completions[0]
 
 
 # ---- in-process ----------------------------------------------------------------------------------------
