@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     )
     ms_ssim_max_pixels: int = Field(
         2**21, ge=0, description="Largest image (width*height at the model's size) whose /reconstruct answer "
-        "carries MS-SSIM (X-MS-SSIM, ms_ssim), 0 = never: tf.image.ssim_multiscale costs 4.2-4.7 CPU-seconds "
-        "per megapixel, ~2.5x natural's reconstruction itself; bigger images get null and no header, as do "
-        "images under 161 px on a side (the measure's minimum)."
+        "carries MS-SSIM (X-MS-SSIM, ms_ssim), 0 = never: about 1-1.3 CPU-seconds and ~160 MiB per megapixel "
+        "(docs/operators.md); bigger images get null and no header, as do images under 161 px on a side (the "
+        "measure's minimum)."
     )
     max_header_bytes: int = Field(
         32 * 1024, ge=1024, description="Most bytes of request line + headers; past it 431 and the connection is "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,6 +16,8 @@ from PIL import Image
 from service_helpers import to_bytes
 
 from service.inference import msssim
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -35,6 +39,45 @@ def test_the_minimum_size_and_identity() -> None:
     grey = (image[..., :1] * 255).astype(np.uint8)  # a grey upload against the model's RGB output
     assert msssim.ms_ssim(grey, np.repeat(grey, 3, axis=-1).astype(np.float32) / 255) == pytest.approx(1.0, abs=1e-6)
     assert msssim.db(0.99) == pytest.approx(20.0) and msssim.db(None) is None
+
+
+@pytest.mark.parametrize("shape, noise", [((161, 161, 3), 0.05), ((200, 333, 3), 0.1), ((257, 190, 1), 0.02),
+                                          ((400, 600, 3), 0.2), ((163, 171, 3), 0.0)])
+def test_the_two_pass_window_gives_what_the_library_gives(shape, noise) -> None:
+    """Odd and even sides (padding at every scale), grey, the minimum size, heavy noise and none."""
+    rng = np.random.default_rng(sum(shape))
+    image = _photo(*shape[:2], seed=shape[1])[..., : shape[2]]
+    other = np.clip(image + rng.normal(0, noise, image.shape), 0, 1).astype(np.float32)
+    expected = float(tf.image.ssim_multiscale(image, other, max_val=1.0))
+    assert msssim.ms_ssim(image, other) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.fixture()
+def photo_path() -> Path:
+    """A real photo where the datasets are (McMaster 18); the synthetic cases above run everywhere."""
+    real = Path(os.environ.get("AEC_DATASETS", ROOT.parent / "shared" / "datasets")) / "natural" / "McMaster" / "18.png"
+    if not real.is_file():
+        pytest.skip("no datasets folder here (AEC_DATASETS)")
+    return real
+
+
+def test_the_two_pass_window_on_a_real_photo_and_its_jpeg(photo_path: Path) -> None:
+    source = Image.open(photo_path).convert("RGB")
+    buffer = io.BytesIO()
+    source.save(buffer, format="JPEG", quality=20)
+    image = np.asarray(source, np.float32) / 255
+    jpeg = np.asarray(Image.open(buffer), np.float32) / 255
+    expected = float(tf.image.ssim_multiscale(image, jpeg, max_val=1.0))
+    assert msssim.ms_ssim(image, jpeg) == pytest.approx(expected, abs=1e-5)  # float32 sums in another order
+    np.testing.assert_allclose(np.outer(msssim.gaussian_profile(11, 1.5), msssim.gaussian_profile(11, 1.5)),
+                               _library_window(), atol=1e-8)
+
+
+def _library_window() -> np.ndarray:
+    """tf.image's 11×11 window, as `_fspecial_gauss` builds it (a softmax over the summed squares)."""
+    coords = np.arange(11, dtype=np.float32) - 5.0
+    g = -0.5 * (coords[None, :] ** 2 + coords[:, None] ** 2) / 1.5**2
+    return tf.nn.softmax(tf.reshape(g, [1, -1])).numpy().reshape(11, 11)
 
 
 def test_the_pixel_limit_skips_the_work() -> None:
