@@ -5,9 +5,10 @@ the same code path in-process, in one run; and where a megapixel's time goes.
     python bench/photos.py --sizes 0.4 --concurrency 1,4 --duration 10 --json out.json
 
 1. In-process: a ModelRegistry built from the service's own Settings (same batcher, executor, thread
-   budget) and the functions the routes call: `imaging.open_image`/`decode_image` → `codec.encode` →
-   the stream; `codec.parse` → `codec.decode` → `imaging.encode_image` (PNG); upload → `codec.reconstruct`
-   → PNG. N closed-loop asyncio workers, as N clients would be.
+   budget, malloc setting and TensorFlow CPU pool) and the functions the routes call:
+   `imaging.open_image`/`decode_image` → `codec.encode` → the stream; `codec.parse` → `codec.decode` →
+   `imaging.encode_image` (PNG); upload → `codec.reconstruct` → PNG. N closed-loop asyncio workers, as N
+   clients would be.
 2. The service: `python -m service` in a subprocess (bench/launcher.py) with the same settings; N
    closed-loop httpx workers, one connection each, posting the photo (or its stream, for /decode).
 3. Per megapixel, one image at a time in-process: upload decode, analysis transform (the `encode`
@@ -37,6 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages impo
 from contract.tf_logging import tf_log_level
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # as `python -m service` runs TensorFlow
 
 import numpy as np
 from PIL import Image
@@ -145,6 +147,9 @@ async def inprocess(model_name: str, payloads: dict[float, bytes], quality: floa
     from service.inference import codec, imaging
     from service.inference.registry import ModelRegistry, configure_tensorflow
 
+    from service.app.server import tune_allocator
+
+    tune_allocator()  # the server's malloc setting, as `python -m service` makes it
     settings = Settings(_env_file=None, models_dir=ROOT / "models_store", default_model=model_name)
     configure_tensorflow(settings.intra_op_threads())
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
