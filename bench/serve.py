@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages impo
 from contract.tf_logging import tf_log_level
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # as `python -m service` runs TensorFlow
 
 import numpy as np
 
