@@ -144,10 +144,9 @@ async def inprocess(model_name: str, payloads: dict[float, bytes], quality: floa
     from concurrent.futures import ThreadPoolExecutor
 
     from service.app.config import Settings
+    from service.app.server import tune_allocator
     from service.inference import codec, imaging
     from service.inference.registry import ModelRegistry, configure_tensorflow
-
-    from service.app.server import tune_allocator
 
     tune_allocator()  # the server's malloc setting, as `python -m service` makes it
     settings = Settings(_env_file=None, models_dir=ROOT / "models_store", default_model=model_name)

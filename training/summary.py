@@ -58,7 +58,7 @@ def summary(version_dir: Path, args: argparse.Namespace, log_dir: Path, steps: i
         f"  test        {measured}" if measured else None,
         f"  evaluate    {shlex.join(evaluate_command(version_dir, args))}",
         f"  serve       {' '.join(serve_command(version_dir)[:2])} {shlex.join(serve_command(version_dir)[2:])}",
-        f"  try it      curl -s -o reconstruction.png -F file=@image.png "
-        f"'localhost:8000/reconstruct?model={name}&version={version}'",
+        (f"  try it      curl -s -o reconstruction.png -F file=@image.png "
+         f"'localhost:8000/reconstruct?model={name}&version={version}'"),
     ]
     return "\n".join(line for line in lines if line is not None)

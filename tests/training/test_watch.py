@@ -125,7 +125,7 @@ def test_photo_folders_hold_out_disjoint_validation_calibration_and_test(tmp_pat
     assert {k: len(v) for k, v in held.items()} == {"validation": 2, "calibration": 2, "test": 4}
     assert not held["validation"] & held["calibration"] and not (held["validation"] | held["calibration"]) & held["test"]
     assert len(splits.train) == 40 - 8 and len(splits.calibration) == 2 and len(splits.test) == 4
-    values = lambda images: {int(round(float(img[0, 0, 0]) * 255)) for img in images}
+    values = lambda images: {round(float(img[0, 0, 0]) * 255) for img in images}
     assert not values(splits.train) & (values(splits.val) | values(splits.calibration) | values(splits.test))
     assert values(splits.test) == {int(Path(p).stem) * 5 for p in held["test"]}
     # a test dataset replaces the test split; validation and calibration stay the same images
