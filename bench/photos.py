@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,10 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the repository's packages importable
     sys.path.insert(0, str(ROOT))
-from contract.tf_logging import tf_log_level
+from service.process_env import configure_tensorflow_env
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # as `python -m service` runs TensorFlow
+configure_tensorflow_env()  # as `python -m service` starts TensorFlow: quiet, its CPU pool
 
 import numpy as np
 from PIL import Image

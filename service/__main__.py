@@ -8,19 +8,11 @@ lines and exits 0.
 
 from __future__ import annotations
 
-import os
 import sys
 
-from contract.tf_logging import tf_log_level
+from service.process_env import configure_tensorflow_env
 
-# TensorFlow's start-up lines (cpu_feature_guard, oneDNN) off unless AEC_TF_VERBOSE=1; before it is imported
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())
-# TensorFlow's CPU tensors from its own pool (BFC) instead of malloc: `tune_allocator` serves every block
-# of 1 MiB or more from mmap so that freed images go back to the OS, and without the pool every
-# activation of a photo's transforms was a fresh mapping, page-faulted in and zeroed again on every
-# request. The pool keeps TensorFlow's high-water mark instead (docs/operators.md has both figures);
-# TF_CPU_ALLOCATOR_USE_BFC=false turns it off, TF_CPU_BFC_MEM_LIMIT_IN_MB caps it.
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+configure_tensorflow_env()  # before TensorFlow is imported
 
 from service.app.config import Settings
 from service.app.main import create_app

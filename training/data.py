@@ -260,8 +260,8 @@ def _folder(arg: str, val_fraction: float, seed: int, hold_out_test: bool = True
     if hold_out_test:
         sources["test"] = f"{n_test} more held-out images of {name} ({draw}; the card's metrics)"
     files = {key: [str(paths[i]) for i in idx] for key, idx in parts_idx.items() if key != "train" and idx}
-    test = pick("test") if hold_out_test else pick("validation")  # replaced by the test dataset's images
-    return Splits(name, pick("train"), pick("validation"), test, train_weights=weights, notes=notes,
+    # without a held-out test split the list is empty here: `load` puts the test dataset's images in it
+    return Splits(name, pick("train"), pick("validation"), pick("test"), train_weights=weights, notes=notes,
                   calibration=pick("calibration"), sources=sources, files=files)
 
 

@@ -18,9 +18,10 @@ def python() -> str:
     """This interpreter as the user would type it: `.venv/bin/python` in a checkout, else its path."""
     path = Path(sys.executable)
     try:
-        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+        relative = os.path.relpath(path)
     except ValueError:  # another drive (Windows)
         return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def evaluate_command(version_dir: Path, args: argparse.Namespace) -> list[str]:
@@ -50,6 +51,7 @@ def summary(version_dir: Path, args: argparse.Namespace, log_dir: Path, steps: i
     measured = ", ".join(f"{key} {metrics[key]:.4g}" for key in ("mse", "psnr", "bpp", "ms_ssim_db") if key in metrics)
     name, version = version_dir.parent.name, version_dir.name
     watch = "curves, images, projector" if (log_dir / "projector_config.pbtxt").is_file() else "curves, images"
+    serve = serve_command(version_dir)
     lines = [
         "",
         f"trained {steps or 0} steps in {seconds:.0f} s; exported {name} version {version}",
@@ -57,7 +59,7 @@ def summary(version_dir: Path, args: argparse.Namespace, log_dir: Path, steps: i
         f"  exported    {version_dir}    (model.json: the card; evaluation.json: per-epoch history, splits)",
         f"  test        {measured}" if measured else None,
         f"  evaluate    {shlex.join(evaluate_command(version_dir, args))}",
-        f"  serve       {' '.join(serve_command(version_dir)[:2])} {shlex.join(serve_command(version_dir)[2:])}",
+        f"  serve       {' '.join(serve[:2])} {shlex.join(serve[2:])}",
         (f"  try it      curl -s -o reconstruction.png -F file=@image.png "
          f"'localhost:8000/reconstruct?model={name}&version={version}'"),
     ]

@@ -117,6 +117,19 @@ def headless_chromium(profile_dir: Path, extra_flags: list[str] = (), capabiliti
         driver.quit()
 
 
+def synthetic_photo(height: int, width: int, seed: int = 0, periods: tuple[float, float] = (2, 7),
+                    noise: float = 0.0) -> np.ndarray:
+    """float32 [H, W, 3] in [0, 1]: one sine grating per channel, its periods drawn from `periods` by
+    `seed`, plus Gaussian noise of that deviation: photo-like texture for codec tests, with no dataset."""
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    planes = [0.5 + 0.4 * np.sin(x / rng.uniform(*periods) + y / rng.uniform(*periods) + c) for c in range(3)]
+    image = np.stack(planes, axis=-1)
+    if noise:
+        image = image + rng.normal(0, noise, (height, width, 3))
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
 def to_bytes(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) -> bytes:
     """float [H, W, C] in [0, 1] (or uint8) → encoded image bytes."""
     arr = pixels if pixels.dtype == np.uint8 else np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)

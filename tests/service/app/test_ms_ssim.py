@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from service_helpers import to_bytes
+from service_helpers import synthetic_photo, to_bytes
 
 from service.inference import msssim
 
@@ -21,10 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(seed)
-    planes = [0.5 + 0.4 * np.sin(x / rng.uniform(4, 12) + y / rng.uniform(4, 12) + c) for c in range(3)]
-    return np.clip(np.stack(planes, axis=-1) + rng.normal(0, 0.03, (height, width, 3)), 0, 1).astype(np.float32)
+    return synthetic_photo(height, width, seed, periods=(4, 12), noise=0.03)
 
 
 def test_the_minimum_size_and_identity() -> None:

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import assert_error, live_server, to_bytes
+from service_helpers import assert_error, live_server, synthetic_photo, to_bytes
 
 from contract.bitstream import Bitstream
 from service.inference.codec import MAX_SEARCH_ENCODES
@@ -33,11 +33,7 @@ def vr(variable_rate_store) -> Iterator[httpx.Client]:
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(seed)
-    planes = [0.5 + 0.4 * np.sin(x / rng.uniform(2, 7) + y / rng.uniform(2, 7) + c) for c in range(3)]
-    noise = rng.normal(0, 0.05, (height, width, 3))
-    return np.clip(np.stack(planes, axis=-1) + noise, 0, 1).astype(np.float32)
+    return synthetic_photo(height, width, seed, periods=(2, 7), noise=0.05)
 
 
 BODY = to_bytes(_photo(96, 80, seed=3))

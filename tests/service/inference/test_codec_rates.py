@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import assert_error, live_server, to_bytes
+from service_helpers import assert_error, live_server, synthetic_photo, to_bytes
 
 from contract.bitstream import Bitstream
 
@@ -32,10 +32,7 @@ def client(store) -> Iterator[httpx.Client]:
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(seed)
-    planes = [0.5 + 0.4 * np.sin(x / rng.uniform(3, 9) + y / rng.uniform(3, 9) + c) for c in range(3)]
-    return np.stack(planes, axis=-1).astype(np.float32)
+    return synthetic_photo(height, width, seed, periods=(3, 9))
 
 
 @pytest.mark.parametrize("size", [(1, 1), (17, 33), (1000, 7), (7, 1000)])
