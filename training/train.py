@@ -163,8 +163,10 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
                 optimizer.iterations.assign(int(step.numpy()))
             print(f"resumed from {latest} (epoch {int(start_epoch)}, step {int(step)})")
 
-    if lr_decay is not None and int(step.numpy()) >= lr_decay:
-        optimizer.learning_rate = base_rate / 10
+    # the command line's rate, dropped if the run is past lr_decay: a checkpoint also holds the rate its
+    # run ended with, and a resumed run without the drop must not keep a dropped one
+    past_decay = lr_decay is not None and int(step.numpy()) >= lr_decay
+    optimizer.learning_rate = base_rate / 10 if past_decay else base_rate
     if strategy:
         train_step = distribute.make_distributed_step(strategy, model, optimizer)
         dist_ds = (strategy.distribute_datasets_from_function(dataset_fn) if dataset_fn

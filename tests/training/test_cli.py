@@ -127,6 +127,10 @@ def test_a_run_resumed_with_a_learning_rate_drop_keeps_its_optimizer_state(idx_d
     resumed = tf.train.load_checkpoint(str(ckpt))
     assert resumed.get_tensor("optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(0.0002)
     assert sorted(resumed.get_variable_to_shape_map().items()) == sorted(saved.get_variable_to_shape_map().items())
+    # resumed again without the drop: the command line's rate, not the dropped one the checkpoint holds
+    assert main([*common, "--epochs", "3"]) == 0
+    again = tf.train.load_checkpoint(str(ckpt))
+    assert again.get_tensor("optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(0.002)
 
 
 def test_a_diverging_run_stops_before_it_checkpoints(idx_dir, tmp_path, capsys):
