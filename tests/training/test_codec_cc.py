@@ -159,3 +159,39 @@ def test_adopting_a_codec_keeps_its_pictures() -> None:
     np.testing.assert_allclose(model.g_s(y_source).numpy(), source.g_s(y_source).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="cannot adopt"):
         ChannelCodec(**TINY).adopt(source)  # z channels differ
+
+
+def test_level_weights_rebalance_the_training_loss_only() -> None:
+    """With α > 0 each image's loss is weighted by (λ / geometric mean)^−α: the training loss is that
+    weighted mean of the per-image losses, the evaluation loss stays the plain one, and α = 0 (the
+    default) leaves the loss and the card's config as before."""
+    keras.utils.set_random_seed(1)
+    plain = ChannelCodec(**TINY)
+    weighted = ChannelCodec(**TINY, level_weight_exponent=0.5)
+    images = textured(3, 64, seed=2)
+    plain(images[:1]), weighted(images[:1])
+    weighted.set_weights(plain.get_weights())
+    assert plain.level_weights(tf.constant(LEVELS)) is None
+    assert "level_weight_exponent" not in plain.get_config()
+    assert weighted.get_config()["level_weight_exponent"] == 0.5
+    weights = weighted.level_weights(tf.constant(LEVELS)).numpy()
+    np.testing.assert_allclose(weights, np.sqrt([10.0, 1.0, 0.1]), rtol=1e-5)  # λ 0.002, 0.02, 0.2
+
+    # the same images, noise and levels through both: the weighted loss is the weighted mean
+    positions = tf.constant([0.0, 1.0, 2.0])
+    for model in (plain, weighted):
+        model._random_positions = lambda like, p=positions: p
+    losses = {}
+    for name, model in (("plain", plain), ("weighted", weighted)):
+        tf.random.set_seed(7)
+        x_hat, y_lik, z_lik, lmbda = model._forward(tf.constant(images), training=True)
+        per_image = (lmbda * 255.0**2 * tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
+                     + tf.add_n([-tf.reduce_sum(tf.math.log(v), axis=[1, 2, 3]) for v in y_lik]) / (64 * 64 * np.log(2.0))
+                     - tf.reduce_sum(tf.math.log(z_lik), axis=[1, 2, 3]) / (64 * 64 * np.log(2.0)))
+        tf.random.set_seed(7)
+        losses[name] = (float(model.compute_losses(images, training=True)["loss"]), per_image.numpy())
+    assert losses["plain"][0] == pytest.approx(losses["plain"][1].mean(), rel=1e-4)
+    assert losses["weighted"][0] == pytest.approx((weights * losses["weighted"][1]).mean(), rel=1e-4)
+    assert losses["weighted"][0] != pytest.approx(losses["plain"][0], rel=1e-2)
+    evaluation = [float(m.compute_losses(images, training=False)["loss"]) for m in (plain, weighted)]
+    assert evaluation[0] == pytest.approx(evaluation[1], rel=1e-6)

@@ -80,7 +80,8 @@ class ChannelCodec(RateLevels, Autoencoder):
     def __init__(self, input_shape=(None, None, 3), num_filters: int = 128, latent_channels: int = 192,
                  hyper_channels: int = 128, support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
-                 lmbdas: list[float] | None = None, z_radius: int = 32, **kwargs) -> None:
+                 lmbdas: list[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
@@ -95,6 +96,7 @@ class ChannelCodec(RateLevels, Autoencoder):
             raise ValueError("every λ must be positive")
         self.lmbda = self.lmbdas[0]
         self.z_radius = int(z_radius)
+        self.level_weight_exponent = float(level_weight_exponent)  # training only (RateLevels.level_weights)
         nh, ns = self.hyper_channels, self.support_channels
 
         self.g_a = keras.Sequential(
@@ -157,6 +159,8 @@ class ChannelCodec(RateLevels, Autoencoder):
                   "hyper_channels": self.hyper_channels, "support_channels": self.support_channels,
                   "slices": self.slices, "param_hidden": self.param_hidden, "lrp_hidden": self.lrp_hidden,
                   "lmbda": self.lmbda, "z_radius": self.z_radius}
+        if self.level_weight_exponent:
+            config["level_weight_exponent"] = self.level_weight_exponent
         if len(self.lmbdas) > 1:
             config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
                        "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
@@ -232,7 +236,8 @@ class ChannelCodec(RateLevels, Autoencoder):
     def compute_losses(self, images, training=True):
         images = tf.convert_to_tensor(images, tf.float32)
         x_hat, y_likelihoods, z_likelihood, lmbda = self._forward(images, bool(training))
-        return rate_distortion(images, x_hat, y_likelihoods, z_likelihood, lmbda, bool(training))
+        weights = self.level_weights(lmbda) if training else None
+        return rate_distortion(images, x_hat, y_likelihoods, z_likelihood, lmbda, bool(training), weights)
 
     # ---- coding state: integer entropy parameters -----------------------------------------------
     def _z_symbols(self, z: tf.Tensor) -> tf.Tensor:

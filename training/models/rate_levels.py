@@ -18,10 +18,12 @@ from contract.card import RateSpec
 
 
 def rate_distortion(images: tf.Tensor, x_hat: tf.Tensor, y_likelihoods: Sequence[tf.Tensor],
-                    z_likelihood: tf.Tensor, lmbda: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-    """Loss = λ · 255² · MSE + bpp per image (λ per image: its level's), averaged; bpp from the
-    likelihoods of every part of y and of z over the image's pixels. Out of training, x̂ is clipped
-    to [0, 1] first, as the service clips what it sends."""
+                    z_likelihood: tf.Tensor, lmbda: tf.Tensor, training: bool,
+                    weights: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """Loss = λ · 255² · MSE + bpp per image (λ per image: its level's), averaged (weighted by
+    `weights` [B] when given: `RateLevels.level_weights`); bpp from the likelihoods of every part of y
+    and of z over the image's pixels. Out of training, x̂ is clipped to [0, 1] first, as the service
+    clips what it sends."""
     if not training:
         x_hat = tf.clip_by_value(x_hat, 0.0, 1.0)
     shape = tf.shape(images)
@@ -29,7 +31,8 @@ def rate_distortion(images: tf.Tensor, x_hat: tf.Tensor, y_likelihoods: Sequence
     bits_y = tf.add_n([-tf.reduce_sum(tf.math.log(lik), axis=[1, 2, 3]) for lik in y_likelihoods]) / pixels
     bits_z = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3]) / pixels
     mse_each = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
-    loss = tf.reduce_mean(lmbda * 255.0**2 * mse_each + bits_y + bits_z)
+    per_image = lmbda * 255.0**2 * mse_each + bits_y + bits_z
+    loss = tf.reduce_mean(per_image if weights is None else weights * per_image)
     bpp_y, bpp_z = tf.reduce_mean(bits_y), tf.reduce_mean(bits_z)
     mse = tf.reduce_mean(mse_each)
     psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / np.log(10.0)
@@ -104,6 +107,21 @@ class RateLevels:
         gain = tf.exp(self._interpolated(self.log_gain, positions))[:, None, None, :]
         inv_gain = tf.exp(self._interpolated(self.log_inv_gain, positions))[:, None, None, :]
         return gain, inv_gain
+
+    def level_weights(self, lmbda: tf.Tensor) -> tf.Tensor | None:
+        """Training weights [B] of images coded at λ [B]: (λ / geometric mean of the ladder)^−α with
+        α = `level_weight_exponent`; None when α is 0 (the plain mean of the losses).
+
+        Why: an image's loss grows with its λ (on the ten-level ladder of codec v2, ~0.2 at the lowest
+        level against ~9 at the top), so the top levels' gradients drive the shared transforms and the
+        low rates get transforms tuned for 1.5 bpp. α = 0.5 brings the levels' shares within ~2× of
+        each other. Per-level weights (gains) are unaffected: Adam's steps do not depend on a constant
+        scale of a parameter's gradient."""
+        alpha = float(getattr(self, "level_weight_exponent", 0.0))
+        if alpha == 0.0 or self.num_levels < 2:
+            return None
+        centre = float(np.exp(np.mean(np.log(self.lmbdas))))
+        return tf.pow(lmbda / centre, -alpha)
 
     def _lmbda_at(self, positions: tf.Tensor) -> tf.Tensor:
         """λ per image [B] at level positions (log-interpolated, as the gains are)."""
