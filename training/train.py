@@ -156,7 +156,9 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         manager = tf.train.CheckpointManager(ckpt, scratch or str(checkpoint_dir), max_to_keep=2)
         latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(str(checkpoint_dir))
         if latest:
-            ckpt.restore(latest)
+            status = ckpt.restore(latest)
+            if epochs <= int(start_epoch.numpy()):  # nothing to train: the optimizer's slots are never built or read
+                status.expect_partial()
             if int(optimizer.iterations.numpy()) == 0 and int(step.numpy()) > 0:
                 # a weights-only snapshot (training.snapshot): the lr schedule follows the optimizer's
                 # own counter, so it goes on from the run's step, not from 0
