@@ -10,7 +10,10 @@ the same code path in-process, in one run; and where a megapixel's time goes.
    `imaging.encode_image` (PNG); upload → `codec.reconstruct` → PNG. N closed-loop asyncio workers, as N
    clients would be.
 2. The service: `python -m service` in a subprocess (bench/launcher.py) with the same settings; N
-   closed-loop httpx workers, one connection each, posting the photo (or its stream, for /decode).
+   closed-loop workers, one keep-alive connection each, posting the photo (or its stream, for /decode):
+   httpx (`--client httpx`, default) or bench/serve.py's minimal HTTP/1.1 client (`--client raw`), which
+   leaves the server more of the shared cores (httpx parses and copies a 3 MP photo's 4.5 MB upload and
+   its PNG answer in Python, on the same two cores the server has).
 3. Per megapixel, one image at a time in-process: upload decode, analysis transform (the `encode`
    signature), parameter stages and range coding (the coding loop; the stages' TF calls timed apart),
    synthesis (the `decode` signature) and PNG encoding.
@@ -28,6 +31,7 @@ import io
 import json
 import sys
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +44,8 @@ configure_tensorflow_env()  # as `python -m service` starts TensorFlow: quiet, i
 
 import numpy as np
 from PIL import Image
+
+from bench.servelib.client import RawHTTP
 
 ENDPOINTS = ("encode", "decode", "reconstruct")
 DEFAULT_IMAGE = ROOT.parent / "shared" / "datasets" / "natural" / "McMaster"
@@ -196,7 +202,8 @@ async def inprocess(model_name: str, payloads: dict[float, bytes], quality: floa
 
 # ---- the service -----------------------------------------------------------------------------------------
 async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], streams: dict[float, bytes],
-                       quality: float, concurrencies: list[int], duration: float, warmup: float) -> list[Row]:
+                       quality: float, concurrencies: list[int], duration: float, warmup: float,
+                       client: str = "httpx") -> list[Row]:
     import httpx
 
     rows = []
@@ -206,12 +213,16 @@ async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], 
             kind = "application/octet-stream" if endpoint == "decode" else "image/png"
             params = {"model": model_name} | ({} if endpoint == "decode" else {"quality": quality})
             for c in concurrencies:
-                clients = [httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) for _ in range(c)]
-                send = _poster(list(clients), endpoint, body, params, kind)
+                if client == "raw":
+                    clients = [RawHTTP(url) for _ in range(c)]
+                    send = _raw_poster(list(clients), endpoint, body, params, kind)
+                else:
+                    clients = [httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) for _ in range(c)]
+                    send = _poster(list(clients), endpoint, body, params, kind)
                 try:
                     n, errors, latencies, seconds = await closed_loop(send, c, duration, warmup)
                 finally:
-                    await asyncio.gather(*(client.aclose() for client in clients))
+                    await asyncio.gather(*(one.close() if client == "raw" else one.aclose() for one in clients))
                 rows.append(Row("service", endpoint, mp, c, n, errors, seconds, *_percentiles(latencies)))
                 print(_format(rows[-1]), flush=True)
     return rows
@@ -225,6 +236,22 @@ def _poster(free: list, endpoint: str, body: bytes, params: dict, kind: str):
         try:
             r = await client.post(f"/{endpoint}", content=body, params=params, headers={"Content-Type": kind})
             return r.status_code == 200
+        finally:
+            free.append(client)
+
+    return send
+
+
+def _raw_poster(free: list[RawHTTP], endpoint: str, body: bytes, params: dict, kind: str):
+    """send() with the minimal client: the request's bytes are built once, as a load generator would."""
+    request_of = {id(one): one.request(f"/{endpoint}?{urllib.parse.urlencode(params)}", body, {"Content-Type": kind})
+                  for one in free}
+
+    async def send() -> bool:
+        client = free.pop()
+        try:
+            status, _ = await client.send(request_of[id(client)])
+            return status == 200
         finally:
             free.append(client)
 
@@ -299,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", type=float, default=5.0, help="?quality= of /encode and /reconstruct")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first, per cell")
+    parser.add_argument("--client", choices=("httpx", "raw"), default="httpx",
+                        help="the service rows' load generator (raw: bench/serve.py's minimal HTTP/1.1 client)")
     parser.add_argument("--skip-service", action="store_true", help="in-process rows and the time split only")
     parser.add_argument("--json", type=Path, help="write every row and the split here")
     args = parser.parse_args(argv)
@@ -313,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with server_process(models_dir=ROOT / "models_store", default_model=args.model, log_level="WARNING") as server:
             rows += asyncio.run(service_rows(server.url, args.model, payloads, streams, args.quality, concurrencies,
-                                             args.duration, args.warmup))
+                                             args.duration, args.warmup, args.client))
         print("\nservice MP/s / in-process MP/s:")
         for row in (r for r in rows if r.where == "service"):
             ref = next(r for r in rows if r.where == "in-process" and (r.endpoint, r.megapixels, r.concurrency)
