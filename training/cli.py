@@ -315,7 +315,10 @@ def _per_level_metrics(model, name: str, version: int, images) -> dict[str, floa
         model.set_rate_level(level)
         found = evaluate(coder_from_keras(model, name, version), images).metrics
         metrics |= {f"bpp_q{level + 1}": found["bpp"], f"psnr_q{level + 1}": found["psnr"]}
-        print(f"quality {level + 1} (λ = {model.lmbda:g}): {found['bpp']:.4f} bpp, {found['psnr']:.2f} dB")
+        per_image = found.get("psnr_per_image_mean")  # what bench/rd.py's tables average
+        mean = f", mean per image {per_image:.2f} dB" if per_image is not None else ""
+        print(f"quality {level + 1} (λ = {model.lmbda:g}): {found['bpp']:.4f} bpp, "
+              f"{found['psnr']:.2f} dB PSNR of the mean MSE{mean}")
     model.set_rate_level(default)
     return metrics
 

@@ -202,6 +202,9 @@ def test_variable_rate_codec_exports_one_model_with_a_quality_input(tmp_path, ca
     # real streams on the test photos at each level; the default quality's figures are the card's bpp
     assert card.metrics["bpp_q1"] < card.metrics["bpp_q2"] and card.metrics["psnr_q1"] < card.metrics["psnr_q2"]
     assert card.metrics["bpp"] == pytest.approx(card.metrics["bpp_q1"])
+    # the other level's line names both PSNRs: of the mean MSE (the card's) and the per-image mean (rd.py's)
+    printed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quality 2 "))
+    assert f"{card.metrics['psnr_q2']:.2f} dB PSNR of the mean MSE, mean per image " in printed
     test_images = np.stack([np.asarray(Image.open(tmp_path / "test" / f"{i}.png"), np.float32) / 255 for i in (0, 1)])
     exported = [evaluate(coder_from_saved_model(tmp_path / "store" / "photo" / "1", q), test_images).metrics
                 for q in (1, 1.5, 2)]
