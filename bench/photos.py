@@ -204,8 +204,6 @@ async def inprocess(model_name: str, payloads: dict[float, bytes], quality: floa
 async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], streams: dict[float, bytes],
                        quality: float, concurrencies: list[int], duration: float, warmup: float,
                        client: str = "httpx") -> list[Row]:
-    import httpx
-
     rows = []
     for mp, png in payloads.items():
         for endpoint in ENDPOINTS:
@@ -213,12 +211,7 @@ async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], 
             kind = "application/octet-stream" if endpoint == "decode" else "image/png"
             params = {"model": model_name} | ({} if endpoint == "decode" else {"quality": quality})
             for c in concurrencies:
-                if client == "raw":
-                    clients = [RawHTTP(url) for _ in range(c)]
-                    send = _raw_poster(list(clients), endpoint, body, params, kind)
-                else:
-                    clients = [httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) for _ in range(c)]
-                    send = _poster(list(clients), endpoint, body, params, kind)
+                clients, send = _workers(client, url, c, f"/{endpoint}", body, params, kind)
                 try:
                     n, errors, latencies, seconds = await closed_loop(send, c, duration, warmup)
                 finally:
@@ -228,29 +221,33 @@ async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], 
     return rows
 
 
-def _poster(free: list, endpoint: str, body: bytes, params: dict, kind: str):
-    """send(): one POST on a free client (one keep-alive connection per worker)."""
+def _workers(client: str, url: str, count: int, path: str, body: bytes, params: dict, kind: str):
+    """`count` keep-alive clients of kind `client` and the closed loop's send() over them."""
+    if client == "raw":
+        clients = [RawHTTP(url) for _ in range(count)]
+        query = f"{path}?{urllib.parse.urlencode(params)}"
+        request = clients[0].request(query, body, {"Content-Type": kind})  # the same bytes for every worker
+        return clients, _pooled(list(clients), lambda one: one.send(request))
+    import httpx
+
+    clients = [httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) for _ in range(count)]
+    return clients, _pooled(list(clients), lambda one: _status(
+        one.post(path, content=body, params=params, headers={"Content-Type": kind})))
+
+
+async def _status(response) -> tuple[int, bytes]:
+    """httpx's answer as RawHTTP.send gives it: (status, body)."""
+    r = await response
+    return r.status_code, r.content
+
+
+def _pooled(free: list, post):
+    """send(): `post(client)` on a free client (one keep-alive connection per worker); True on a 200."""
 
     async def send() -> bool:
         client = free.pop()
         try:
-            r = await client.post(f"/{endpoint}", content=body, params=params, headers={"Content-Type": kind})
-            return r.status_code == 200
-        finally:
-            free.append(client)
-
-    return send
-
-
-def _raw_poster(free: list[RawHTTP], endpoint: str, body: bytes, params: dict, kind: str):
-    """send() with the minimal client: the request's bytes are built once, as a load generator would."""
-    request_of = {id(one): one.request(f"/{endpoint}?{urllib.parse.urlencode(params)}", body, {"Content-Type": kind})
-                  for one in free}
-
-    async def send() -> bool:
-        client = free.pop()
-        try:
-            status, _ = await client.send(request_of[id(client)])
+            status, _ = await post(client)
             return status == 200
         finally:
             free.append(client)

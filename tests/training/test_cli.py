@@ -245,7 +245,7 @@ def test_lmbdas_needs_two_positive_numbers(value, capsys):
 def test_exporting_a_checkpoint_without_training_is_quiet(idx_dir, tmp_path):
     """`--epochs 0` (or no epoch left) from a checkpoint freezes and exports without training: the
     optimizer's slots are never built, and TensorFlow used to print one "Value in checkpoint could not
-    be found" warning per Adam slot at exit (412 lines for codec v2). The export keeps the trained
+    be found" warning per Adam slot at exit (408 lines for codec v2). The export keeps the trained
     weights and the subprocess's stderr holds no such line."""
     ckpt = tmp_path / "ckpt"
     common = ["train", "--model", "keras_cae", "--dataset", f"idx:{idx_dir}", "--split", "200", "--batch-size", "32",

@@ -169,7 +169,8 @@ def test_level_weights_rebalance_the_training_loss_only() -> None:
     plain = ChannelCodec(**TINY)
     weighted = ChannelCodec(**TINY, level_weight_exponent=0.5)
     images = textured(3, 64, seed=2)
-    plain(images[:1]), weighted(images[:1])
+    plain(images[:1])
+    weighted(images[:1])
     weighted.set_weights(plain.get_weights())
     assert plain.level_weights(tf.constant(LEVELS)) is None
     assert "level_weight_exponent" not in plain.get_config()
