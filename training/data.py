@@ -2,7 +2,8 @@
 
 Names: `mnist`, `fashion_mnist`, `cifar10` (Keras loaders: downloaded and cached on users' machines),
 `idx:<dir>` (IDX files: a train/t10k pair, or a single t10k pair cut by `split`), and
-`folder:<dir>[=<weight>][,<dir>[=<weight>]...]` (any images; fully convolutional models train on random
+`folder:<dir>[<slice>][=<weight>][,...]` (any images, or a slice of a folder's sorted images such as
+`Urban100[0::2]`; fully convolutional models train on random
 crops, each folder drawn with probability proportional to its weight, default 1, so that 111 PNGs are not
 drowned by 3,800 JPEGs; JPEG files are downscaled by 2 on loading so that their 8×8 block artefacts
 shrink below what the codec learns to reproduce).
@@ -12,9 +13,11 @@ Everything is deterministic for a given seed.
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -87,8 +90,7 @@ def load(spec: str, *, split: int | None = None, val_fraction: float = 0.1, seed
     if test_spec:
         test_kind, _, test_arg = test_spec.partition(":")
         if test_kind == "folder" and test_arg:
-            images, _, paths = _folder_images([Path(p) for p, _ in folder_parts(test_arg)], downscale_jpeg=False,
-                                              with_paths=True)
+            images, _, paths = _folder_images(folder_parts(test_arg), downscale_jpeg=False, with_paths=True)
             splits.test, splits.test_labels = images, None
             splits.files["test"] = [str(p) for p in paths]
         else:
@@ -181,8 +183,41 @@ def _idx(directory: Path, split: int | None, val_fraction: float, seed: int) -> 
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
 
-def folder_parts(arg: str) -> list[tuple[Path, float]]:
-    """`dir[=weight],dir[=weight]...` → [(dir, weight)]; weights default to 1 and must be positive."""
+class FolderPart(NamedTuple):
+    """One folder of a `folder:` spec: its sampling weight and which of its (sorted) images it gives."""
+
+    path: Path
+    weight: float = 1.0
+    pick: slice = slice(None)
+
+    def __str__(self) -> str:
+        text = str(self.path)
+        if self.pick != slice(None):
+            bounds = (self.pick.start, self.pick.stop) + ((self.pick.step,) if self.pick.step else ())
+            text += "[" + ":".join("" if v is None else str(v) for v in bounds) + "]"
+        return text if self.weight == 1 else f"{text}={self.weight:g}"
+
+
+_PICK = re.compile(r"^(?P<path>.*?)\[(?P<start>-?\d*):(?P<stop>-?\d*)(?::(?P<step>-?\d*))?\]$")
+
+
+def split_pick(text: str) -> tuple[Path, slice]:
+    """`dir[start:stop:step]` → (dir, slice); a folder without brackets picks all its images."""
+    match = _PICK.match(text)
+    if not match:
+        return Path(text), slice(None)
+    bound = lambda key: int(match[key]) if match[key] else None
+    if bound("step") is not None and bound("step") < 1:
+        raise ValueError(f"the slice step in {text!r} must be a positive whole number")
+    return Path(match["path"]), slice(bound("start"), bound("stop"), bound("step"))
+
+
+def folder_parts(arg: str) -> list[FolderPart]:
+    """`dir[[start:stop:step]][=weight],...` → [FolderPart]; weights default to 1 and must be positive.
+
+    The slice picks images of the folder's sorted listing, as Python slices do, so that one collection
+    can be split between training and measurement (`Urban100[0::2]` to train, `Urban100[1::2]` held out)
+    without copying it."""
     parts = []
     for item in arg.split(","):
         path, _, weight = item.rpartition("=") if "=" in item else (item, "", "1")
@@ -192,7 +227,8 @@ def folder_parts(arg: str) -> list[tuple[Path, float]]:
             raise ValueError(f"folder weight {weight!r} in {item!r} is not a number") from None
         if not value > 0:
             raise ValueError(f"folder weight in {item!r} must be positive")
-        parts.append((Path(path), value))
+        path, pick = split_pick(path)
+        parts.append(FolderPart(path, value, pick))
     return parts
 
 
@@ -206,16 +242,17 @@ def load_image(path: Path, downscale_jpeg: bool = False) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _folder_images(directories: list[Path], downscale_jpeg: bool = True, with_paths: bool = False):
-    """Every image under the folders (sorted per folder) and the folder index of each (and the paths)."""
+def _folder_images(folders: list[FolderPart], downscale_jpeg: bool = True, with_paths: bool = False):
+    """Every image each folder picks (sorted per folder) and the folder index of each (and the paths)."""
     paths: list[Path] = []
     owner: list[int] = []
-    for i, directory in enumerate(directories):
-        if not directory.is_dir():
-            raise ValueError(f"image folder {directory} does not exist")
-        found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    for i, folder in enumerate(folders):
+        if not folder.path.is_dir():
+            raise ValueError(f"image folder {folder.path} does not exist")
+        found = sorted(p for p in folder.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[folder.pick]
         paths += found
         owner += [i] * len(found)
+    directories = [str(f) for f in folders]
     if len(paths) < 2:
         raise ValueError(f"need at least 2 images in {', '.join(map(str, directories))}")
     images = [load_image(p, downscale_jpeg) for p in paths]
@@ -230,8 +267,8 @@ def _folder(arg: str, val_fraction: float, seed: int, hold_out_test: bool = True
     threshold); without a test dataset as many again are the test split. The draw does not depend on
     `hold_out_test` for the held-out images, so a run keeps its training images when a test set is added."""
     parts = folder_parts(arg)
-    directories = [p for p, _ in parts]
-    images, owner, paths = _folder_images(directories, with_paths=True)
+    directories = [str(part) for part in parts]
+    images, owner, paths = _folder_images(parts, with_paths=True)
     n = len(images)
     n_held = max(2, round(n * val_fraction))
     n_test = n_held if hold_out_test else 0
@@ -247,10 +284,10 @@ def _folder(arg: str, val_fraction: float, seed: int, hold_out_test: bool = True
     train_idx = parts_idx["train"]
     # each folder's weight shared among its training images
     per_folder = np.bincount([owner[i] for i in train_idx], minlength=len(parts))
-    weights = [parts[owner[i]][1] / per_folder[owner[i]] for i in train_idx]
-    name = "folder:" + ",".join(f"{p}={w:g}" if w != 1 else str(p) for p, w in parts)
+    weights = [parts[owner[i]].weight / per_folder[owner[i]] for i in train_idx]
+    name = "folder:" + ",".join(map(str, parts))
     notes = {"images": str(n)}
-    if any(p.suffix.lower() in JPEG_SUFFIXES for d in directories for p in d.rglob("*")):
+    if any(p.suffix.lower() in JPEG_SUFFIXES for p in paths):
         notes["jpeg"] = "JPEG files halved on loading"
     draw = f"drawn by seed {seed}"
     sources = {"train": f"{len(train_idx)} images of {name} ({draw})",

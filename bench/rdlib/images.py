@@ -38,12 +38,16 @@ class BenchImage:
 
 
 def list_images(paths: Sequence[str]) -> list[Path]:
-    """Files of each folder (sorted, hidden files skipped) and files named directly."""
+    """Files of each folder (sorted, hidden files skipped), or the slice of them that `DIR[start:stop:step]`
+    picks (the syntax of training's `folder:` specs, and the same images for a folder that holds only images, so
+    that the half of a collection a model never saw is named the same way in both), and files named directly."""
+    from training.data import split_pick
+
     found: list[Path] = []
     for raw in paths:
-        path = Path(raw)
+        path, pick = split_pick(raw) if not Path(raw).exists() else (Path(raw), slice(None))
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))[pick]
         elif path.is_file():
             found.append(path)
         else:

@@ -255,3 +255,18 @@ def test_end_to_end_ms_ssim_on_images_big_enough(model_store, tmp_path: Path, ca
     assert "webp" in row["ours"]["bd_ms_ssim"] and len(doc["ms_ssim_mean_curves"]["jpeg"]) == 3
     cached = json.loads(next(cache.glob("*-jpeg.json")).read_text())
     assert all(len(v) == 3 for q, v in next(iter(cached.values())).items() if int(q) in (10, 50, 90))
+
+
+def test_a_folder_slice_picks_the_same_images_as_training_does(tmp_path: Path) -> None:
+    from bench.rdlib.images import list_images
+    from training.data import folder_parts
+
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / f"img_{i}.png")
+    assert [p.name for p in list_images([f"{tmp_path}[1::2]"])] == ["img_1.png", "img_3.png", "img_5.png"]
+    part = folder_parts(f"{tmp_path}[1::2]")[0]
+    trained = sorted(p for p in part.path.iterdir())[part.pick]
+    assert list_images([f"{tmp_path}[1::2]"]) == trained
+    assert len(list_images([str(tmp_path)])) == 6
+    with pytest.raises(SystemExit, match="neither a folder nor a file"):
+        list_images([f"{tmp_path}/missing[::2]"])

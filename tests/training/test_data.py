@@ -44,3 +44,25 @@ def test_test_folders_are_not_downscaled(tmp_path: Path) -> None:
     test = _folder(tmp_path / "test", 2, (256, 192), ".jpg", 50)
     splits = data.load(f"folder:{train}", test_spec=f"folder:{test}")
     assert {img.shape[:2] for img in splits.test} == {(192, 256)}
+
+
+def test_a_slice_picks_images_of_a_folder_so_one_collection_splits_between_training_and_test(
+        tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "photos", 10, (64, 64), ".png", 0)
+    splits = data.load(f"folder:{folder}[0::2]", test_spec=f"folder:{folder}[1::2]", val_fraction=0.2)
+    held_in = {Path(f).name for key in ("validation", "calibration") for f in splits.files[key]}
+    trained = sorted(round(float(img[0, 0, 0]) * 255) for img in splits.train)
+    assert [Path(f).name for f in splits.files["test"]] == ["1.png", "3.png", "5.png", "7.png", "9.png"]
+    assert held_in | {f"{v}.png" for v in trained} == {"0.png", "2.png", "4.png", "6.png", "8.png"}
+    assert splits.name == f"folder:{folder}[0::2]"
+    weighted = data.load(f"folder:{folder}[:3]=2,{folder}[3:]", val_fraction=0.2)
+    assert weighted.name == f"folder:{folder}[:3]=2,{folder}[3:]"
+    assert weighted.notes["images"] == "10"
+
+
+def test_a_slice_step_must_be_positive(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "a", 4, (64, 64), ".png", 0)
+    with pytest.raises(ValueError, match="positive whole number"):
+        data.load(f"folder:{folder}[::-1]")
+    with pytest.raises(ValueError, match="positive whole number"):
+        data.load(f"folder:{folder}[::0]")

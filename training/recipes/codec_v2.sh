@@ -6,9 +6,12 @@
 #
 # A checkout without artifacts/ckpt/codec-v2 starts from the committed snapshot (training.snapshot),
 # else from natural version 8 (warm start: ChannelCodec.adopt). models_store/README.md has the story.
-# The learning rate drops to LR/10 at step LR_DECAY (LR 1e-4; 22,400: the curve was flat at 1e-4 from 19,600 on).
-# A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files), and e.g.
-# LEVEL_WEIGHT_EXPONENT=0.5 (the levels' losses rebalanced: RateLevels.level_weights) or another LR.
+# The learning rate drops to LR/10 at step LR_DECAY (22,400: the curve was flat at 1e-4 from 19,600 on).
+# Steps 0-27,200 ran at LR 1e-4 with the levels unweighted (LEVEL_WEIGHT_EXPONENT= LR=1e-4 to redo them);
+# from 27,200 on, at LR 3e-4 (3e-5 after the drop) with LEVEL_WEIGHT_EXPONENT=0.5 (the levels' losses
+# rebalanced: RateLevels.level_weights) and half of Urban100 added (the other half, [1::2], stays held out).
+# A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files) and other
+# settings.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${AEC_DATASETS:-../shared/datasets}
@@ -18,7 +21,8 @@ PY=${PYTHON:-.venv/bin/python}
 CKPT=${CKPT:-artifacts/ckpt/codec-v2}
 SNAPSHOT=snapshots/codec-v2
 ARGS='{"num_filters": 96, "latent_channels": 192, "hyper_channels": 64, "lmbdas": [0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048]}'
-if [[ -n "${LEVEL_WEIGHT_EXPONENT:-}" ]]; then
+LEVEL_WEIGHT_EXPONENT=${LEVEL_WEIGHT_EXPONENT-0.5}
+if [[ -n "$LEVEL_WEIGHT_EXPONENT" ]]; then
   ARGS="${ARGS%\}}, \"level_weight_exponent\": $LEVEL_WEIGHT_EXPONENT}"
 fi
 
@@ -29,9 +33,9 @@ if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/checkpoint ]]; then
   "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT"
 fi
 exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \
-  --dataset "folder:$N/CBSD68=3,$N/LIVE1=2,$N/Set14=1,$N/SunHays80=3,$C/train=2" \
+  --dataset "folder:$N/CBSD68=3,$N/LIVE1=2,$N/Set14=1,$N/SunHays80=3,$N/Urban100[0::2]=2,$C/train=2" \
   --test-dataset "folder:$N/McMaster" --epochs "${EPOCHS:-400}" --steps-per-epoch 400 --batch-size 8 --crop 128 \
-  --optimizer adam --optimizer-args '{"learning_rate": '"${LR:-1e-4}"', "global_clipnorm": 1.0}' --lr-decay "${LR_DECAY:-22400}" \
+  --optimizer adam --optimizer-args '{"learning_rate": '"${LR:-3e-4}"', "global_clipnorm": 1.0}' --lr-decay "${LR_DECAY:-22400}" \
   --init-from models_store/natural/8 --checkpoint-dir "$CKPT" --name natural \
   --description "Learned image codec v2 for photos: channel-conditional entropy model, integer entropy parameters, variable rate" \
   --out artifacts/store_v2 --log-dir artifacts/runs --no-progress
