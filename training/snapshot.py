@@ -1,70 +1,86 @@
-"""Carry a long training run from one machine (or session) to the next: its weights, small enough for git.
+"""Carry a long training run from one machine (or session, or framework) to the next: its weights, small
+enough for git.
 
     python -m training.snapshot save <checkpoint dir> <snapshot dir> --model codec_cc --model-args '{...}'
     python -m training.snapshot restore <snapshot dir> <checkpoint dir>
 
 A training checkpoint (`--checkpoint-dir`) holds the model, the optimizer's moments and the step; the
-moments double its size, and checkpoints live outside git. `save` keeps the model's weights, the step
-and the epoch of the newest checkpoint — a checkpoint of its own, without the optimizer — and
-`restore` puts it where `python -m training train --checkpoint-dir` resumes from: the run goes on from
-that step and epoch (so `--epochs` and `--lr-decay` keep their meaning), with the optimizer's moments
-starting afresh (Adam re-estimates them within a few hundred steps).
+moments double its size, and checkpoints live outside git. `save` keeps the model's trained weights by
+their stable names (`named_weights`), the step and the epoch of the newest checkpoint, as NumPy arrays
+(`training/gpu/snapshot_files.py`): the PyTorch twin of the training graph (`training/gpu/`) reads and
+writes the same files on a machine without TensorFlow. `restore` builds the model from the snapshot's
+index, sets its weights and writes a checkpoint where `python -m training train --checkpoint-dir`
+resumes from: the run goes on from that step and epoch (so `--epochs` and `--lr-decay` keep their
+meaning), with the optimizer's moments starting afresh (Adam re-estimates them within a few hundred
+steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-SHARD_BYTES = 8 * 2**20
+from training.gpu import snapshot_files
+
+
+def _model(architecture: str, model_args: dict) -> keras.Model:
+    from training.models.registry import get_architecture
+
+    model = get_architecture(architecture)(input_shape=(None, None, 3), **model_args)
+    model(tf.zeros([1, model.size_multiple, model.size_multiple, 3]))
+    if not hasattr(model, "named_weights"):
+        raise SystemExit(f"architecture {architecture!r} has no named weights to snapshot")
+    return model
 
 
 def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args: dict) -> Path:
-    """The newest checkpoint's model, step and epoch, written again without the optimizer."""
-    from training.models.registry import get_architecture
+    """The newest checkpoint's trained weights, step and epoch, as a portable snapshot."""
     from training.train import trained_variables
 
     latest = tf.train.latest_checkpoint(str(checkpoint_dir))
     if latest is None:
         raise SystemExit(f"no checkpoint in {checkpoint_dir}")
-    model = get_architecture(architecture)(input_shape=(None, None, 3), **model_args)
-    model(tf.zeros([1, model.size_multiple, model.size_multiple, 3]))
+    model = _model(architecture, model_args)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     # Through the optimizer too: some models' weights are only reachable in a checkpoint that way
     # (see training.train.fit); its moments are read and then left out of the snapshot.
     optimizer = keras.optimizers.Adam()
     optimizer.build(trained_variables(model))
-    variables = list(model.variables)
     tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch,
-                        variables=variables).read(latest).expect_partial()
-    if snapshot_dir.exists():
-        shutil.rmtree(snapshot_dir)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, epoch=epoch, variables=variables),
-                                         str(snapshot_dir), max_to_keep=1)
-    # shards of at most SHARD_BYTES, so that no file of the snapshot is large for git
-    sharding = tf.train.experimental.MaxShardSizePolicy(max_shard_size=SHARD_BYTES)
-    manager.save(checkpoint_number=int(epoch.numpy()),
-                 options=tf.train.CheckpointOptions(experimental_sharding_callback=sharding))
-    print(f"saved the weights of {latest} (epoch {int(epoch.numpy())}, step {int(step.numpy())}) to {snapshot_dir}")
+                        variables=list(model.variables)).read(latest).expect_partial()
+    arrays = {name: weight.numpy() for name, weight in model.named_weights().items()}
+    meta = {"architecture": architecture, "model_args": model_args, "step": int(step.numpy()),
+            "epoch": int(epoch.numpy()), "from": str(latest)}
+    snapshot_files.write(snapshot_dir, arrays, meta)
+    print(f"saved the weights of {latest} (epoch {meta['epoch']}, step {meta['step']}) to {snapshot_dir}")
     return snapshot_dir
 
 
 def restore(snapshot_dir: Path, checkpoint_dir: Path) -> None:
-    if tf.train.latest_checkpoint(str(snapshot_dir)) is None:
-        raise SystemExit(f"no snapshot in {snapshot_dir}")
+    """A resumable checkpoint in `checkpoint_dir` from the snapshot (which must not already hold one)."""
+    arrays, meta = snapshot_files.read(snapshot_dir)
     if tf.train.latest_checkpoint(str(checkpoint_dir)) is not None:
         raise SystemExit(f"{checkpoint_dir} already holds a checkpoint: the run would resume from that instead")
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    for path in snapshot_dir.iterdir():
-        shutil.copy2(path, checkpoint_dir / path.name)
-    print(f"restored {snapshot_dir} into {checkpoint_dir}")
+    model = _model(meta["architecture"], meta["model_args"])
+    named = model.named_weights()
+    missing = sorted(set(named) - set(arrays))
+    if missing:
+        raise SystemExit(f"the snapshot lacks {len(missing)} weights of {meta['architecture']}: {', '.join(missing[:5])}")
+    for name, weight in named.items():
+        weight.assign(np.asarray(arrays[name], weight.dtype))
+    step = tf.Variable(int(meta["step"]), dtype=tf.int64, trainable=False)
+    epoch = tf.Variable(int(meta["epoch"]), dtype=tf.int64, trainable=False)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, epoch=epoch, variables=list(model.variables)),
+                                         str(checkpoint_dir), max_to_keep=1)
+    manager.save(checkpoint_number=int(meta["epoch"]))
+    print(f"restored {snapshot_dir} (epoch {meta['epoch']}, step {meta['step']}) into {checkpoint_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

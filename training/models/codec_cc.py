@@ -174,8 +174,24 @@ class ChannelCodec(RateLevels, Autoencoder):
 
         adopt_into_channel_codec(self, source)
 
+    # ---- portable weights (training.snapshot, training/gpu/codec_cc_torch.py) -----------------------
+    def named_weights(self) -> dict[str, tf.Variable]:
+        """The trained weights by stable names (`g_a.0.kernel`, `p3.1.bias`, `z_density.matrix_0`,
+        `log_gain`, ...), independent of Keras's generated layer names and of creation order, so that a
+        snapshot reads back into a fresh model and into the PyTorch twin. The coding state (integer
+        networks, z tables) is left out: `finalize` recomputes it."""
+        groups: dict[str, Sequence[keras.layers.Layer]] = {
+            "g_a": self.g_a.layers, "g_s": self.g_s.layers, "h_a": self.h_a.layers, "h_s": self.h_s_layers}
+        groups |= {f"p{k}": net for k, net in enumerate(self.param_layers)}
+        groups |= {f"lrp{k}": net.layers for k, net in enumerate(self.lrp_nets)}
+        named = {f"{group}.{i}.{weight.name}": weight
+                 for group, layers_ in groups.items() for i, layer in enumerate(layers_) for weight in layer.weights}
+        named |= {f"z_density.{weight.name}": weight for weight in self.z_density.weights}
+        if self.log_gain is not None:
+            named |= {"log_gain": self.log_gain, "log_inv_gain": self.log_inv_gain}
+        return named
+
     # ---- float entropy model (training) -----------------------------------------------------------
-        # ---- float entropy model (training) -----------------------------------------------------------
     def _split(self, y: tf.Tensor) -> list[tf.Tensor]:
         return tf.split(y, self.slices, axis=-1)
 

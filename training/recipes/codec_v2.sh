@@ -29,7 +29,7 @@ fi
 if [[ "${1:-}" == "snapshot" ]]; then
   exec "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS"
 fi
-if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/checkpoint ]]; then
+if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/snapshot.json ]]; then
   "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT"
 fi
 exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \

@@ -1,0 +1,57 @@
+"""A portable weights snapshot on disk: NumPy arrays by name in shards small enough for git, and a JSON
+index that says what they are (architecture, model arguments, step, epoch).
+
+NumPy only, so that the PyTorch twin (no TensorFlow) and `training.snapshot` (Keras) read and write the
+same files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INDEX = "snapshot.json"
+SHARD_BYTES = 8 * 2**20
+
+
+def write(directory: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
+    """`arrays` (float32) into `directory`, replacing what was there; `meta` goes into the index."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in list(directory.glob("weights-*.npz")) + [directory / INDEX]:
+        old.unlink(missing_ok=True)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name], np.float32)
+        if size + value.nbytes > SHARD_BYTES and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][name] = value
+        size += value.nbytes
+    files = []
+    for i, shard in enumerate(shards):
+        path = directory / f"weights-{i}.npz"
+        np.savez(path, **shard)
+        files.append(path.name)
+    index = {**meta, "shards": files, "weights": len(arrays)}
+    (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return directory
+
+
+def read(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays by name, the index) of a snapshot written by `write`."""
+    index_path = directory / INDEX
+    if not index_path.is_file():
+        raise FileNotFoundError(f"no snapshot in {directory} (no {INDEX})")
+    index = json.loads(index_path.read_text())
+    arrays: dict[str, np.ndarray] = {}
+    for name in index["shards"]:
+        with np.load(directory / name) as shard:
+            arrays |= {key: shard[key] for key in shard.files}
+    if len(arrays) != index["weights"]:
+        raise ValueError(f"{directory}: the index names {index['weights']} weights, the shards hold {len(arrays)}")
+    return arrays, index
