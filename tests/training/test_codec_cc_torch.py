@@ -6,6 +6,8 @@ Needs PyTorch (`pip install torch`; CI installs the CPU build): without it the m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -118,3 +120,50 @@ def test_weights_go_back_unchanged_and_bad_snapshots_are_refused() -> None:
         twin.load_weights({k: v for k, v in arrays.items() if k != "g_a.0.kernel"})
     with pytest.raises(ValueError, match="log_gain"):
         twin.load_weights({**arrays, "log_gain": arrays["log_gain"][:2]})
+
+
+def test_a_gpu_run_trains_from_a_snapshot_without_tensorflow_and_comes_back_as_a_checkpoint(tmp_path: Path) -> None:
+    """training.gpu.pack → training.gpu.train (in a process where TensorFlow cannot be imported) →
+    training.snapshot.restore: the run's weights and step arrive in a checkpoint the CPU run resumes."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from training import snapshot
+    from training.gpu import snapshot_files
+    from training.gpu.pack import pack
+    from training.train import resumed_step
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (100, 90, 3), np.uint8)).save(photos / f"{i}.png")
+    index = pack(f"folder:{photos}", tmp_path / "pack", crop=80, max_mib=0.2, min_side=64)
+    assert len(index["crops"]) > 5 and index["bytes"] <= 0.2 * 2**20
+    twin = ChannelCodecTorch(**TINY)
+    start = twin.weight_arrays()
+    snapshot_files.write(tmp_path / "snap", start, {"architecture": "codec_cc", "model_args": TINY, "step": 800,
+                                                    "epoch": 2})
+    script = ("import sys; sys.modules['tensorflow'] = None; from training.gpu.train import main; "
+              f"main(['--snapshot', '{tmp_path / 'snap'}', '--pack', '{tmp_path / 'pack'}', '--out', "
+              f"'{tmp_path / 'back'}', '--minutes', '5', '--max-steps', '4', '--batch', '4', '--crop', '64', "
+              "'--log-every', '2', '--lr', '1e-3'])")
+    run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "4 steps of batch 4" in run.stdout
+    arrays, meta = snapshot_files.read(tmp_path / "back")
+    assert (meta["step"], meta["epoch"]) == (802, 2)  # 4 steps of 4 crops = 2 steps of the CPU run's 8
+    assert len(meta["history"]) == 2 and all(np.isfinite(row["loss"]) for row in meta["history"])
+    assert not np.array_equal(arrays["g_a.0.kernel"], start["g_a.0.kernel"])  # it trained
+
+    snapshot.restore(tmp_path / "back", tmp_path / "ckpt")
+    assert resumed_step(tmp_path / "ckpt") == 802
+    model = ChannelCodec(**TINY)
+    model(tf.zeros([1, 64, 64, 3]))
+    tf.train.Checkpoint(variables=list(model.variables)).read(
+        tf.train.latest_checkpoint(str(tmp_path / "ckpt"))).expect_partial()
+    for name, weight in model.named_weights().items():
+        np.testing.assert_array_equal(weight.numpy(), arrays[name], err_msg=name)
