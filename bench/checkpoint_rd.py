@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quie
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint_dir", type=Path)
-    parser.add_argument("images", type=Path, help="a folder of images")
+    parser.add_argument("images", help="a folder of images, or a slice of its sorted images: DIR[1::2]")
     parser.add_argument("--model", default="codec_cc")
     parser.add_argument("--model-args", type=json.loads, default={})
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from contract.sizing import pad_to_multiple
-    from training.data import IMAGE_SUFFIXES, load_image
+    from training.data import IMAGE_SUFFIXES, load_image, split_pick
     from training.models.registry import get_architecture
     from training.train import trained_variables
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     optimizer.build(trained_variables(model))
     tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                         variables=list(model.variables)).read(latest).expect_partial()
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    folder, pick = split_pick(args.images)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[pick]
     paths = paths[: args.limit] if args.limit else paths
     images = [load_image(p) for p in paths]
     levels = [int(v) for v in args.levels.split(",")] if args.levels else list(range(model.num_levels))

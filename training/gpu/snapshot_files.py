@@ -8,6 +8,7 @@ same files.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,14 @@ SHARD_BYTES = 8 * 2**20
 
 
 def write(directory: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-    """`arrays` (float32) into `directory`, replacing what was there; `meta` goes into the index."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in list(directory.glob("weights-*.npz")) + [directory / INDEX]:
-        old.unlink(missing_ok=True)
+    """`arrays` (float32) into `directory`, replacing what was there; `meta` goes into the index.
+
+    Written beside it first and swapped in at the end, so that a snapshot taken while a run goes on
+    (the recipe takes one every hour) is never left half-written in the working tree."""
+    staging = directory.with_name(directory.name + ".writing")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
     for name in sorted(arrays):
@@ -34,11 +39,13 @@ def write(directory: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, 
         size += value.nbytes
     files = []
     for i, shard in enumerate(shards):
-        path = directory / f"weights-{i}.npz"
-        np.savez(path, **shard)
-        files.append(path.name)
+        np.savez(staging / f"weights-{i}.npz", **shard)
+        files.append(f"weights-{i}.npz")
     index = {**meta, "shards": files, "weights": len(arrays)}
-    (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    (staging / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
     return directory
 
 

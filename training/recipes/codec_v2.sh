@@ -32,6 +32,13 @@ fi
 if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/snapshot.json ]]; then
   "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT"
 fi
+# Every SNAPSHOT_EVERY_S seconds (default an hour; 0: never) the newest checkpoint's weights go into the
+# tracked snapshot, so that a session that ends without committing still leaves them in the working tree.
+if [[ "${SNAPSHOT_EVERY_S:-3600}" != 0 && "$CKPT" == artifacts/ckpt/codec-v2 ]]; then
+  (while sleep "${SNAPSHOT_EVERY_S:-3600}"; do
+     nice -n 19 "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS" || true
+   done) &
+fi
 exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \
   --dataset "folder:$N/CBSD68=3,$N/LIVE1=2,$N/Set14=1,$N/SunHays80=3,$N/Urban100[0::2]=2,$C/train=2" \
   --test-dataset "folder:$N/McMaster" --epochs "${EPOCHS:-400}" --steps-per-epoch 400 --batch-size 8 --crop 128 \
