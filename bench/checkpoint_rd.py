@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from contract.sizing import pad_to_multiple
-    from training.data import IMAGE_SUFFIXES, load_image, split_pick
+    from training.data import folder_listing, load_image, split_pick
     from training.models.registry import get_architecture
     from training.train import trained_variables
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                         variables=list(model.variables)).read(latest).expect_partial()
     folder, pick = split_pick(args.images)
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[pick]
+    paths = folder_listing(folder, pick)
     paths = paths[: args.limit] if args.limit else paths
     images = [load_image(p) for p in paths]
     levels = [int(v) for v in args.levels.split(",")] if args.levels else list(range(model.num_levels))

@@ -232,6 +232,13 @@ def folder_parts(arg: str) -> list[FolderPart]:
     return parts
 
 
+def folder_listing(path: Path, pick: slice = slice(None)) -> list[Path]:
+    """The images of a folder (recursively, sorted by path) that `pick` selects: the one listing that
+    training, the GPU pack and the benches slice, so that `DIR[0::2]` and `DIR[1::2]` are complements
+    everywhere."""
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[pick]
+
+
 def load_image(path: Path, downscale_jpeg: bool = False) -> np.ndarray:
     """float32 [H, W, C] in [0, 1]; a JPEG halved in each dimension (box filter) when asked."""
     with Image.open(path) as img:
@@ -249,7 +256,7 @@ def _folder_images(folders: list[FolderPart], downscale_jpeg: bool = True, with_
     for i, folder in enumerate(folders):
         if not folder.path.is_dir():
             raise ValueError(f"image folder {folder.path} does not exist")
-        found = sorted(p for p in folder.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[folder.pick]
+        found = folder_listing(folder.path, folder.pick)
         paths += found
         owner += [i] * len(found)
     directories = [str(f) for f in folders]
@@ -261,6 +268,16 @@ def _folder_images(folders: list[FolderPart], downscale_jpeg: bool = True, with_
     return (images, owner, paths) if with_paths else (images, owner)
 
 
+def split_order(n: int, seed: int) -> np.ndarray:
+    """The draw behind a photo folder's splits: the first round(val_fraction · n) (at least 2) indices are
+    held out (validation, calibration), the next as many the test split when there is one, the rest train."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def held_out_count(n: int, val_fraction: float) -> int:
+    return max(2, round(n * val_fraction))
+
+
 def _folder(arg: str, val_fraction: float, seed: int, hold_out_test: bool = True) -> Splits:
     """Train / validation / calibration / test, disjoint: round(`val_fraction` · N) images (at least 2)
     are held out and halved into validation (the training curves) and calibration (the anomaly
@@ -270,13 +287,13 @@ def _folder(arg: str, val_fraction: float, seed: int, hold_out_test: bool = True
     directories = [str(part) for part in parts]
     images, owner, paths = _folder_images(parts, with_paths=True)
     n = len(images)
-    n_held = max(2, round(n * val_fraction))
+    n_held = held_out_count(n, val_fraction)
     n_test = n_held if hold_out_test else 0
     if n - n_held - n_test < 1:
         raise ValueError(f"{n} images in {', '.join(map(str, directories))} are too few for disjoint train, "
                          f"validation, calibration{' and test' if hold_out_test else ''} splits"
                          f"{': add images or give --test-dataset' if hold_out_test else ''}")
-    order = np.random.default_rng(seed).permutation(n)
+    order = split_order(n, seed)
     held = order[:n_held]
     parts_idx = {"validation": sorted(held[: (n_held + 1) // 2]), "calibration": sorted(held[(n_held + 1) // 2:]),
                  "test": sorted(order[n_held: n_held + n_test]), "train": sorted(order[n_held + n_test:])}

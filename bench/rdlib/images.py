@@ -39,15 +39,20 @@ class BenchImage:
 
 def list_images(paths: Sequence[str]) -> list[Path]:
     """Files of each folder (sorted, hidden files skipped), or the slice of them that `DIR[start:stop:step]`
-    picks (the syntax of training's `folder:` specs, and the same images for a folder that holds only images, so
-    that the half of a collection a model never saw is named the same way in both), and files named directly."""
-    from training.data import split_pick
-
+    picks (training's own listing, `training.data.folder_listing`, so that the half of a collection a model
+    never saw is named the same way in both), and files named directly."""
     found: list[Path] = []
     for raw in paths:
-        path, pick = split_pick(raw) if not Path(raw).exists() else (Path(raw), slice(None))
+        path = Path(raw)
+        if not path.exists() and raw.endswith("]"):
+            from training.data import folder_listing, split_pick  # a slice: training's own listing
+
+            folder, pick = split_pick(raw)
+            if folder.is_dir():
+                found += folder_listing(folder, pick)
+                continue
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))[pick]
+            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         elif path.is_file():
             found.append(path)
         else:

@@ -259,14 +259,15 @@ def test_end_to_end_ms_ssim_on_images_big_enough(model_store, tmp_path: Path, ca
 
 def test_a_folder_slice_picks_the_same_images_as_training_does(tmp_path: Path) -> None:
     from bench.rdlib.images import list_images
-    from training.data import folder_parts
+    from training.data import _folder_images, folder_parts
 
     for i in range(6):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / f"img_{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")  # a stray file must not shift the slices
     assert [p.name for p in list_images([f"{tmp_path}[1::2]"])] == ["img_1.png", "img_3.png", "img_5.png"]
-    part = folder_parts(f"{tmp_path}[1::2]")[0]
-    trained = sorted(p for p in part.path.iterdir())[part.pick]
-    assert list_images([f"{tmp_path}[1::2]"]) == trained
-    assert len(list_images([str(tmp_path)])) == 6
+    held_out = list_images([f"{tmp_path}[1::2]"])
+    trained = _folder_images(folder_parts(f"{tmp_path}[0::2]"), with_paths=True)[2]
+    assert sorted(held_out + trained) == sorted(tmp_path.glob("*.png")) and not set(held_out) & set(trained)
+    assert len(list_images([str(tmp_path)])) == 7  # a plain folder: every file (rd.py says which it skips)
     with pytest.raises(SystemExit, match="neither a folder nor a file"):
         list_images([f"{tmp_path}/missing[::2]"])

@@ -66,3 +66,15 @@ def test_a_slice_step_must_be_positive(tmp_path: Path) -> None:
         data.load(f"folder:{folder}[::-1]")
     with pytest.raises(ValueError, match="positive whole number"):
         data.load(f"folder:{folder}[::0]")
+
+
+def test_the_gpu_pack_holds_training_images_only(tmp_path: Path) -> None:
+    from training.gpu.pack import pack
+
+    folder = _folder(tmp_path / "photos", 20, (140, 140), ".png", 0)
+    splits = data.load(f"folder:{folder}", test_spec=f"folder:{folder}", val_fraction=0.2, seed=0)
+    held = {Path(f).name for key in ("validation", "calibration") for f in splits.files[key]}
+    index = pack(f"folder:{folder}", tmp_path / "pack", crop=128, max_mib=0.5, val_fraction=0.2)
+    packed = {entry["source"] for entry in index["crops"]}
+    assert len(held) == 4 and packed and not packed & held
+    assert len(packed) > 10  # the other 16 images are drawn

@@ -165,7 +165,7 @@ class ChannelCodecTorch(nn.Module):
                  support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: Sequence[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
-                 channels: int = 3, **_ignored) -> None:
+                 channels: int = 3) -> None:
         super().__init__()
         n, m, nh, ns = int(num_filters), int(latent_channels), int(hyper_channels), int(support_channels)
         self.slices = [int(s) for s in (slices or DEFAULT_SLICES)]
@@ -241,11 +241,11 @@ class ChannelCodecTorch(nn.Module):
             x = layer(x, training) if isinstance(layer, GDN) else layer(x)
         return x
 
-    def losses(self, images: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
-               training: bool = True) -> dict[str, torch.Tensor]:
+    def losses(self, images: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """`ChannelCodec.compute_losses(images, training=True)` for NCHW images in [0, 1]. `noise`
         replaces the random draws, in the Keras model's order: the level per image [B], z's uniform
-        noise, then each slice's (tests)."""
+        noise, then each slice's (tests). Training only: the coding state is the Keras model's."""
+        training = True
         draws = list(noise) if noise is not None else None
 
         def uniform(shape: Sequence[int]) -> torch.Tensor:

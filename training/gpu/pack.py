@@ -4,8 +4,9 @@
 
 The GPU machine takes a working tree of at most 64 MiB, the repository included, so the whole training
 set (about 60 MiB of PNG and more of JPEG) cannot go. What goes is a sample of it, lossless: random
-crops drawn as `training.data` draws its training crops (a folder by its weight, then an image of that
-folder uniformly, JPEG sources halved first), each a lossless WebP (about 10 bits per pixel on these
+crops of the CPU run's training images (not its validation or calibration images), drawn as
+`training.data` draws its training crops (a folder by its weight, then an image of that folder
+uniformly, JPEG sources halved first), each a lossless WebP (about 10 bits per pixel on these
 photos, 60% of PNG), until the budget is spent. Lossless because high-quality JPEG is not good enough
 here: at quality 90 CBSD68 photos come back at 35.5 to 42 dB, under the 36 dB the codec's top level
 has to learn to keep. The GPU run then crops its training crops (smaller than these) from the pack,
@@ -23,19 +24,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 INDEX = "pack.json"
 
 
-def _images(spec: str) -> list[tuple[str, float, list[Path]]]:
-    from training.data import folder_parts
+def _images(spec: str, val_fraction: float, seed: int) -> list[tuple[str, float, list[Path]]]:
+    """Each folder's training images: the CPU run's validation and calibration images (drawn by its
+    --val-fraction and --seed, with a --test-dataset given, as the recipe runs) stay out of the pack."""
+    from training.data import folder_listing, folder_parts, held_out_count, split_order
 
+    parts = folder_parts(spec.removeprefix("folder:"))
+    listings = [folder_listing(part.path, part.pick) for part in parts]
+    everything = [path for listing in listings for path in listing]
+    held = {everything[i] for i in split_order(len(everything), seed)[:held_out_count(len(everything), val_fraction)]}
     folders = []
-    for part in folder_parts(spec.removeprefix("folder:")):
-        found = sorted(p for p in part.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[part.pick]
+    for part, listing in zip(parts, listings):
+        found = [path for path in listing if path not in held]
         if not found:
-            raise SystemExit(f"no images in {part}")
+            raise SystemExit(f"no training images in {part}")
         folders.append((str(part), part.weight, found))
     return folders
 
@@ -46,11 +52,12 @@ def _load(path: Path) -> Image.Image:
         return img.reduce(2) if path.suffix.lower() in JPEG_SUFFIXES and min(img.size) >= 64 else img.copy()
 
 
-def pack(spec: str, out: Path, crop: int = 192, max_mib: float = 20.0, seed: int = 0, min_side: int = 128) -> dict:
+def pack(spec: str, out: Path, crop: int = 192, max_mib: float = 20.0, seed: int = 0, min_side: int = 128,
+         val_fraction: float = 0.1, split_seed: int = 0) -> dict:
     """Lossless crops of the spec's training images into `out` until `max_mib` is reached; the index.
     An image narrower than `crop` gives a crop as wide as it is (at least `min_side`, the training
     crop; smaller images are never drawn), so that small photos keep their folder's share."""
-    folders = _images(spec)
+    folders = _images(spec, val_fraction, split_seed)
     weights = np.asarray([w for _, w, _ in folders], np.float64)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,10 +69,12 @@ def pack(spec: str, out: Path, crop: int = 192, max_mib: float = 20.0, seed: int
         f = int(rng.choice(len(folders), p=weights / weights.sum()))
         name, _, paths = folders[f]
         path = paths[int(rng.integers(len(paths)))]
-        img = cache.setdefault(path, _load(path))
+        if path not in cache:
+            cache[path] = _load(path)
+        img = cache[path]
         w, h = min(crop, img.width), min(crop, img.height)
         if w < min_side or h < min_side:
-            paths.remove(path)  # as training.data does: too small for a training crop
+            paths.remove(path)  # too small for a training crop (training.data drops it too)
             if not paths:
                 raise SystemExit(f"no image of {name} is at least {min_side}x{min_side}")
             continue
@@ -74,7 +83,7 @@ def pack(spec: str, out: Path, crop: int = 192, max_mib: float = 20.0, seed: int
         img.crop((x, y, x + w, y + h)).save(buffer, "WEBP", lossless=True, method=4)
         data = buffer.getvalue()
         if total + len(data) > budget:
-            misses += 1  # a smaller crop may still fit; stop after a run of ones that do not
+            misses += 1  # a smaller crop may still fit; stop after 20 that did not
             continue
         file = f"{len(entries):05d}.webp"
         (out / file).write_bytes(data)

@@ -8,6 +8,7 @@ same files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ def write(directory: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, 
 
     Written beside it first and swapped in at the end, so that a snapshot taken while a run goes on
     (the recipe takes one every hour) is never left half-written in the working tree."""
-    staging = directory.with_name(directory.name + ".writing")
+    staging = directory.with_name(f".{directory.name}.writing-{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -43,9 +44,12 @@ def write(directory: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, 
         files.append(f"weights-{i}.npz")
     index = {**meta, "shards": files, "weights": len(arrays)}
     (staging / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
     if directory.exists():
-        shutil.rmtree(directory)
+        directory.rename(old)  # never a moment without a whole snapshot on disk under one of two names
     staging.rename(directory)
+    if old.exists():
+        shutil.rmtree(old)
     return directory
 
 

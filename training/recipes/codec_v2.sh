@@ -7,8 +7,8 @@
 # A checkout without artifacts/ckpt/codec-v2 starts from the committed snapshot (training.snapshot),
 # else from natural version 8 (warm start: ChannelCodec.adopt). models_store/README.md has the story.
 # The learning rate drops to LR/10 at step LR_DECAY (22,400: the curve was flat at 1e-4 from 19,600 on).
-# Steps 0-27,200 ran at LR 1e-4 with the levels unweighted (LEVEL_WEIGHT_EXPONENT= LR=1e-4 to redo them);
-# from 27,200 on, at LR 3e-4 (3e-5 after the drop) with LEVEL_WEIGHT_EXPONENT=0.5 (the levels' losses
+# Steps 0-27,200 ran with LR=1e-4 (1e-5 past 22,400) and the levels unweighted (LEVEL_WEIGHT_EXPONENT= LR=1e-4
+# to redo them); from 27,200 on with LR=3e-4, i.e. 3e-5 (past the drop), and LEVEL_WEIGHT_EXPONENT=0.5 (the levels' losses
 # rebalanced: RateLevels.level_weights) and half of Urban100 added (the other half, [1::2], stays held out).
 # A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files) and other
 # settings.
@@ -35,7 +35,8 @@ fi
 # Every SNAPSHOT_EVERY_S seconds (default an hour; 0: never) the newest checkpoint's weights go into the
 # tracked snapshot, so that a session that ends without committing still leaves them in the working tree.
 if [[ "${SNAPSHOT_EVERY_S:-3600}" != 0 && "$CKPT" == artifacts/ckpt/codec-v2 ]]; then
-  (while sleep "${SNAPSHOT_EVERY_S:-3600}"; do
+  # $$ is the training process after the exec below: the loop ends with it
+  (while sleep "${SNAPSHOT_EVERY_S:-3600}" && kill -0 $$ 2>/dev/null; do
      nice -n 19 "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS" || true
    done) &
 fi
