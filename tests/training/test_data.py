@@ -31,12 +31,14 @@ def test_folder_weights_decide_how_often_each_folder_is_cropped(tmp_path: Path) 
     assert 0.65 < share_png < 0.85, share_png  # 3 : 1 by weight, although PNGs are 1 in 10 of the images
 
 
-def test_folder_weights_must_be_positive_numbers(tmp_path: Path) -> None:
-    folder = _folder(tmp_path / "a", 2, (64, 64), ".png", 0)
-    with pytest.raises(ValueError, match="not a number"):
-        data.load(f"folder:{folder}=lots")
-    with pytest.raises(ValueError, match="positive"):
-        data.load(f"folder:{folder}=0")
+@pytest.mark.parametrize(("suffix", "message"), [
+    ("=lots", "not a number"), ("=0", "positive"),  # weights: positive numbers
+    ("[::-1]", "positive whole number"), ("[::0]", "positive whole number"),  # slices: a positive step
+])
+def test_bad_folder_weights_and_slices_are_refused(tmp_path: Path, suffix: str, message: str) -> None:
+    folder = _folder(tmp_path / "a", 4, (64, 64), ".png", 0)
+    with pytest.raises(ValueError, match=message):
+        data.load(f"folder:{folder}{suffix}")
 
 
 def test_test_folders_are_not_downscaled(tmp_path: Path) -> None:
@@ -58,14 +60,6 @@ def test_a_slice_picks_images_of_a_folder_so_one_collection_splits_between_train
     weighted = data.load(f"folder:{folder}[:3]=2,{folder}[3:]", val_fraction=0.2)
     assert weighted.name == f"folder:{folder}[:3]=2,{folder}[3:]"
     assert weighted.notes["images"] == "10"
-
-
-def test_a_slice_step_must_be_positive(tmp_path: Path) -> None:
-    folder = _folder(tmp_path / "a", 4, (64, 64), ".png", 0)
-    with pytest.raises(ValueError, match="positive whole number"):
-        data.load(f"folder:{folder}[::-1]")
-    with pytest.raises(ValueError, match="positive whole number"):
-        data.load(f"folder:{folder}[::0]")
 
 
 def test_the_gpu_pack_holds_training_images_only(tmp_path: Path) -> None:
