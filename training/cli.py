@@ -146,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "local GPU of each). Checkpoints and export on the chief only")
     train.add_argument("--devices", type=_devices, metavar="DEV,DEV,...",
                        help="--strategy mirrored over these devices, e.g. /gpu:0,/gpu:1 (default: every GPU)")
-    train.add_argument("--mixed-precision", action="store_true",
-                       help="GPUs: Keras mixed_float16 compute with a dynamic loss scale; the entropy models, "
-                            "GDN and each sub-network's output stay float32, variables and the export are "
-                            "float32 (refused without a GPU)")
+    train.add_argument("--mixed-precision", nargs="?", const="float16", choices=["float16", "bfloat16"],
+                       help="float16 (the default; GPUs only): Keras mixed_float16 compute with a dynamic loss "
+                            "scale; bfloat16: mixed_bfloat16, no loss scale, for GPUs from Ampere on and CPUs "
+                            "with AVX512-BF16 or AMX. The entropy models, GDN and each sub-network's output "
+                            "stay float32; variables, checkpoints and the export are float32")
 
     evaluate = sub.add_parser("evaluate", help="measure an exported model version on a dataset",
                               formatter_class=_DefaultsFormatter)
@@ -230,11 +231,11 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         with strategy.scope() if strategy else contextlib.nullcontext():  # variables mirrored, if distributed
             optimizer = make_optimizer(args.optimizer, args.optimizer_args)
             model = cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs)
-            if args.mixed_precision:
+            if args.mixed_precision == "float16":  # bfloat16 has float32's range: nothing underflows
                 optimizer = distribute.with_loss_scale(optimizer)
         if args.mixed_precision:
-            policies = distribute.enable_mixed_precision(model)
-            print(f"mixed precision: float16 compute in {len(policies['float16'])} layers, "
+            policies = distribute.enable_mixed_precision(model, args.mixed_precision)
+            print(f"mixed precision: {args.mixed_precision} compute in {len(policies[args.mixed_precision])} layers, "
                   f"float32 outputs in {len(policies['float32'])} (and the entropy models, GDN, the loss)")
         distribute.check_batch(strategy, args.batch_size)
     except (ValueError, TypeError, FileNotFoundError) as exc:
@@ -279,16 +280,22 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
 
 def _strategy(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The tf.distribute strategy of --strategy (None for default), made before any other TensorFlow
-    work (multi-worker collectives are configured at program start); --mixed-precision needs a GPU."""
+    work (multi-worker collectives are configured at program start); --mixed-precision float16 needs a
+    GPU, bfloat16 runs anywhere (slower than float32 where neither the CPU nor a GPU has bfloat16 units)."""
     if args.strategy == "default" and not args.devices and not args.mixed_precision:
         return None
     import tensorflow as tf
 
     from training import distribute
 
-    if args.mixed_precision and not tf.config.list_physical_devices("GPU"):
-        parser.error("--mixed-precision needs a GPU: TensorFlow sees none here, and float16 on a CPU is slower "
-                     "than float32, not faster (train without the flag)")
+    gpus = tf.config.list_physical_devices("GPU")
+    if args.mixed_precision == "float16" and not gpus:
+        parser.error("--mixed-precision needs a GPU for float16: TensorFlow sees none here, and float16 on a CPU is "
+                     "slower than float32, not faster (train without the flag, or with --mixed-precision bfloat16 "
+                     "on a CPU with bfloat16 instructions)")
+    if args.mixed_precision == "bfloat16" and not gpus and not distribute.cpu_has_bfloat16():
+        print("warning: this CPU reports no bfloat16 instructions (avx512_bf16, amx_bf16): bfloat16 is emulated "
+              "there and slower than float32", file=sys.stderr)
     try:
         strategy = distribute.make_strategy(args.strategy, args.devices)
     except ValueError as exc:

@@ -19,7 +19,12 @@ All workers restore from the chief's `--checkpoint-dir`, so for multi-worker it 
 every worker sees.
 
 Mixed precision (`enable_mixed_precision`): Keras' `mixed_float16` policy (float16 compute, float32
-variables) on the convolutions and dense layers *inside* each sub-network, and a dynamic loss scale.
+variables) on the convolutions and dense layers *inside* each sub-network, and a dynamic loss scale; or
+`mixed_bfloat16` on the same layers, for CPUs with bfloat16 dot products (AVX512-BF16, AMX) and GPUs
+from Ampere on: float32's exponent range, so no loss scale and no overflow, and the checkpoint is a
+float32 run's. The layers kept in float32 are the same for both, GDN included: in bfloat16 it would
+not overflow, but its 8-bit mantissa cost the top rate level a measured 0.12 dB more
+(models_store/README.md, "bfloat16 on the CPU").
 Kept in float32: every sub-network's last convolution/dense layer and what follows it (so y, z, σ, μ,
 logits and x̂ — what is rounded, fed to a likelihood or to the distortion — are float32 tensors, as the
 model code expects), GDN/IGDN (x² overflows float16 above 256), the entropy models (`FactorizedDensity`,
@@ -36,6 +41,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -188,22 +194,38 @@ def remove_scratch(path: str | None) -> None:
 
 
 # ---- mixed precision ---------------------------------------------------------------------------------
-def enable_mixed_precision(model: keras.Model) -> dict[str, list[str]]:
-    """Give the convolutions/dense layers of every sub-network but its last one the `mixed_float16`
-    policy (see the module docstring for what stays float32 and why); returns {"float16": [...],
+MIXED_DTYPES = ("float16", "bfloat16")
+
+
+def enable_mixed_precision(model: keras.Model, dtype: str = "float16") -> dict[str, list[str]]:
+    """Give the convolutions/dense layers of every sub-network but its last one the `mixed_<dtype>`
+    policy (see the module docstring for what stays float32 and why); returns {dtype: [...],
     "float32": [...]}, "container/layer" names. Variables stay float32 either way, so checkpoints do not
     change."""
+    if dtype not in MIXED_DTYPES:
+        raise ValueError(f"mixed precision computes in one of {', '.join(MIXED_DTYPES)}, not {dtype!r}")
     half, full = [], []
     for container in _containers(model):  # by structure, so a model not built yet is handled alike
         convs = [layer for layer in container.layers if isinstance(layer, _HALF_PRECISION_TYPES)]
         for layer in convs[:-1]:
-            layer.dtype_policy = "mixed_float16"
+            layer.dtype_policy = f"mixed_{dtype}"
             half.append(f"{container.name}/{layer.name}")
         full += [f"{container.name}/{layer.name}" for layer in convs[-1:]]
     if not half:
         raise ValueError(f"{type(model).__name__} has no convolution or dense layer inside a sub-network to run in "
-                         "float16; train it without --mixed-precision")
-    return {"float16": half, "float32": full}
+                         f"{dtype}; train it without --mixed-precision")
+    return {dtype: half, "float32": full}
+
+
+def cpu_has_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has bfloat16 dot products (oneDNN uses them; without, bfloat16 is emulated). Linux
+    only; elsewhere False (the caller only warns)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def _containers(model: keras.Model) -> list[keras.Model]:

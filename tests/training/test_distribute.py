@@ -1,4 +1,4 @@
-"""`python -m training train --strategy mirrored|multi-worker [--mixed-precision]` on CPU.
+"""`python -m training train --strategy mirrored|multi-worker [--mixed-precision [float16|bfloat16]]` on CPU.
 
 Logical devices must be configured before TensorFlow initialises, and a multi-worker cluster at program
 start, so the training runs are subprocesses (with timeouts) of the real CLI on a tiny IDX dataset.
@@ -189,7 +189,7 @@ def test_mixed_precision_is_refused_without_a_gpu(idx_dir, tmp_path, capsys):
         pytest.skip("a GPU is visible: the flag is accepted")
     with pytest.raises(SystemExit):
         main(train_args(idx_dir, tmp_path, "x", "--mixed-precision"))
-    assert "--mixed-precision needs a GPU" in capsys.readouterr().err
+    assert "--mixed-precision needs a GPU for float16" in capsys.readouterr().err
 
 
 def test_the_global_batch_must_divide_over_the_replicas():
@@ -206,14 +206,15 @@ def test_help_says_the_batch_is_global():
     assert "GLOBAL batch" in out and "--strategy" in out and "--mixed-precision" in out and "TF_CONFIG" in out
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("architecture, kwargs, size", [
     ("conv_ae", {"filters": [8, 16], "latent_channels": 4}, 16),
     ("codec", {"num_filters": 8, "latent_channels": 12, "lmbdas": [0.004, 0.03]}, 64),
 ])
-def test_mixed_precision_keeps_outputs_and_entropy_models_float32(architecture, kwargs, size):
-    """On CPU (slow, but it runs): inner convolutions compute in float16, every output the model code
-    rounds, feeds to a likelihood or a loss is float32, a loss-scaled step trains, and the export copy is
-    all float32 with the same weights."""
+def test_mixed_precision_keeps_outputs_and_entropy_models_float32(architecture, kwargs, size, dtype):
+    """On CPU (float16 is slow there, but it runs): inner convolutions compute in `dtype`, every output the
+    model code rounds, feeds to a likelihood or a loss is float32, a step trains (float16 loss-scaled),
+    and the export copy is all float32 with the same weights."""
     import keras
     import tensorflow as tf
 
@@ -228,12 +229,12 @@ def test_mixed_precision_keeps_outputs_and_entropy_models_float32(architecture, 
                           **kwargs)
     model = factory()
     images = tf.random.uniform([2, size, size, channels], seed=0)
-    policies = distribute.enable_mixed_precision(model)  # before the model is built, as the CLI does
+    policies = distribute.enable_mixed_precision(model, dtype)  # before the model is built, as the CLI does
     model(images[:1])
-    assert policies["float16"] and policies["float32"]
+    assert policies[dtype] and policies["float32"]
     half = {f"{c.name}/{layer.name}": layer for c in distribute._containers(model) for layer in c.layers
-            if f"{c.name}/{layer.name}" in policies["float16"]}
-    assert len(half) == len(policies["float16"]) and all(layer.compute_dtype == "float16" for layer in half.values())
+            if f"{c.name}/{layer.name}" in policies[dtype]}
+    assert len(half) == len(policies[dtype]) and all(layer.compute_dtype == dtype for layer in half.values())
     rest = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
             if not any(layer is chosen for chosen in half.values())]
     assert rest and all(layer.compute_dtype == "float32" for layer in rest)
@@ -242,18 +243,48 @@ def test_mixed_precision_keeps_outputs_and_entropy_models_float32(architecture, 
         y = model.g_a(images)
         assert y.dtype == tf.float32 and model.h_s(model.h_a(y)).dtype == tf.float32
         assert all(layer.compute_dtype == "float32" for layer in model.g_a.layers if "gdn" in layer.name.lower())
-    optimizer = distribute.with_loss_scale(make_optimizer("adam", {"learning_rate": 1e-3}))
+    optimizer = make_optimizer("adam", {"learning_rate": 1e-3})
+    if dtype == "float16":
+        optimizer = distribute.with_loss_scale(optimizer)
     step = make_train_step(model, optimizer, traced=False)
+    before = [v.numpy().copy() for v in model.trainable_variables]
     # The dynamic loss scale starts at 2^15 and halves on every step whose gradients overflow float16 (the
     # step is skipped): the codec's loss, λ·255²·MSE + bpp, is in the hundreds, so it settles at 2^8 after
-    # about 8 steps (measured); conv_ae's cross-entropy trains from the first step.
+    # about 8 steps (measured); conv_ae's cross-entropy trains from the first step. bfloat16 has float32's
+    # exponent range: every step applies.
     losses = [step(images) for _ in range(12)]
     assert all(v.dtype == tf.float32 and np.isfinite(v.numpy()) for loss in losses for v in loss.values())
-    assert int(optimizer.iterations.numpy()) >= 3 and float(optimizer.dynamic_scale.numpy()) >= 1
+    if dtype == "float16":
+        assert int(optimizer.iterations.numpy()) >= 3 and float(optimizer.dynamic_scale.numpy()) >= 1
+    else:
+        assert int(optimizer.iterations.numpy()) == 12
+        assert float(losses[-1]["loss"]) < float(losses[0]["loss"])
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
     copy = distribute.plain_copy(model, factory, images[:1].numpy())
     assert all(layer.compute_dtype == "float32" for layer in copy._flatten_layers(include_self=False, recursive=True))
     for a, b in zip(model.variables, copy.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_bfloat16_resumes_a_float32_checkpoint_and_exports_float32(idx_dir, tmp_path):
+    """The CLI on the CPU: a float32 run's checkpoint goes on under --mixed-precision bfloat16 (the same
+    variables, no loss-scale entry), and the export is a plain float32 SavedModel the service loads."""
+    import tensorflow as tf
+
+    store, ckpt = tmp_path / "store", tmp_path / "ckpt"
+    out = run([train_args(idx_dir, store, "fp32", "--epochs", "1", "--checkpoint-dir", str(ckpt)),
+               train_args(idx_dir, store, "bf16", "--epochs", "2", "--checkpoint-dir", str(ckpt),
+                          "--mixed-precision", "bfloat16")])
+    assert "resumed from" in out and "mixed precision: bfloat16 compute in" in out
+    fp32, bf16 = history(store, "fp32"), history(store, "bf16")
+    assert [h["steps"] for h in fp32] == [2] and [h["steps"] for h in bf16] == [4]  # 80 images, batch 32
+    assert np.isfinite(bf16[-1]["train_loss"]) and bf16[-1]["train_loss"] < fp32[0]["train_loss"]
+    card = ModelCard.read(store / "bf16" / "1")
+    assert "--mixed-precision bfloat16" in card.training.command
+    loaded = tf.saved_model.load(str(store / "bf16" / "1"))
+    images = tf.random.uniform([2, 16, 16, 1], seed=1)
+    reconstruction = loaded.signatures["reconstruct"](images=images)["images"]
+    assert reconstruction.dtype == tf.float32 and reconstruction.shape == (2, 16, 16, 1)
 
 
 MIXED_MIRRORED = """
