@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unquantized", action="store_true",
                         help="also the PSNR of g_s(g_a(x)) with the level's gains and no rounding: what the "
                              "transforms alone can reconstruct, the ceiling of that level's PSNR")
+    parser.add_argument("--average", action="store_true",
+                        help="measure the checkpoint's weight average (a run with --ema-decay) instead of its "
+                             "last step's weights")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -58,9 +61,18 @@ def main(argv: list[str] | None = None) -> int:
 
     step = tf.Variable(0, dtype=tf.int64)
     optimizer = keras.optimizers.Adam()  # some weights are reachable only through it (training.train.fit)
-    optimizer.build(trained_variables(model))
+    trained = trained_variables(model)
+    optimizer.build(trained)
     tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                         variables=list(model.variables)).read(latest).expect_partial()
+    which = ""
+    if args.average:
+        from training.averaging import read_average
+
+        try:
+            which = f", weight average of {read_average(latest, trained)} updates"
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from exc
     folder, pick = split_pick(args.images)
     paths = folder_listing(folder, pick)
     paths = paths[: args.limit] if args.limit else paths
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     def losses(x):
         return model.compute_losses(x, training=False)
 
-    print(f"{latest} (step {int(step.numpy())}), {len(images)} images of {args.images}")
+    print(f"{latest} (step {int(step.numpy())}{which}), {len(images)} images of {args.images}")
     extra = " PSNR unquantised |" if args.unquantized else ""
     print(f"| level | λ | mean bpp | mean PSNR |{extra}\n|---|---|---|---|{'---|' if extra else ''}")
     for level in levels:

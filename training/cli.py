@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "local GPU of each). Checkpoints and export on the chief only")
     train.add_argument("--devices", type=_devices, metavar="DEV,DEV,...",
                        help="--strategy mirrored over these devices, e.g. /gpu:0,/gpu:1 (default: every GPU)")
+    train.add_argument("--ema-decay", type=float, metavar="D",
+                       help="keep an exponential moving average of the weights (e.g. 0.999) in the checkpoint "
+                            "and export it instead of the last step's weights (one device only)")
     train.add_argument("--mixed-precision", nargs="?", const="float16", choices=["float16", "bfloat16"],
                        help="float16 (the default; GPUs only): Keras mixed_float16 compute with a dynamic loss "
                             "scale; bfloat16: mixed_bfloat16, no loss scale, for GPUs from Ampere on and CPUs "
@@ -215,6 +218,10 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         parser.error("--epochs must be 0 or more and --batch-size positive")
     if args.epochs == 0 and not (args.init_from or args.checkpoint_dir):
         parser.error("--epochs 0 (freeze, measure and export without training) needs --init-from or --checkpoint-dir")
+    if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
+        parser.error(f"--ema-decay must lie strictly between 0 and 1 (e.g. 0.999), not {args.ema_decay:g}")
+    if args.ema_decay is not None and (args.strategy != "default" or args.devices):
+        parser.error("--ema-decay trains on one device only: drop --strategy/--devices or the average")
     strategy = _strategy(parser, args)
 
     import contextlib
@@ -259,7 +266,7 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         history = fit(model, train_ds, val_images, epochs=args.epochs, optimizer=optimizer,
                       steps_per_epoch=args.steps_per_epoch, log_dir=log_dir, checkpoint_dir=args.checkpoint_dir,
                       init_from=args.init_from, progress=not args.no_progress, strategy=strategy,
-                      log_every=args.log_every, lr_decay=args.lr_decay,
+                      log_every=args.log_every, lr_decay=args.lr_decay, ema_decay=args.ema_decay,
                       projector=(splits.val, splits.val_labels) if splits.fixed_size and not args.no_projector else None,
                       dataset_fn=distribute.dataset_fn(splits, args.batch_size, stream_seed, args.crop)
                       if strategy else None)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from contract.card import ModelCard
+from training.averaging import WeightAverage
 from training.data import eval_batches
 from training.models.base import Autoencoder
 
@@ -44,8 +45,10 @@ def learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(tf.convert_to_tensor(optimizer.learning_rate).numpy())
 
 
-def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, traced: bool = True):
-    """One optimiser step on `compute_losses(batch)["loss"]`; returns the loss terms.
+def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, traced: bool = True,
+                    average: WeightAverage | None = None):
+    """One optimiser step on `compute_losses(batch)["loss"]` (then one of `average`, if given); returns
+    the loss terms.
 
     Traced without autograph: the model code is pure TF ops, and autograph would re-read (possibly
     edited) source files at trace time. `traced=False` runs eagerly (cheaper for a handful of steps).
@@ -59,6 +62,8 @@ def make_train_step(model: Autoencoder, optimizer: keras.optimizers.Optimizer, t
             loss = optimizer.scale_loss(losses["loss"]) if scaled else losses["loss"]
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        if average is not None:
+            average.update()
         return losses
 
     return tf.function(train_step, autograph=False) if traced else train_step
@@ -104,8 +109,12 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         progress: bool = True, strategy: tf.distribute.Strategy | None = None,
         dataset_fn: Callable | None = None, log_every: int = 50,
         projector: tuple[np.ndarray, np.ndarray | None] | None = None,
-        lr_decay: int | None = None) -> list[dict[str, float]]:
+        lr_decay: int | None = None, ema_decay: float | None = None) -> list[dict[str, float]]:
     """Train; returns one dict of mean train and validation loss terms per epoch.
+
+    `ema_decay` (training.averaging): keep an exponential moving average of the trained weights in the
+    checkpoint; when the run ends the model holds the average (what is exported), the checkpoint the
+    raw weights the run goes on from. One device only.
 
     TensorBoard (`log_dir`): the training loss terms averaged over every `log_every` steps (and over
     the rest of each epoch) with the learning rate, the validation terms and an input|reconstruction
@@ -135,6 +144,9 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
             _init_from(model, Path(init_from))
         if strategy:
             distribute.prepare_optimizer(model, optimizer, distribute.in_replica(strategy, trained_variables, model))
+    if ema_decay is not None and strategy is not None:
+        raise ValueError("--ema-decay trains on one device only (not with --strategy)")
+    average = WeightAverage(trained_variables(model), ema_decay) if ema_decay is not None else None
     writer = tf.summary.create_file_writer(str(log_dir)) if log_dir and chief else None
     base_rate = learning_rate(optimizer)  # the command line's, not a checkpoint's
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -149,8 +161,9 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         # reads its own (`loss_scale` is one more entry, which a float32 run ignores).
         inner = getattr(optimizer, "inner_optimizer", None)
         scale = {"loss_scale": optimizer} if inner is not None else {}
+        averaged = average.checkpoint_entries() if average is not None else {}
         ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer if inner is None else inner, step=step,
-                                   epoch=start_epoch, variables=list(model.variables), **scale)
+                                   epoch=start_epoch, variables=list(model.variables), **scale, **averaged)
         if not chief:
             scratch = distribute.scratch_checkpoint_dir()
         manager = tf.train.CheckpointManager(ckpt, scratch or str(checkpoint_dir), max_to_keep=2)
@@ -164,6 +177,9 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
                 # own counter, so it goes on from the run's step, not from 0
                 optimizer.iterations.assign(int(step.numpy()))
             print(f"resumed from {latest} (epoch {int(start_epoch)}, step {int(step)})")
+            if average is not None and int(average.updates.numpy()) == 0:
+                average.reset()  # the checkpoint held no average: it starts at the restored weights
+                print("weight average (--ema-decay): none in the checkpoint, starting at its weights")
 
     # the command line's rate, dropped if the run is past lr_decay: a checkpoint also holds the rate its
     # run ended with, and a resumed run without the drop must not keep a dropped one
@@ -174,7 +190,7 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         dist_ds = (strategy.distribute_datasets_from_function(dataset_fn) if dataset_fn
                    else strategy.experimental_distribute_dataset(train_ds))
     else:
-        train_step = make_train_step(model, optimizer)
+        train_step = make_train_step(model, optimizer, average=average)
 
     @tf.function(autograph=False)
     def val_step(batch):
@@ -228,6 +244,10 @@ def fit(model: Autoencoder, train_ds: tf.data.Dataset, val_images: np.ndarray, *
         if manager:
             manager.save()
     distribute.remove_scratch(scratch)
+    if average is not None:
+        average.copy_to_model()
+        print(f"the model now holds the weight average ({int(average.updates.numpy())} updates, decay "
+              f"{average.decay:g}); the checkpoint keeps the raw weights")
     if writer and history and projector is not None and not model.input_spec_card().any_size:
         _log_projector(Path(log_dir), model, *projector)
     return history

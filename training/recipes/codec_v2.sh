@@ -12,6 +12,8 @@
 # rebalanced: RateLevels.level_weights) and half of Urban100 added (the other half, [1::2], stays held out).
 # From step 36,400 on the transforms' inner convolutions compute in bfloat16 (MIXED_PRECISION=bfloat16, the
 # default; MIXED_PRECISION= for float32): 1.3x the steps on this CPU, same checkpoint layout.
+# From step 39,600 on the checkpoint also keeps an average of the weights (EMA_DECAY=0.9995, the default;
+# EMA_DECAY= for none), which an export takes; `bench/checkpoint_rd.py --average` measures it.
 # A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files) and other
 # settings.
 set -euo pipefail
@@ -28,10 +30,14 @@ if [[ -n "$LEVEL_WEIGHT_EXPONENT" ]]; then
   ARGS="${ARGS%\}}, \"level_weight_exponent\": $LEVEL_WEIGHT_EXPONENT}"
 fi
 
-PRECISION=()
+TRAIN_FLAGS=()
 MIXED_PRECISION=${MIXED_PRECISION-bfloat16}
 if [[ -n "$MIXED_PRECISION" ]]; then
-  PRECISION=(--mixed-precision "$MIXED_PRECISION")
+  TRAIN_FLAGS=(--mixed-precision "$MIXED_PRECISION")
+fi
+EMA_DECAY=${EMA_DECAY-0.9995}
+if [[ -n "$EMA_DECAY" ]]; then
+  TRAIN_FLAGS+=(--ema-decay "$EMA_DECAY")
 fi
 
 if [[ "${1:-}" == "snapshot" ]]; then
@@ -52,6 +58,6 @@ exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \
   --dataset "folder:$N/CBSD68=3,$N/LIVE1=2,$N/Set14=1,$N/SunHays80=3,$N/Urban100[0::2]=2,$C/train=2" \
   --test-dataset "folder:$N/McMaster" --epochs "${EPOCHS:-400}" --steps-per-epoch 400 --batch-size 8 --crop 128 \
   --optimizer adam --optimizer-args '{"learning_rate": '"${LR:-3e-4}"', "global_clipnorm": 1.0}' --lr-decay "${LR_DECAY:-22400}" \
-  "${PRECISION[@]}" --init-from models_store/natural/8 --checkpoint-dir "$CKPT" --name natural \
+  "${TRAIN_FLAGS[@]}" --init-from models_store/natural/8 --checkpoint-dir "$CKPT" --name natural \
   --description "Learned image codec v2 for photos: channel-conditional entropy model, integer entropy parameters, variable rate" \
   --out artifacts/store_v2 --log-dir artifacts/runs --no-progress
