@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contract.tf_logging import tf_log_level
+from contract.tf_logging import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+quiet_tensorflow()  # TensorFlow quiet unless AEC_TF_VERBOSE=1
 
 SCORES = ("mse", "ssim", "bits", "combined")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from contract.tf_logging import tf_log_level
+from contract.tf_logging import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+quiet_tensorflow()  # TensorFlow quiet unless AEC_TF_VERBOSE=1
 
 
 def main(argv: list[str] | None = None) -> int:

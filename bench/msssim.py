@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the repository's packages importable
     sys.path.insert(0, str(ROOT))
-from contract.tf_logging import tf_log_level
+from contract.tf_logging import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+quiet_tensorflow()  # TensorFlow quiet unless AEC_TF_VERBOSE=1
 
 import numpy as np
 from PIL import Image

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from contract.tf_logging import tf_log_level
+from contract.tf_logging import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+quiet_tensorflow()  # TensorFlow quiet unless AEC_TF_VERBOSE=1
 
 
 def build(architecture: str, model_args: dict, precision: str, sample, snapshot: dict | None):

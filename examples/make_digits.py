@@ -23,9 +23,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from contract.tf_logging import tf_log_level
+from contract.tf_logging import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level())  # TensorFlow quiet unless AEC_TF_VERBOSE=1
+quiet_tensorflow()  # TensorFlow quiet unless AEC_TF_VERBOSE=1
 
 FIRST_HELD_OUT = 8000
 
