@@ -40,8 +40,9 @@ def build(architecture: str, model_args: dict, precision: str, sample, snapshot:
         distribute.enable_mixed_precision(model, precision)
     model(sample[:1])
     if snapshot is not None:
-        for name, weight in model.named_weights().items():
-            weight.assign(np.asarray(snapshot[name], weight.dtype))
+        from training.snapshot import set_named_weights
+
+        set_named_weights(model, snapshot, architecture)
     return model
 
 
@@ -90,13 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import IMAGE_SUFFIXES, load_image
     from training.gpu import snapshot_files
 
-    rng = np.random.default_rng(0)
     if args.images:
         paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: args.batch]
         crops = [load_image(p)[: args.crop, : args.crop] for p in paths]
         batch = np.stack([c for c in crops if c.shape[:2] == (args.crop, args.crop)])
     else:
-        batch = rng.random((args.batch, args.crop, args.crop, 3), np.float32)
+        batch = np.random.default_rng(0).random((args.batch, args.crop, args.crop, 3), np.float32)
     batch = tf.constant(batch)
     snapshot = snapshot_files.read(args.snapshot)[0] if args.snapshot else None
     model_args = json.loads(args.model_args)

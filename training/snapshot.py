@@ -63,18 +63,23 @@ def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args
     return snapshot_dir
 
 
+def set_named_weights(model: keras.Model, arrays: dict[str, np.ndarray], architecture: str) -> None:
+    """A snapshot's arrays into a built model's `named_weights` (all of them, or SystemExit)."""
+    named = model.named_weights()
+    missing = sorted(set(named) - set(arrays))
+    if missing:
+        raise SystemExit(f"the snapshot lacks {len(missing)} weights of {architecture}: {', '.join(missing[:5])}")
+    for name, weight in named.items():
+        weight.assign(np.asarray(arrays[name], weight.dtype))
+
+
 def restore(snapshot_dir: Path, checkpoint_dir: Path) -> None:
     """A resumable checkpoint in `checkpoint_dir` from the snapshot (which must not already hold one)."""
     arrays, meta = snapshot_files.read(snapshot_dir)
     if tf.train.latest_checkpoint(str(checkpoint_dir)) is not None:
         raise SystemExit(f"{checkpoint_dir} already holds a checkpoint: the run would resume from that instead")
     model = _model(meta["architecture"], meta["model_args"])
-    named = model.named_weights()
-    missing = sorted(set(named) - set(arrays))
-    if missing:
-        raise SystemExit(f"the snapshot lacks {len(missing)} weights of {meta['architecture']}: {', '.join(missing[:5])}")
-    for name, weight in named.items():
-        weight.assign(np.asarray(arrays[name], weight.dtype))
+    set_named_weights(model, arrays, meta["architecture"])
     step = tf.Variable(int(meta["step"]), dtype=tf.int64, trainable=False)
     epoch = tf.Variable(int(meta["epoch"]), dtype=tf.int64, trainable=False)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, epoch=epoch, variables=list(model.variables)),
