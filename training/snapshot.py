@@ -2,7 +2,7 @@
 enough for git.
 
     python -m training.snapshot save <checkpoint dir> <snapshot dir> --model codec_cc --model-args '{...}'
-    python -m training.snapshot restore <snapshot dir> <checkpoint dir>
+    python -m training.snapshot restore <snapshot dir> <checkpoint dir> [--model-args '{"checkerboard": true}']
 
 A training checkpoint (`--checkpoint-dir`) holds the model, the optimizer's moments and the step; the
 moments double its size, and checkpoints live outside git. `save` keeps the model's trained weights by
@@ -12,7 +12,9 @@ writes the same files on a machine without TensorFlow. `restore` builds the mode
 index, sets its weights and writes a checkpoint where `python -m training train --checkpoint-dir`
 resumes from: the run goes on from that step and epoch (so `--epochs` and `--lr-decay` keep their
 meaning), with the optimizer's moments starting afresh (Adam re-estimates them within a few hundred
-steps).
+steps). `restore --model-args` starts a branch of another shape from the snapshot: the arguments are
+merged into the snapshot's, and the weights the new shape adds (e.g. a checkerboard context) keep their
+initial values, which the architecture chooses so that the branch starts as the snapshot computes.
 """
 
 from __future__ import annotations
@@ -63,23 +65,30 @@ def save(checkpoint_dir: Path, snapshot_dir: Path, architecture: str, model_args
     return snapshot_dir
 
 
-def set_named_weights(model: keras.Model, arrays: dict[str, np.ndarray], architecture: str) -> None:
-    """A snapshot's arrays into a built model's `named_weights` (all of them, or SystemExit)."""
+def set_named_weights(model: keras.Model, arrays: dict[str, np.ndarray], architecture: str,
+                      allow_new: bool = False) -> list[str]:
+    """A snapshot's arrays into a built model's `named_weights`: all of them, or SystemExit; with
+    `allow_new` the model's weights the snapshot lacks keep their values. Returns those names."""
     named = model.named_weights()
     missing = sorted(set(named) - set(arrays))
-    if missing:
+    if missing and not allow_new:
         raise SystemExit(f"the snapshot lacks {len(missing)} weights of {architecture}: {', '.join(missing[:5])}")
     for name, weight in named.items():
-        weight.assign(np.asarray(arrays[name], weight.dtype))
+        if name in arrays:
+            weight.assign(np.asarray(arrays[name], weight.dtype))
+    return missing
 
 
-def restore(snapshot_dir: Path, checkpoint_dir: Path) -> None:
-    """A resumable checkpoint in `checkpoint_dir` from the snapshot (which must not already hold one)."""
+def restore(snapshot_dir: Path, checkpoint_dir: Path, model_args: dict | None = None) -> None:
+    """A resumable checkpoint in `checkpoint_dir` from the snapshot (which must not already hold one);
+    `model_args` merged into the snapshot's for a branch of another shape (module docstring)."""
     arrays, meta = snapshot_files.read(snapshot_dir)
     if tf.train.latest_checkpoint(str(checkpoint_dir)) is not None:
         raise SystemExit(f"{checkpoint_dir} already holds a checkpoint: the run would resume from that instead")
-    model = _model(meta["architecture"], meta["model_args"])
-    set_named_weights(model, arrays, meta["architecture"])
+    model = _model(meta["architecture"], {**meta["model_args"], **(model_args or {})})
+    new = set_named_weights(model, arrays, meta["architecture"], allow_new=bool(model_args))
+    if new:
+        print(f"{len(new)} weights not in the snapshot start at their initial values: {', '.join(new[:8])}")
     step = tf.Variable(int(meta["step"]), dtype=tf.int64, trainable=False)
     epoch = tf.Variable(int(meta["epoch"]), dtype=tf.int64, trainable=False)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, epoch=epoch, variables=list(model.variables)),
@@ -95,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
     parser.add_argument("--model", default="codec_cc", help="save: the run's architecture")
-    parser.add_argument("--model-args", type=json.loads, default={}, help="save: the run's --model-args")
+    parser.add_argument("--model-args", type=json.loads, default={},
+                        help="save: the run's --model-args; restore: arguments merged into the snapshot's (a branch)")
     args = parser.parse_args(argv)
     if args.action == "save":
         save(args.source, args.target, args.model, args.model_args)
     else:
-        restore(args.source, args.target)
+        restore(args.source, args.target, args.model_args)
     return 0
 
 

@@ -196,3 +196,66 @@ def test_level_weights_rebalance_the_training_loss_only() -> None:
     assert losses["weighted"][0] != pytest.approx(losses["plain"][0], rel=1e-2)
     evaluation = [float(m.compute_losses(images, training=False)["loss"]) for m in (plain, weighted)]
     assert evaluation[0] == pytest.approx(evaluation[1], rel=1e-6)
+
+
+def _checkerboard_twin(images: np.ndarray) -> tuple[ChannelCodec, ChannelCodec]:
+    """A plain model and a checkerboard one holding the plain one's weights (its context kernels at
+    their zero start)."""
+    keras.utils.set_random_seed(4)
+    plain, board = ChannelCodec(**TINY), ChannelCodec(**TINY, checkerboard=True)
+    plain(images[:1])
+    board(images[:1])
+    weights = board.named_weights()
+    for name, weight in plain.named_weights().items():
+        weights[name].assign(weight)
+    assert sorted(set(weights) - set(plain.named_weights())) == ["ctx0.0.kernel", "ctx1.0.kernel", "ctx2.0.kernel"]
+    return plain, board
+
+
+def test_checkerboard_starts_as_the_model_it_warm_starts_from() -> None:
+    """Zero context kernels: the same pictures and rates as without the context, in both modes."""
+    images = textured(2, 64, seed=5)
+    plain, board = _checkerboard_twin(images)
+    assert board.get_config()["checkerboard"] is True and "checkerboard" not in plain.get_config()
+    for training in (False, True):
+        tf.random.set_seed(3)
+        a = plain.compute_losses(images, training=training)
+        tf.random.set_seed(3)
+        b = board.compute_losses(images, training=training)
+        for key in ("loss", "bpp", "mse"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-5), (key, training)
+
+
+def test_checkerboard_parameters_read_only_what_the_decoder_has() -> None:
+    """Anchors' (μ, σ) never depend on their own slice; the others' depend on that slice's anchors only,
+    and (once the context kernels are non-zero) they do depend on them."""
+    images = textured(1, 128, seed=6)
+    _, board = _checkerboard_twin(images)
+    for layer in board.ctx_layers:
+        layer.kernel.assign(tf.random.normal(layer.kernel.shape, stddev=0.3, seed=1))
+    y_k = board.g_a(images)[..., :4] * 3.0  # slice 0's width; scaled so that rounding matters
+    support = tf.random.normal([1, 8, 8, TINY["support_channels"]], seed=2)
+    mean, raw = board._params(0, support, [])
+    anchors = board.anchor_mask(y_k).numpy()[0, :, :, 0].astype(bool)
+    base = [t.numpy() for t in board._checkerboard_params(0, y_k, mean, raw, support, [])]
+
+    def moved(i: int, j: int) -> list[np.ndarray]:
+        delta = np.zeros(y_k.shape, np.float32)
+        delta[0, i, j, :] = 5.0
+        out = board._checkerboard_params(0, y_k + delta, mean, raw, support, [])
+        return [np.abs(t.numpy() - b)[0].max(axis=-1) for t, b in zip(out, base)]
+
+    # a non-anchor value moves nothing (not even its own parameters: the anchor pass gave them their input)
+    assert max(float(d.max()) for d in moved(3, 4)) == 0.0
+    # an anchor value moves non-anchors near it, and no anchor
+    changes = moved(4, 4)
+    for change in changes:
+        assert float(change[anchors].max()) == 0.0
+    assert float(changes[0][~anchors].max()) > 0.0
+
+
+def test_checkerboard_is_not_exported_before_it_has_a_coding_path() -> None:
+    board = ChannelCodec(**TINY, checkerboard=True)
+    board(textured(1, 64, seed=0))
+    with pytest.raises(NotImplementedError, match="training pilot"):
+        board.finalize()

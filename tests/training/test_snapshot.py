@@ -80,3 +80,21 @@ def test_restore_never_overwrites_a_run(tmp_path: Path) -> None:
     snapshot.save(tmp_path / "run", tmp_path / "snap", "codec_cc", TINY)
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
         snapshot.restore(tmp_path / "snap", tmp_path / "run")
+
+
+def test_restore_into_a_branch_of_another_shape(tmp_path: Path) -> None:
+    """`restore --model-args`: the snapshot's weights into a checkerboard branch, whose context kernels
+    keep their zero start; without the override a missing weight is still an error."""
+    trained = _run_checkpoint(tmp_path / "run")
+    snapshot.save(tmp_path / "run", tmp_path / "snap", "codec_cc", TINY)
+    snapshot.restore(tmp_path / "snap", tmp_path / "branch", {"checkerboard": True})
+    branch = ChannelCodec(**TINY, checkerboard=True)
+    branch(tf.zeros([1, 64, 64, 3]))
+    tf.train.Checkpoint(variables=list(branch.variables)).read(
+        tf.train.latest_checkpoint(str(tmp_path / "branch"))).expect_partial()
+    named = branch.named_weights()
+    for name, weight in trained.named_weights().items():
+        np.testing.assert_array_equal(named[name].numpy(), weight.numpy(), err_msg=name)
+    assert not np.any(named["ctx1.0.kernel"].numpy())
+    with pytest.raises(SystemExit, match="lacks 3 weights"):
+        snapshot.set_named_weights(branch, {n: w.numpy() for n, w in trained.named_weights().items()}, "codec_cc")

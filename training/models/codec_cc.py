@@ -81,7 +81,7 @@ class ChannelCodec(RateLevels, Autoencoder):
                  hyper_channels: int = 128, support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: list[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
-                 **kwargs) -> None:
+                 checkerboard: bool = False, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
@@ -97,6 +97,7 @@ class ChannelCodec(RateLevels, Autoencoder):
         self.lmbda = self.lmbdas[0]
         self.z_radius = int(z_radius)
         self.level_weight_exponent = float(level_weight_exponent)  # training only (RateLevels.level_weights)
+        self.checkerboard = bool(checkerboard)
         nh, ns = self.hyper_channels, self.support_channels
 
         self.g_a = keras.Sequential(
@@ -129,6 +130,16 @@ class ChannelCodec(RateLevels, Autoencoder):
                             for k in range(len(self.slices))]
         for k in range(len(self.slices)):
             self.lrp_nets[k].build((None, None, None, ns + sum(self.slices[: k + 1])))
+        # Checkerboard spatial context (He et al. 2021), a training pilot: each slice in two passes, its
+        # anchors (i + j even) as without it, then the other half with a 5×5 view of the anchors' ȳ
+        # added to P_k's first hidden layer. The kernels start at zero, so a model warm-started with it
+        # computes exactly what it computed without it and learns how much the neighbours are worth.
+        self.ctx_layers: list[layers.Conv2D] = []
+        if self.checkerboard:
+            for k, width in enumerate(self.slices):
+                context = _conv(self.param_hidden[0], 5, use_bias=False, kernel_initializer="zeros")
+                context.build((None, None, None, width))
+                self.ctx_layers.append(context)
 
         self._build_rate_levels(m)
         self.z_density = FactorizedDensity(name="z_density")
@@ -161,6 +172,8 @@ class ChannelCodec(RateLevels, Autoencoder):
                   "lmbda": self.lmbda, "z_radius": self.z_radius}
         if self.level_weight_exponent:
             config["level_weight_exponent"] = self.level_weight_exponent
+        if self.checkerboard:
+            config["checkerboard"] = True
         if len(self.lmbdas) > 1:
             config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
                        "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
@@ -184,6 +197,7 @@ class ChannelCodec(RateLevels, Autoencoder):
             "g_a": self.g_a.layers, "g_s": self.g_s.layers, "h_a": self.h_a.layers, "h_s": self.h_s_layers}
         groups |= {f"p{k}": net for k, net in enumerate(self.param_layers)}
         groups |= {f"lrp{k}": net.layers for k, net in enumerate(self.lrp_nets)}
+        groups |= {f"ctx{k}": [layer] for k, layer in enumerate(self.ctx_layers)}
         named = {f"{group}.{i}.{weight.name}": weight
                  for group, layers_ in groups.items() for i, layer in enumerate(layers_) for weight in layer.weights}
         named |= {f"z_density.{weight.name}": weight for weight in self.z_density.weights}
@@ -204,15 +218,35 @@ class ChannelCodec(RateLevels, Autoencoder):
         return x
 
     def _params(self, k: int, support: tf.Tensor, conditioning: list[tf.Tensor],
-                record: dict | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """(μ_k, raw σ_k) from the float layers."""
+                record: dict | None = None, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(μ_k, raw σ_k) from the float layers; `context` (checkerboard) joins the first hidden layer."""
         x = tf.concat([support, *conditioning], axis=-1) if conditioning else support
         for i, layer in enumerate(self.param_layers[k]):
             x = layer(x)
+            if i == 0 and context is not None:
+                x = x + context
             if record is not None and i < len(self.param_layers[k]) - 1:
                 record.setdefault(f"p{k}_{i}", []).append(float(tf.reduce_max(x)))
         mean, raw_scale = tf.split(x, 2, axis=-1)
         return mean, raw_scale
+
+    @staticmethod
+    def anchor_mask(like: tf.Tensor) -> tf.Tensor:
+        """1 at the checkerboard's anchors ((i + j) even on the y grid), 0 elsewhere: [1, H, W, 1]."""
+        shape = tf.shape(like)
+        parity = (tf.range(shape[1])[:, None] + tf.range(shape[2])[None, :]) % 2
+        return tf.cast(tf.equal(parity, 0), like.dtype)[None, :, :, None]
+
+    def _checkerboard_params(self, k: int, y_k: tf.Tensor, mean: tf.Tensor, raw_scale: tf.Tensor,
+                             support: tf.Tensor, bars: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """The anchors keep the parameters of the pass without context (`mean`, `raw_scale`); the other
+        positions get those of a second pass that sees the anchors' ȳ_k (rounded around their own means,
+        as the decoder will have them) through the slice's context convolution."""
+        anchors = self.anchor_mask(y_k)
+        anchor_bars = y_k + tf.stop_gradient(tf.round(y_k - mean) + mean - y_k)
+        context = self.ctx_layers[k](anchor_bars * anchors)
+        mean_n, raw_n = self._params(k, support, bars, context=context)
+        return anchors * mean + (1 - anchors) * mean_n, anchors * raw_scale + (1 - anchors) * raw_n
 
     def _lrp(self, k: int, support: tf.Tensor, conditioning: list[tf.Tensor], training: bool) -> tf.Tensor:
         return 0.5 * tf.tanh(self.lrp_nets[k](tf.concat([support, *conditioning], axis=-1), training=training))
@@ -235,6 +269,8 @@ class ChannelCodec(RateLevels, Autoencoder):
         bars, synth, likelihoods = [], [], []
         for k, y_k in enumerate(self._split(y)):
             mean, raw_scale = self._params(k, support, bars, record)
+            if self.checkerboard:
+                mean, raw_scale = self._checkerboard_params(k, y_k, mean, raw_scale, support, bars)
             scale = lower_bound(raw_scale, SCALE_BOUND, training)
             y_tilde = y_k + tf.random.uniform(tf.shape(y_k), -0.5, 0.5) if training else tf.round(y_k - mean) + mean
             likelihoods.append(gaussian_likelihood(y_tilde - mean, scale, training))
@@ -362,6 +398,9 @@ class ChannelCodec(RateLevels, Autoencoder):
     def finalize(self, dataset: tf.data.Dataset | None = None, max_batches: int = 16) -> None:
         """Freeze the z tables, calibrate the entropy-parameter activations on `dataset` (batches of
         training crops, coded at every level) and convert h_s and every P_k to integer layers."""
+        if self.checkerboard:
+            raise NotImplementedError("checkerboard is a training pilot: it has no integer coding path yet, "
+                                      "so it cannot be finalized or exported (bench/checkpoint_rd.py measures it)")
         c = self.image_shape[-1]
         if not self.built:
             self(tf.zeros([1, self.size_multiple, self.size_multiple, c]))

@@ -14,8 +14,9 @@
 # default; MIXED_PRECISION= for float32): 1.3x the steps on this CPU, same checkpoint layout.
 # From step 39,600 on the checkpoint also keeps an average of the weights (EMA_DECAY=0.9995, the default;
 # EMA_DECAY= for none), which an export takes; `bench/checkpoint_rd.py --average` measures it.
-# A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files) and other
-# settings.
+# A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files, or, when
+# empty, from the snapshot) and other settings. CHECKERBOARD=1: the checkerboard context pilot (a branch of
+# another shape: its empty folder is seeded from the snapshot with the context kernels at zero).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${AEC_DATASETS:-../shared/datasets}
@@ -30,6 +31,16 @@ if [[ -n "$LEVEL_WEIGHT_EXPONENT" ]]; then
   ARGS="${ARGS%\}}, \"level_weight_exponent\": $LEVEL_WEIGHT_EXPONENT}"
 fi
 
+RESTORE_ARGS='{}'
+if [[ -n "${CHECKERBOARD:-}" ]]; then
+  if [[ "$CKPT" == artifacts/ckpt/codec-v2 ]]; then
+    echo "CHECKERBOARD=1 is a branch: give it its own CKPT=" >&2
+    exit 2
+  fi
+  ARGS="${ARGS%\}}, \"checkerboard\": true}"
+  RESTORE_ARGS='{"checkerboard": true}'
+fi
+
 TRAIN_FLAGS=()
 MIXED_PRECISION=${MIXED_PRECISION-bfloat16}
 if [[ -n "$MIXED_PRECISION" ]]; then
@@ -41,10 +52,14 @@ if [[ -n "$EMA_DECAY" ]]; then
 fi
 
 if [[ "${1:-}" == "snapshot" ]]; then
+  if [[ "$CKPT" != artifacts/ckpt/codec-v2 ]]; then
+    echo "snapshot keeps the main run (artifacts/ckpt/codec-v2), not a branch" >&2
+    exit 2
+  fi
   exec "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS"
 fi
 if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/snapshot.json ]]; then
-  "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT"
+  "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT" --model-args "$RESTORE_ARGS"
 fi
 # Every SNAPSHOT_EVERY_S seconds (default an hour; 0: never) the newest checkpoint's weights go into the
 # tracked snapshot, so that a session that ends without committing still leaves them in the working tree.
