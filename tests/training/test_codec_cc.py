@@ -259,3 +259,25 @@ def test_checkerboard_is_not_exported_before_it_has_a_coding_path() -> None:
     board(textured(1, 64, seed=0))
     with pytest.raises(NotImplementedError, match="training pilot"):
         board.finalize()
+
+
+def test_scaled_conv_computes_with_gain_times_its_weight() -> None:
+    """The context kernels' learning-rate multiplier: one plain SGD step moves the effective kernel
+    gain² times as far as a plain Conv2D's (gain in the forward pass, gain in the gradient)."""
+    from training.models.codec_cc import ScaledConv2D
+
+    x = tf.random.normal([1, 6, 6, 2], seed=3)
+    scaled = ScaledConv2D(3, 3, gain=4.0, padding="same", use_bias=False)
+    plain = keras.layers.Conv2D(3, 3, padding="same", use_bias=False)
+    scaled.build(x.shape)
+    plain.build(x.shape)
+    plain.kernel.assign(scaled.kernel * 4.0)
+    np.testing.assert_allclose(scaled(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+    moves = []
+    for layer, effective in ((scaled, scaled.effective_kernel), (plain, lambda: plain.kernel)):
+        before = effective().numpy()
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x) ** 2)
+        layer.kernel.assign_sub(1e-3 * tape.gradient(loss, layer.kernel))
+        moves.append(np.abs(effective().numpy() - before).sum())
+    assert moves[0] == pytest.approx(16.0 * moves[1], rel=1e-3)
