@@ -59,6 +59,8 @@ class LatentSpec(_Strict):
     name: str
     channels: int = Field(ge=1)
     stride: int | None = Field(None, description="Spatial downsampling of a conv latent; None for flat.")
+    stride_x: int | None = Field(None, description="Horizontal downsampling when it differs from `stride` "
+                                 "(a checkerboard half of a latent grid, packed to half its width); None: `stride`.")
     shape: list[int] | None = Field(None, description="Per-image shape when it does not depend on size.")
     coding: Literal["categorical", "gaussian"]
     min_symbol: int

@@ -121,5 +121,6 @@ def expected_latent_shape(spec: LatentSpec, plan: imaging.SizePlan) -> tuple[int
     if spec.shape:
         return tuple(spec.shape)
     if spec.stride:
-        return (math.ceil(plan.model_height / spec.stride), math.ceil(plan.model_width / spec.stride), spec.channels)
+        return (math.ceil(plan.model_height / spec.stride), math.ceil(plan.model_width / (spec.stride_x or spec.stride)),
+                spec.channels)
     return None

@@ -105,11 +105,12 @@ async def encode(call: Call, images: np.ndarray, latents: list[LatentSpec], tili
                 value, s = np.asarray(result[spec.name]), int(spec.stride or 0)
                 if not s:
                     raise ValueError(f"latent {spec.name!r} has no stride: the model cannot be tiled")
+                sx = int(spec.stride_x or s)
                 if spec.name not in out:
-                    out[spec.name] = np.zeros((math.ceil(height / s), math.ceil(width / s), value.shape[-1]),
+                    out[spec.name] = np.zeros((math.ceil(height / s), math.ceil(width / sx), value.shape[-1]),
                                               value.dtype)
-                rk, ck = _latent_slice(row, s, "keep"), _latent_slice(col, s, "keep")
-                r0, c0 = row.read0 // s, col.read0 // s
+                rk, ck = _latent_slice(row, s, "keep"), _latent_slice(col, sx, "keep")
+                r0, c0 = row.read0 // s, col.read0 // sx
                 out[spec.name][rk, ck] = value[rk.start - r0 : rk.stop - r0, ck.start - c0 : ck.stop - c0]
     return out
 
@@ -125,7 +126,7 @@ async def decode(call: Call, latents: dict[str, np.ndarray], specs: list[LatentS
             for spec in specs:
                 s = int(spec.stride or 0)
                 inputs[spec.name] = np.ascontiguousarray(
-                    latents[spec.name][_latent_slice(row, s, "read"), _latent_slice(col, s, "read")])
+                    latents[spec.name][_latent_slice(row, s, "read"), _latent_slice(col, int(spec.stride_x or s), "read")])
             pixels = np.asarray((await call("decode", inputs))["images"])
             if image is None:
                 image = np.zeros((height, width, pixels.shape[-1]), np.float32)

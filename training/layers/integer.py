@@ -139,7 +139,9 @@ def convert(layer: keras.layers.Layer, in_exponents: np.ndarray, in_bounds: np.n
     if activation not in ("relu", "linear") or layer.padding != "same":
         raise ValueError(f"{layer.name}: only 'same'-padded relu/linear convolutions convert (got {activation}, "
                          f"{layer.padding})")
-    kernel = np.asarray(layer.kernel.numpy(), np.float64)
+    # a layer computing with a scaled kernel (codec_cc's ScaledConv2D) converts what it computes with
+    kernel = np.asarray((layer.effective_kernel() if hasattr(layer, "effective_kernel") else layer.kernel).numpy(),
+                        np.float64)
     bias = np.asarray(layer.bias.numpy(), np.float64) if layer.use_bias else np.zeros(layer.filters)
     standard = np.swapaxes(kernel, 2, 3) if transpose else kernel  # [k, k, in, out]
     n_in, n_out = standard.shape[2], standard.shape[3]

@@ -51,6 +51,7 @@ from training.entropy_models import (
     integer_scale_thresholds,
     scale_table,
 )
+from training.layers import checkerboard as board
 from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, to_fixed
@@ -120,6 +121,10 @@ class ChannelCodec(RateLevels, Autoencoder):
         self.z_radius = int(z_radius)
         self.level_weight_exponent = float(level_weight_exponent)  # training only (RateLevels.level_weights)
         self.checkerboard = bool(checkerboard)
+        if self.checkerboard:
+            # a rest position reads its slice's anchors within ±3 y cells (5×5 context, then P_k's 3×3), which
+            # read the earlier slices within ±1: +4 cells a slice on the 334 px above, 574 px
+            self.tile_halo = 640
         nh, ns = self.hyper_channels, self.support_channels
 
         self.g_a = keras.Sequential(
@@ -179,6 +184,9 @@ class ChannelCodec(RateLevels, Autoencoder):
                                                 trainable=False)
         self._scale_thresholds = tf.constant(integer_scale_thresholds(), tf.float64)
         self.finalize_stats: dict[str, float] = {}
+        # the context convolutions' integer twins (added last: a model without the context keeps its layout)
+        self._int_ctx = [IntegerConvWeights(self, f"c{k}", layer, width)
+                         for k, (layer, width) in enumerate(zip(self.ctx_layers, self.slices))]
 
     def _build_integer(self, name: str, convs: list[layers.Conv2D], in_channels: int) -> list[IntegerConvWeights]:
         states, channels = [], in_channels
@@ -253,22 +261,20 @@ class ChannelCodec(RateLevels, Autoencoder):
         mean, raw_scale = tf.split(x, 2, axis=-1)
         return mean, raw_scale
 
-    @staticmethod
-    def anchor_mask(like: tf.Tensor) -> tf.Tensor:
-        """1 at the checkerboard's anchors ((i + j) even on the y grid), 0 elsewhere: [1, H, W, 1]."""
-        shape = tf.shape(like)
-        parity = (tf.range(shape[1])[:, None] + tf.range(shape[2])[None, :]) % 2
-        return tf.cast(tf.equal(parity, 0), like.dtype)[None, :, :, None]
+    anchor_mask = staticmethod(board.anchor_mask)
 
     def _checkerboard_params(self, k: int, y_k: tf.Tensor, mean: tf.Tensor, raw_scale: tf.Tensor,
-                             support: tf.Tensor, bars: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+                             support: tf.Tensor, bars: list[tf.Tensor],
+                             record: dict | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """The anchors keep the parameters of the pass without context (`mean`, `raw_scale`); the other
         positions get those of a second pass that sees the anchors' ȳ_k (rounded around their own means,
         as the decoder will have them) through the slice's context convolution."""
         anchors = self.anchor_mask(y_k)
         anchor_bars = y_k + tf.stop_gradient(tf.round(y_k - mean) + mean - y_k)
         context = self.ctx_layers[k](anchor_bars * anchors)
-        mean_n, raw_n = self._params(k, support, bars, context=context)
+        if record is not None:
+            record.setdefault(f"c{k}", []).append(float(tf.reduce_max(tf.abs(context))))
+        mean_n, raw_n = self._params(k, support, bars, record, context=context)
         return anchors * mean + (1 - anchors) * mean_n, anchors * raw_scale + (1 - anchors) * raw_n
 
     def _lrp(self, k: int, support: tf.Tensor, conditioning: list[tf.Tensor], training: bool) -> tf.Tensor:
@@ -293,7 +299,7 @@ class ChannelCodec(RateLevels, Autoencoder):
         for k, y_k in enumerate(self._split(y)):
             mean, raw_scale = self._params(k, support, bars, record)
             if self.checkerboard:
-                mean, raw_scale = self._checkerboard_params(k, y_k, mean, raw_scale, support, bars)
+                mean, raw_scale = self._checkerboard_params(k, y_k, mean, raw_scale, support, bars, record)
             scale = lower_bound(raw_scale, SCALE_BOUND, training)
             y_tilde = y_k + tf.random.uniform(tf.shape(y_k), -0.5, 0.5) if training else tf.round(y_k - mean) + mean
             likelihoods.append(gaussian_likelihood(y_tilde - mean, scale, training))
@@ -325,11 +331,15 @@ class ChannelCodec(RateLevels, Autoencoder):
             x = state(x)
         return x
 
-    def _int_params(self, k: int, support: tf.Tensor, bars: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        """(μ_int at 2^−8, scale index) of slice k from integer support and ȳ_int of the slices before."""
+    def _int_params(self, k: int, support: tf.Tensor, bars: list[tf.Tensor],
+                    anchor_bars: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(μ_int at 2^−8, scale index) of slice k from integer support and ȳ_int of the slices before;
+        with `anchor_bars` (ȳ_int of slice k's anchors, zero elsewhere) the checkerboard's second pass."""
         x = tf.concat([support, *bars], axis=-1) if bars else support
-        for state in self._int_param_nets[k]:
+        for i, state in enumerate(self._int_param_nets[k]):
             x = state(x)
+            if i == 0 and anchor_bars is not None:
+                x = x + self._int_ctx[k](anchor_bars)  # same exponent per channel (the conversion's choice)
         mean, scale = tf.split(x, 2, axis=-1)
         return mean, integer_scale_index(scale, self._scale_thresholds)
 
@@ -343,18 +353,54 @@ class ChannelCodec(RateLevels, Autoencoder):
         symbols, bars = [], []
         for k, y_k in enumerate(self._split(y)):
             mean_int, _ = self._int_params(k, support, bars)
-            mean = tf.cast(mean_int * 2.0**-MEAN_EXPONENT, tf.float32)
-            sym = tf.clip_by_value(tf.round(y_k - mean), -Y_SYMBOL_RANGE, Y_SYMBOL_RANGE)
+            if self.checkerboard:  # the anchors' symbols first; the rest's means see them
+                anchors = self.anchor_mask(mean_int)
+                anchor_bars = self._bar(self._y_symbols(y_k, mean_int), mean_int) * anchors
+                rest_mean = self._int_params(k, support, bars, anchor_bars)[0]
+                mean_int = anchors * mean_int + (1 - anchors) * rest_mean
+            sym = self._y_symbols(y_k, mean_int)
             symbols.append(sym)
             bars.append(self._bar(sym, mean_int))
         return symbols, bars, support
+
+    @staticmethod
+    def _y_symbols(y_k: tf.Tensor, mean_int: tf.Tensor) -> tf.Tensor:
+        mean = tf.cast(mean_int * 2.0**-MEAN_EXPONENT, tf.float32)
+        return tf.clip_by_value(tf.round(y_k - mean), -Y_SYMBOL_RANGE, Y_SYMBOL_RANGE)
+
+    def slice_names(self, k: int) -> list[str]:
+        """The latents slice k is coded as: `y<k>`, or its checkerboard halves `y<k>a` (anchors, coded
+        first) and `y<k>b` (the rest), each packed to half the grid's width."""
+        return [f"y{k}a", f"y{k}b"] if self.checkerboard else [f"y{k}"]
+
+    def _slice_symbols(self, latents: Mapping[str, tf.Tensor], k: int) -> tf.Tensor:
+        """Slice k's symbols on the whole grid, from its latent(s)."""
+        if self.checkerboard:
+            return board.unpack(latents[f"y{k}a"], latents[f"y{k}b"])
+        return latents[f"y{k}"]
+
+    def _coded_slices(self, symbols: list[tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Slices' symbols on the whole grid → the latents they are coded as (int32)."""
+        out = {}
+        for k, sym in enumerate(symbols):
+            sym = tf.cast(sym, tf.int32)
+            if self.checkerboard:
+                out |= {f"y{k}a": board.pack(sym, board.ANCHORS), f"y{k}b": board.pack(sym, board.REST)}
+            else:
+                out[f"y{k}"] = sym
+        return out
 
     def _decoded_bars(self, latents: Mapping[str, tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
         support = self._int_support(latents["z"])
         bars = []
         for k in range(len(self.slices)):
             mean_int, _ = self._int_params(k, support, bars)
-            bars.append(self._bar(latents[f"y{k}"], mean_int))
+            if self.checkerboard:
+                anchors = self.anchor_mask(mean_int)
+                anchor_bars = self._bar(board.unpack(latents[f"y{k}a"]), mean_int) * anchors
+                rest_mean = self._int_params(k, support, bars, anchor_bars)[0]
+                mean_int = anchors * mean_int + (1 - anchors) * rest_mean
+            bars.append(self._bar(self._slice_symbols(latents, k), mean_int))
         return bars, support
 
     def _synthesise(self, bars: list[tf.Tensor], support: tf.Tensor, inv_gain: tf.Tensor) -> tf.Tensor:
@@ -369,7 +415,7 @@ class ChannelCodec(RateLevels, Autoencoder):
         y = self.g_a(images, training=False) * gain
         z_symbols = self._z_symbols(self.h_a(y, training=False))
         symbols, _, _ = self._symbols_and_bars(y, z_symbols)
-        return {"z": tf.cast(z_symbols, tf.int32), **{f"y{k}": tf.cast(s, tf.int32) for k, s in enumerate(symbols)}}
+        return {"z": tf.cast(z_symbols, tf.int32), **self._coded_slices(symbols)}
 
     def decode(self, latents: dict[str, tf.Tensor], quality: tf.Tensor | None = None) -> tf.Tensor:
         bars, support = self._decoded_bars(latents)
@@ -380,38 +426,74 @@ class ChannelCodec(RateLevels, Autoencoder):
         return self.decode(self.encode(images, quality), quality)
 
     # ---- the per-slice stages the service entropy-codes with -----------------------------------
-    def stage_inputs(self, k: int) -> list[str]:
-        """Input names of stage `params_y<k>` (all int32)."""
-        if k == 0:
-            return ["z"]
-        return ["support", *[f"y{j}" for j in range(k)], *[f"mean_y{j}" for j in range(k)]]
+    def stage_names(self) -> list[str]:
+        """The parameter stages in coding order: `params_<latent>` for every y latent."""
+        return [f"params_{name}" for k in range(len(self.slices)) for name in self.slice_names(k)]
 
-    def stage(self, k: int, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """Scale indices of slice k (under its latent's name) and what later stages carry forward."""
-        if k == 0:
+    def stage_inputs(self, stage: str | int) -> list[str]:
+        """Input names of a stage (all int32): stage k of a slice's first latent takes z (k = 0) or the
+        support and every earlier slice's latents and means; a checkerboard's second half also takes its
+        anchors and their means (`mean_y<k>a`)."""
+        name = stage if isinstance(stage, str) else f"params_y{stage}"
+        latent = name.removeprefix("params_")
+        k = int(latent[1:].rstrip("ab"))
+        earlier = [n for j in range(k) for n in self.slice_names(j)]
+        inputs = ["z"] if k == 0 else ["support", *earlier, *[f"mean_y{j}" for j in range(k)]]
+        if latent.endswith("b"):
+            inputs = [*(["support"] + inputs[1:] if k == 0 else inputs), f"y{k}a", f"mean_y{k}a"]
+        return inputs
+
+    def stage(self, stage: str | int, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Scale indices of one latent (under its name) and what later stages carry forward."""
+        latent = (stage if isinstance(stage, str) else f"params_y{stage}").removeprefix("params_")
+        k = int(latent[1:].rstrip("ab"))
+        if "z" in inputs:
             support = self._int_support(inputs["z"])
-            bars = []
         else:
             support = tf.cast(inputs["support"], tf.float64)
-            bars = [self._bar(inputs[f"y{j}"], tf.cast(inputs[f"mean_y{j}"], tf.float64)) for j in range(k)]
-        mean_int, index = self._int_params(k, support, bars)
-        out = {f"y{k}": index, f"mean_y{k}": tf.cast(mean_int, tf.int32)}
-        if k == 0:
-            out["support"] = tf.cast(support, tf.int32)
+        bars = [self._bar(self._slice_symbols(inputs, j), tf.cast(inputs[f"mean_y{j}"], tf.float64)) for j in range(k)]
+        out: dict[str, tf.Tensor] = {}
+        if latent.endswith("b"):  # the rest of a checkerboard slice, from its anchors
+            anchor_mean = tf.cast(inputs[f"mean_y{k}a"], tf.float64)
+            anchors = self.anchor_mask(anchor_mean)
+            anchor_bars = self._bar(board.unpack(inputs[f"y{k}a"]), anchor_mean) * anchors
+            rest_mean, index = self._int_params(k, support, bars, anchor_bars)
+            out[latent] = board.pack(index, board.REST)
+            out[f"mean_y{k}"] = tf.cast(anchors * anchor_mean + (1 - anchors) * rest_mean, tf.int32)
+        else:
+            mean_int, index = self._int_params(k, support, bars)
+            if self.checkerboard:
+                out |= {latent: board.pack(index, board.ANCHORS), f"mean_y{k}a": tf.cast(mean_int, tf.int32)}
+            else:
+                out |= {latent: index, f"mean_y{k}": tf.cast(mean_int, tf.int32)}
+            if k == 0:
+                out["support"] = tf.cast(support, tf.int32)
         return out
 
     def parameter_stages(self) -> dict[str, tuple[list[tf.TensorSpec], Callable]]:
-        """One `params_y<k>` signature per slice (inputs as `stage_inputs`, all int32)."""
+        """One signature per y latent (inputs as `stage_inputs`, all int32)."""
         widths = {"z": self.hyper_channels, "support": self.support_channels}
-        widths |= {f"y{k}": w for k, w in enumerate(self.slices)} | {f"mean_y{k}": w for k, w in enumerate(self.slices)}
-        return {f"params_y{k}": ([tf.TensorSpec([None, None, None, widths[n]], tf.int32, name=n)
-                                  for n in self.stage_inputs(k)], lambda inputs, k=k: self.stage(k, inputs))
-                for k in range(len(self.slices))}
+        for k, w in enumerate(self.slices):
+            widths |= {name: w for name in self.slice_names(k)} | {f"mean_y{k}": w, f"mean_y{k}a": w}
+        return {stage: ([tf.TensorSpec([None, None, None, widths[n]], tf.int32, name=n)
+                         for n in self.stage_inputs(stage)], lambda inputs, stage=stage: self.stage(stage, inputs))
+                for stage in self.stage_names()}
 
     def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """All slices' scale indices at once (tests and ideal code lengths; the service uses the stages)."""
+        """Every y latent's scale indices at once (tests and ideal code lengths; the service uses the
+        stages)."""
         bars, support = self._decoded_bars(latents)
-        return {f"y{k}": self._int_params(k, support, bars[:k])[1] for k in range(len(self.slices))}
+        out = {}
+        for k in range(len(self.slices)):
+            mean_int, index = self._int_params(k, support, bars[:k])
+            if self.checkerboard:
+                anchors = self.anchor_mask(mean_int)
+                anchor_bars = self._bar(board.unpack(latents[f"y{k}a"]), mean_int) * anchors
+                rest_index = self._int_params(k, support, bars[:k], anchor_bars)[1]
+                out |= {f"y{k}a": board.pack(index, board.ANCHORS), f"y{k}b": board.pack(rest_index, board.REST)}
+            else:
+                out[f"y{k}"] = index
+        return out
 
     # ---- finalize: tables, calibration, conversion ---------------------------------------------
     @property
@@ -421,9 +503,6 @@ class ChannelCodec(RateLevels, Autoencoder):
     def finalize(self, dataset: tf.data.Dataset | None = None, max_batches: int = 16) -> None:
         """Freeze the z tables, calibrate the entropy-parameter activations on `dataset` (batches of
         training crops, coded at every level) and convert h_s and every P_k to integer layers."""
-        if self.checkerboard:
-            raise NotImplementedError("checkerboard is a training pilot: it has no integer coding path yet, "
-                                      "so it cannot be finalized or exported (bench/checkpoint_rd.py measures it)")
         c = self.image_shape[-1]
         if not self.built:
             self(tf.zeros([1, self.size_multiple, self.size_multiple, c]))
@@ -472,9 +551,10 @@ class ChannelCodec(RateLevels, Autoencoder):
         table = [float(s) for s in scale_table()]
         return [LatentSpec(name="z", channels=self.hyper_channels, stride=64, coding="categorical",
                            min_symbol=-self.z_radius, max_symbol=self.z_radius)] + [
-            LatentSpec(name=f"y{k}", channels=width, stride=16, coding="gaussian", min_symbol=-Y_SYMBOL_RANGE,
-                       max_symbol=Y_SYMBOL_RANGE, scale_table=table, scale_source=f"params_y{k}")
-            for k, width in enumerate(self.slices)]
+            LatentSpec(name=name, channels=width, stride=16, stride_x=32 if self.checkerboard else None,
+                       coding="gaussian", min_symbol=-Y_SYMBOL_RANGE, max_symbol=Y_SYMBOL_RANGE, scale_table=table,
+                       scale_source=f"params_{name}")
+            for k, width in enumerate(self.slices) for name in self.slice_names(k)]
 
     def entropy_tables(self) -> dict[str, tf.Tensor]:
         return {"z": tf.convert_to_tensor(self.z_table)}

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from training.entropy_models import MEAN_EXPONENT, MEAN_LIMIT, SCALE_EXPONENT, Z_EXPONENT
-from training.layers.integer import convert, relu_exponent
+from training.layers.integer import ACT_BITS, convert, relu_exponent
 
 
 def convert_entropy_networks(model: keras.Model, peak: Mapping[str, float], stats: dict[str, float],
@@ -55,3 +55,12 @@ def convert_entropy_networks(model: keras.Model, peak: Mapping[str, float], stat
                 conv = convert(layer, exps, bound, out_e, (low, high))
             state.assign(conv)
             exps, bound = out_e, float(np.max(np.abs(conv.clip_high)))
+            if i == 0 and model.checkerboard:
+                # the checkerboard context joins this layer's output: converted to the same exponents,
+                # clipped to the ReLU's range either side, so the next layer's input bound doubles at most
+                top = 2.0**ACT_BITS - 1
+                width = model.slices[k]
+                context = convert(model.ctx_layers[k], np.full(width, float(MEAN_EXPONENT)), mean_bound, out_e,
+                                  (np.full(layer.filters, -top), np.full(layer.filters, top)))
+                model._int_ctx[k].assign(context)
+                bound += top

@@ -9,6 +9,7 @@ import itertools
 
 import httpx
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -91,3 +92,28 @@ def test_service_tiles_big_images_end_to_end(model_store) -> None:
             results[tile] = np.asarray(Image.open(io.BytesIO(decoded.content)), dtype=np.int16)
     assert results[64].shape == (200, 330, 3)
     assert np.abs(results[64] - results[4096]).max() <= 1  # 8-bit output: at most one level of rounding
+
+
+def test_tiles_assemble_a_latent_with_its_own_horizontal_stride() -> None:
+    """A latent packed to half its grid's width (`stride_x`, a checkerboard half) is cut and assembled at
+    its own stride: a fake `encode` whose latent holds the pixel coordinates it was computed at gives,
+    tiled, the grid the whole image gives."""
+    from contract.card import LatentSpec
+
+    spec = LatentSpec(name="half", channels=2, stride=16, stride_x=32, coding="categorical", min_symbol=0,
+                      max_symbol=1 << 20)
+    height, width = 320, 448
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([rows, cols, np.zeros_like(rows)], axis=-1)
+
+    async def call(name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert name == "encode"
+        return {"half": inputs["images"][::16, ::32, :2].copy()}
+
+    whole = asyncio.run(call("encode", {"images": image}))["half"]
+    tiled = asyncio.run(tiling.encode(call, image, [spec], tiling.Tiling(tile=128, halo=64), 64))["half"]
+    assert tiled.shape == whole.shape == (20, 14, 2)
+    np.testing.assert_array_equal(tiled, whole)
+    wrong = LatentSpec(**{**spec.model_dump(), "stride_x": None})  # cut at the vertical stride: does not fit
+    with pytest.raises(ValueError, match="broadcast"):
+        asyncio.run(tiling.encode(call, image, [wrong], tiling.Tiling(tile=128, halo=64), 64))
