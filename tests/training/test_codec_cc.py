@@ -38,12 +38,13 @@ def textured(n: int, size: int, seed: int) -> np.ndarray:
     return np.clip(coarse + stripes + 0.05 * rng.normal(size=(n, size, size, 3)), 0, 1).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["slices", "checkerboard"])
+@pytest.fixture(scope="module", params=[{}, {"checkerboard": True}, {"level_synthesis": True}],
+                ids=["slices", "checkerboard", "level_synthesis"])
 def trained(request) -> tuple[ChannelCodec, np.ndarray]:
-    """Trained a little, finalized: the plain channel-conditional model and its checkerboard variant
-    (whose context kernels move from their zero start within these steps)."""
+    """Trained a little, finalized: the plain channel-conditional model, its checkerboard variant (whose
+    context kernels move from their zero start within these steps) and its level-conditional synthesis."""
     keras.utils.set_random_seed(0)
-    model = ChannelCodec(**TINY, checkerboard=request.param)
+    model = ChannelCodec(**TINY, **request.param)
     images = textured(8, 64, seed=0)
     model(images[:1])
     step = make_train_step(model, keras.optimizers.Adam(3e-3))
@@ -51,8 +52,10 @@ def trained(request) -> tuple[ChannelCodec, np.ndarray]:
         step(tf.constant(images[(i % 2) * 4:(i % 2) * 4 + 4]))
     model.set_rate_level(1)
     model.finalize(tf.data.Dataset.from_tensor_slices(images).batch(4))
-    if request.param:
+    if model.checkerboard:
         assert min(float(tf.reduce_max(tf.abs(layer.kernel))) for layer in model.ctx_layers) > 0
+    if model.level_synthesis:
+        assert float(tf.reduce_max(tf.abs(model.synthesis_scale))) > 0
     return model, images
 
 
@@ -282,3 +285,39 @@ def test_scaled_conv_computes_with_gain_times_its_weight() -> None:
         layer.kernel.assign_sub(1e-3 * tape.gradient(loss, layer.kernel))
         moves.append(np.abs(effective().numpy() - before).sum())
     assert moves[0] == pytest.approx(16.0 * moves[1], rel=1e-3)
+
+
+def test_level_synthesis_starts_as_its_source_and_conditions_each_level_alone() -> None:
+    """Zero tables: the plain model's pictures and rates. A table row of one level changes that level's
+    pictures only (integer qualities are their rows exactly), and a quality between two levels gets a
+    picture between theirs; the rates never move (the synthesis does not code)."""
+    images = textured(1, 64, seed=8)
+    keras.utils.set_random_seed(5)
+    plain, conditional = ChannelCodec(**TINY), ChannelCodec(**TINY, level_synthesis=True)
+    plain(images)
+    conditional(images)
+    weights = conditional.named_weights()
+    for name, weight in plain.named_weights().items():
+        weights[name].assign(weight)
+    assert sorted(set(weights) - set(plain.named_weights())) == ["synthesis_scale", "synthesis_shift"]
+    assert conditional.get_config()["level_synthesis"] is True
+    for training in (False, True):
+        tf.random.set_seed(3)
+        a = plain.compute_losses(images, training=training)
+        tf.random.set_seed(3)
+        b = conditional.compute_losses(images, training=training)
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5)
+
+    table = np.zeros(conditional.synthesis_scale.shape, np.float32)
+    table[:, 2] = 0.05  # the top level's channel scales only
+    conditional.synthesis_scale.assign(table)
+    def picture(model, quality):
+        model.rate_level.assign(0)
+        return model.reconstruct(tf.constant(images), tf.constant([quality])).numpy()
+    np.testing.assert_allclose(picture(conditional, 1.0), picture(plain, 1.0), atol=1e-6)
+    top, top_plain = picture(conditional, 3.0), picture(plain, 3.0)
+    assert np.abs(top - top_plain).max() > 1e-3
+    middle = picture(conditional, 2.5) - picture(plain, 2.5)
+    assert 0 < np.abs(middle).max() < np.abs(top - top_plain).max()
+    assert conditional.coded_bits(conditional.encode(tf.constant(images), tf.constant([3.0])))["y2"].numpy() == \
+        pytest.approx(plain.coded_bits(plain.encode(tf.constant(images), tf.constant([3.0])))["y2"].numpy())

@@ -55,7 +55,7 @@ from training.layers import checkerboard as board
 from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, to_fixed
-from training.layers.subpixel import run_sequential
+from training.layers.subpixel import run_sequential, subpixel_deconv
 from training.models.base import Autoencoder
 from training.models.codec import _conv, _deconv
 from training.models.codec_cc_integer import convert_entropy_networks
@@ -69,6 +69,8 @@ DEFAULT_SLICES = (16, 16, 32, 64, 64)
 # Adam's steps being about the learning rate in the weight): a warm start adds them at zero to a model
 # whose other weights are converged at a low learning rate, where they would barely move.
 CONTEXT_GAIN = 20.0
+# The same for the level-conditional synthesis's per-level channel scales and shifts.
+LEVEL_SYNTHESIS_GAIN = 10.0
 
 
 class ScaledConv2D(layers.Conv2D):
@@ -104,7 +106,7 @@ class ChannelCodec(RateLevels, Autoencoder):
                  hyper_channels: int = 128, support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: list[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
-                 checkerboard: bool = False, **kwargs) -> None:
+                 checkerboard: bool = False, level_synthesis: bool = False, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
@@ -187,6 +189,18 @@ class ChannelCodec(RateLevels, Autoencoder):
         # the context convolutions' integer twins (added last: a model without the context keeps its layout)
         self._int_ctx = [IntegerConvWeights(self, f"c{k}", layer, width)
                          for k, (layer, width) in enumerate(zip(self.ctx_layers, self.slices))]
+        # Level-conditional synthesis (Choi et al. 2019's conditional autoencoder, in gain-unit form): after
+        # each inverse GDN of g_s, a per-level channel scale exp(s_l) and shift b_l, interpolated between
+        # levels as the gains are. The gain units only rescale y, so one g_s serves every level and
+        # compromises; these let the top levels' synthesis differ from the bottom's. Zero start: a warm
+        # start computes what its source computed. Added last: other models keep their layout.
+        self.level_synthesis = bool(level_synthesis) and len(self.lmbdas) > 1
+        self.synthesis_scale = self.synthesis_shift = None
+        if self.level_synthesis:
+            shape = (3, len(self.lmbdas), n)
+            self.synthesis_scale = self.add_weight(name="synthesis_scale", shape=shape, initializer="zeros")
+            self.synthesis_shift = self.add_weight(name="synthesis_shift", shape=shape, initializer="zeros")
+            self.g_s.build((None, None, None, m))  # called layer by layer (`_synthesis`), never as a whole
 
     def _build_integer(self, name: str, convs: list[layers.Conv2D], in_channels: int) -> list[IntegerConvWeights]:
         states, channels = [], in_channels
@@ -205,6 +219,8 @@ class ChannelCodec(RateLevels, Autoencoder):
             config["level_weight_exponent"] = self.level_weight_exponent
         if self.checkerboard:
             config["checkerboard"] = True
+        if self.level_synthesis:
+            config["level_synthesis"] = True
         if len(self.lmbdas) > 1:
             config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
                        "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
@@ -234,6 +250,8 @@ class ChannelCodec(RateLevels, Autoencoder):
         named |= {f"z_density.{weight.name}": weight for weight in self.z_density.weights}
         if self.log_gain is not None:
             named |= {"log_gain": self.log_gain, "log_inv_gain": self.log_inv_gain}
+        if self.level_synthesis:
+            named |= {"synthesis_scale": self.synthesis_scale, "synthesis_shift": self.synthesis_shift}
         return named
 
     # ---- float entropy model (training) -----------------------------------------------------------
@@ -306,7 +324,7 @@ class ChannelCodec(RateLevels, Autoencoder):
             bar = y_k + tf.stop_gradient(tf.round(y_k - mean) + mean - y_k)
             bars.append(bar)
             synth.append(bar + self._lrp(k, support, bars, training))
-        x_hat = self.g_s(tf.concat(synth, axis=-1) * inv_gain, training=training)
+        x_hat = self._synthesis(tf.concat(synth, axis=-1) * inv_gain, positions, training)
         z_likelihood = self.z_density.likelihood(z_hat, training)
         return x_hat, likelihoods, z_likelihood, self._lmbda_at(positions)
 
@@ -403,12 +421,33 @@ class ChannelCodec(RateLevels, Autoencoder):
             bars.append(self._bar(self._slice_symbols(latents, k), mean_int))
         return bars, support
 
-    def _synthesise(self, bars: list[tf.Tensor], support: tf.Tensor, inv_gain: tf.Tensor) -> tf.Tensor:
+    def _synthesis(self, latent: tf.Tensor, positions: tf.Tensor, training: bool, subpixel: bool = False) -> tf.Tensor:
+        """g_s, with the level-conditional scales and shifts after its inverse GDNs when the model has them.
+        `subpixel`: transposed convolutions as conv + depth_to_space (training/layers/subpixel.py: same
+        function, faster; inference)."""
+        if not self.level_synthesis:
+            return run_sequential(self.g_s, latent) if subpixel else self.g_s(latent, training=training)
+        # tables [3 layers, L, N] → per image [B, 3, N], interpolated between levels as the gains are
+        scales = tf.exp(LEVEL_SYNTHESIS_GAIN * self._interpolated(tf.transpose(self.synthesis_scale, [1, 0, 2]), positions))
+        shifts = LEVEL_SYNTHESIS_GAIN * self._interpolated(tf.transpose(self.synthesis_shift, [1, 0, 2]), positions)
+        x, i = latent, 0
+        for layer in self.g_s.layers:
+            if subpixel and isinstance(layer, keras.layers.Conv2DTranspose):
+                x = subpixel_deconv(layer, x)
+            else:
+                x = layer(x, training=training)
+            if isinstance(layer, GDN):
+                x = x * scales[:, i, None, None, :] + shifts[:, i, None, None, :]
+                i += 1
+        return x
+
+    def _synthesise(self, bars: list[tf.Tensor], support: tf.Tensor, inv_gain: tf.Tensor,
+                    positions: tf.Tensor) -> tf.Tensor:
         support_f = tf.cast(support * self._support_unit, tf.float32)
         bars_f = [tf.cast(b * 2.0**-MEAN_EXPONENT, tf.float32) for b in bars]
         synth = [bars_f[k] + self._lrp(k, support_f, bars_f[: k + 1], False) for k in range(len(self.slices))]
-        # transposed convolutions as conv + depth_to_space (training/layers/subpixel.py): same function, faster
-        return tf.clip_by_value(run_sequential(self.g_s, tf.concat(synth, axis=-1) * inv_gain), 0.0, 1.0)
+        latent = tf.concat(synth, axis=-1) * inv_gain
+        return tf.clip_by_value(self._synthesis(latent, positions, False, subpixel=True), 0.0, 1.0)
 
     def encode(self, images: tf.Tensor, quality: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         gain = self._gains(self._positions(quality, images))[0]
@@ -419,8 +458,8 @@ class ChannelCodec(RateLevels, Autoencoder):
 
     def decode(self, latents: dict[str, tf.Tensor], quality: tf.Tensor | None = None) -> tf.Tensor:
         bars, support = self._decoded_bars(latents)
-        inv_gain = self._gains(self._positions(quality, latents["z"]))[1]
-        return self._synthesise(bars, support, inv_gain)
+        positions = self._positions(quality, latents["z"])
+        return self._synthesise(bars, support, self._gains(positions)[1], positions)
 
     def reconstruct(self, images: tf.Tensor, quality: tf.Tensor | None = None) -> tf.Tensor:
         return self.decode(self.encode(images, quality), quality)

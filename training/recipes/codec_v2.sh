@@ -15,8 +15,7 @@
 # From step 39,600 on the checkpoint also keeps an average of the weights (EMA_DECAY=0.9995, the default;
 # EMA_DECAY= for none), which an export takes; `bench/checkpoint_rd.py --average` measures it.
 # A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files, or, when
-# empty, from the snapshot) and other settings. CHECKERBOARD=1: the checkerboard context pilot (a branch of
-# another shape: its empty folder is seeded from the snapshot with the context kernels at zero).
+# empty, from the snapshot) and other settings.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${AEC_DATASETS:-../shared/datasets}
@@ -31,14 +30,20 @@ if [[ -n "$LEVEL_WEIGHT_EXPONENT" ]]; then
   ARGS="${ARGS%\}}, \"level_weight_exponent\": $LEVEL_WEIGHT_EXPONENT}"
 fi
 
+# Branches of another shape (their empty CKPT folder is seeded from the snapshot, the new weights at their
+# zero start): CHECKERBOARD=1 the checkerboard context, LEVEL_SYNTHESIS=1 the level-conditional synthesis.
+SHAPE=()
+[[ -n "${CHECKERBOARD:-}" ]] && SHAPE+=('"checkerboard": true')
+[[ -n "${LEVEL_SYNTHESIS:-}" ]] && SHAPE+=('"level_synthesis": true')
 RESTORE_ARGS='{}'
-if [[ -n "${CHECKERBOARD:-}" ]]; then
+if (( ${#SHAPE[@]} )); then
   if [[ "$CKPT" == artifacts/ckpt/codec-v2 ]]; then
-    echo "CHECKERBOARD=1 is a branch: give it its own CKPT=" >&2
+    echo "CHECKERBOARD=1 / LEVEL_SYNTHESIS=1 make a branch: give it its own CKPT=" >&2
     exit 2
   fi
-  ARGS="${ARGS%\}}, \"checkerboard\": true}"
-  RESTORE_ARGS='{"checkerboard": true}'
+  joined=$(IFS=,; echo "${SHAPE[*]}")
+  ARGS="${ARGS%\}}, $joined}"
+  RESTORE_ARGS="{$joined}"
 fi
 
 TRAIN_FLAGS=()
