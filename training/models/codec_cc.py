@@ -28,6 +28,11 @@ stage k takes `support`, y_0 … y_{k−1} and mean_y0 … mean_y{k−1} and ret
 each stage computes one slice's parameters once.
 
 Sizes: y stride 16, z stride 64 (multiples of `size_multiple` = 64, padded by the service).
+
+Two options start at zero on a warm start (so the model computes what its source did) and are measured
+as branches of the run (models_store/README.md): `checkerboard` (a spatial context within each slice,
+each slice then coded as two latents, its anchors `y<k>a` and the rest `y<k>b`, with `params_y<k>a/b`
+stages) and `level_synthesis` (per-level channel scales and shifts inside g_s).
 """
 
 from __future__ import annotations
@@ -159,9 +164,9 @@ class ChannelCodec(RateLevels, Autoencoder):
                             for k in range(len(self.slices))]
         for k in range(len(self.slices)):
             self.lrp_nets[k].build((None, None, None, ns + sum(self.slices[: k + 1])))
-        # Checkerboard spatial context (He et al. 2021), a training pilot: each slice in two passes, its
-        # anchors (i + j even) as without it, then the other half with a 5×5 view of the anchors' ȳ
-        # added to P_k's first hidden layer. The kernels start at zero, so a model warm-started with it
+        # Checkerboard spatial context (He et al. 2021), optional: each slice in two passes, its anchors
+        # (i + j even) as without it, then the other half with a 5×5 view of the anchors' ȳ added to
+        # P_k's first hidden layer; coded as two half-width latents (`slice_names`). The kernels start at zero, so a model warm-started with it
         # computes exactly what it computed without it and learns how much the neighbours are worth.
         self.ctx_layers: list[layers.Conv2D] = []
         if self.checkerboard:
