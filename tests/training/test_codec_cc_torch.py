@@ -23,11 +23,14 @@ TINY = {"num_filters": 16, "latent_channels": 24, "hyper_channels": 16, "support
         "param_hidden": [16, 16], "lrp_hidden": 16, "lmbdas": [0.002, 0.02, 0.2], "level_weight_exponent": 0.5}
 
 
-def _keras_model(seed: int = 0) -> ChannelCodec:
+SHAPES = pytest.mark.parametrize("shape", [{}, {"level_synthesis": True}], ids=["plain", "level_synthesis"])
+
+
+def _keras_model(seed: int = 0, shape: dict | None = None) -> ChannelCodec:
     """A tiny codec whose every weight is moved off its initial value (the residual predictors' last
     layers start at zero, GDN at its identity-like start), so that no term is trivially equal."""
     keras.utils.set_random_seed(seed)
-    model = ChannelCodec(**TINY)
+    model = ChannelCodec(**TINY, **(shape or {}))
     model(tf.zeros([1, 64, 64, 3]))
     rng = np.random.default_rng(seed)
     for weight in model.named_weights().values():
@@ -59,19 +62,21 @@ def test_same_padding_convolutions_match_keras_at_every_stride_and_odd_sizes() -
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=f"deconv {kernel}/{stride}")
 
 
-def test_named_weights_are_every_trained_variable() -> None:
-    model = _keras_model()
+@SHAPES
+def test_named_weights_are_every_trained_variable(shape: dict) -> None:
+    model = _keras_model(shape=shape)
     named = {id(v) for v in model.named_weights().values()}
     assert {id(v) for v in trained_variables(model)} <= named
-    twin = ChannelCodecTorch(**TINY)
+    twin = ChannelCodecTorch(**TINY, **shape)
     assert {n: tuple(p.shape) for n, p in twin.named_weights()} == {
         n: tuple(v.shape) for n, v in model.named_weights().items()}
 
 
-def test_the_twin_gives_the_keras_loss_and_gradients_on_the_same_weights_and_noise(monkeypatch) -> None:
-    model = _keras_model()
+@SHAPES
+def test_the_twin_gives_the_keras_loss_and_gradients_on_the_same_weights_and_noise(monkeypatch, shape: dict) -> None:
+    model = _keras_model(shape=shape)
     arrays = {name: v.numpy() for name, v in model.named_weights().items()}
-    twin = ChannelCodecTorch(**TINY)
+    twin = ChannelCodecTorch(**TINY, **shape)
     twin.load_weights(arrays)
     images = np.random.default_rng(2).uniform(size=(3, 64, 128, 3)).astype(np.float32)
 

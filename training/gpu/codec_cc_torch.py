@@ -24,6 +24,7 @@ from torch import nn
 SCALE_BOUND = 0.11  # training/entropy_models.py
 LIKELIHOOD_BOUND = 1e-9
 DEFAULT_SLICES = (16, 16, 32, 64, 64)
+LEVEL_SYNTHESIS_GAIN = 10.0  # codec_cc.LEVEL_SYNTHESIS_GAIN (this module imports no TensorFlow)
 
 
 class _LowerBound(torch.autograd.Function):
@@ -165,7 +166,7 @@ class ChannelCodecTorch(nn.Module):
                  support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: Sequence[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
-                 channels: int = 3) -> None:
+                 level_synthesis: bool = False, channels: int = 3) -> None:
         super().__init__()
         n, m, nh, ns = int(num_filters), int(latent_channels), int(hyper_channels), int(support_channels)
         self.slices = [int(s) for s in (slices or DEFAULT_SLICES)]
@@ -194,6 +195,10 @@ class ChannelCodecTorch(nn.Module):
         gains = torch.tensor(np.repeat(init[:, None], m, axis=1), dtype=torch.float32)
         self.log_gain = nn.Parameter(gains.clone()) if levels > 1 else None
         self.log_inv_gain = nn.Parameter(-gains.clone()) if levels > 1 else None
+        # level-conditional synthesis (ChannelCodec's `level_synthesis`): [3, L, N] tables, kept ×10 as there
+        self.level_synthesis = bool(level_synthesis) and levels > 1
+        self.synthesis_scale = nn.Parameter(torch.zeros(3, levels, n)) if self.level_synthesis else None
+        self.synthesis_shift = nn.Parameter(torch.zeros(3, levels, n)) if self.level_synthesis else None
         self.z_density = FactorizedDensity(nh)
         self.register_buffer("log_lmbdas", torch.log(torch.tensor(self.lmbdas, dtype=torch.float64)).float())
 
@@ -212,6 +217,9 @@ class ChannelCodecTorch(nn.Module):
         if self.log_gain is not None:
             yield "log_gain", self.log_gain
             yield "log_inv_gain", self.log_inv_gain
+        if self.level_synthesis:
+            yield "synthesis_scale", self.synthesis_scale
+            yield "synthesis_shift", self.synthesis_shift
 
     def load_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Take every weight from `arrays` (a snapshot's, Keras names and layouts); a missing or
@@ -239,6 +247,22 @@ class ChannelCodecTorch(nn.Module):
     def _run(layers: nn.ModuleList, x: torch.Tensor, training: bool) -> torch.Tensor:
         for layer in layers:
             x = layer(x, training) if isinstance(layer, GDN) else layer(x)
+        return x
+
+    def _synthesis(self, latent: torch.Tensor, positions: torch.Tensor, training: bool) -> torch.Tensor:
+        """g_s, with the per-level scales and shifts after each inverse GDN when the model has them."""
+        if not self.level_synthesis:
+            return self._run(self.g_s, latent, training)
+        gain = LEVEL_SYNTHESIS_GAIN
+        scales = torch.exp(gain * self._interpolated(self.synthesis_scale.transpose(0, 1), positions))  # [B, 3, N]
+        shifts = gain * self._interpolated(self.synthesis_shift.transpose(0, 1), positions)
+        x, i = latent, 0
+        for layer in self.g_s:
+            if isinstance(layer, GDN):
+                x = layer(x, training) * scales[:, i, :, None, None] + shifts[:, i, :, None, None]
+                i += 1
+            else:
+                x = layer(x)
         return x
 
     def losses(self, images: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -282,7 +306,7 @@ class ChannelCodecTorch(nn.Module):
             bar = y_k + (torch.round(y_k - mean) + mean - y_k).detach()
             bars.append(bar)
             synth.append(bar + 0.5 * torch.tanh(self._run(self.lrp[k], torch.cat([support, *bars], dim=1), training)))
-        x_hat = self._run(self.g_s, torch.cat(synth, dim=1) * inv_gain, training)
+        x_hat = self._synthesis(torch.cat(synth, dim=1) * inv_gain, positions, training)
         bits_z = -torch.log(self.z_density.likelihood(z_hat, training)).sum(dim=(1, 2, 3))
         pixels = images.shape[2] * images.shape[3] * math.log(2.0)
         bits_y, bits_z = bits_y / pixels, bits_z / pixels
