@@ -20,6 +20,7 @@ from service.inference import imaging
 from service.inference.registry import ModelRegistry
 from training.evaluate import coder_from_keras, coder_from_saved_model
 from training.export import export_model
+from training.layers import checkerboard
 from training.models.codec import Codec
 from training.models.codec_cc import ChannelCodec
 from training.train import make_train_step
@@ -247,7 +248,7 @@ def test_checkerboard_parameters_read_only_what_the_decoder_has() -> None:
     y_k = board.g_a(images)[..., :4] * 3.0  # slice 0's width; scaled so that rounding matters
     support = tf.random.normal([1, 8, 8, TINY["support_channels"]], seed=2)
     mean, raw = board._params(0, support, [])
-    anchors = board.anchor_mask(y_k).numpy()[0, :, :, 0].astype(bool)
+    anchors = checkerboard.anchor_mask(y_k).numpy()[0, :, :, 0].astype(bool)
     base = [t.numpy() for t in board._checkerboard_params(0, y_k, mean, raw, support, [])]
 
     def moved(i: int, j: int) -> list[np.ndarray]:

@@ -284,15 +284,13 @@ class ChannelCodec(RateLevels, Autoencoder):
         mean, raw_scale = tf.split(x, 2, axis=-1)
         return mean, raw_scale
 
-    anchor_mask = staticmethod(board.anchor_mask)
-
     def _checkerboard_params(self, k: int, y_k: tf.Tensor, mean: tf.Tensor, raw_scale: tf.Tensor,
                              support: tf.Tensor, bars: list[tf.Tensor],
                              record: dict | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """The anchors keep the parameters of the pass without context (`mean`, `raw_scale`); the other
         positions get those of a second pass that sees the anchors' ȳ_k (rounded around their own means,
         as the decoder will have them) through the slice's context convolution."""
-        anchors = self.anchor_mask(y_k)
+        anchors = board.anchor_mask(y_k)
         anchor_bars = y_k + tf.stop_gradient(tf.round(y_k - mean) + mean - y_k)
         context = self.ctx_layers[k](anchor_bars * anchors)
         if record is not None:
@@ -377,14 +375,20 @@ class ChannelCodec(RateLevels, Autoencoder):
         for k, y_k in enumerate(self._split(y)):
             mean_int, _ = self._int_params(k, support, bars)
             if self.checkerboard:  # the anchors' symbols first; the rest's means see them
-                anchors = self.anchor_mask(mean_int)
-                anchor_bars = self._bar(self._y_symbols(y_k, mean_int), mean_int) * anchors
-                rest_mean = self._int_params(k, support, bars, anchor_bars)[0]
-                mean_int = anchors * mean_int + (1 - anchors) * rest_mean
+                mean_int = self._rest_pass(k, support, bars, self._y_symbols(y_k, mean_int), mean_int)[0]
             sym = self._y_symbols(y_k, mean_int)
             symbols.append(sym)
             bars.append(self._bar(sym, mean_int))
         return symbols, bars, support
+
+    def _rest_pass(self, k: int, support: tf.Tensor, bars: list[tf.Tensor], anchor_symbols: tf.Tensor,
+                   anchor_mean: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The checkerboard's second pass of slice k: (μ_int on the whole grid, the anchors' from the first
+        pass and the rest's from this one; the rest's scale indices) from the anchors' symbols (on the
+        whole grid, anything elsewhere) and the first pass's means."""
+        anchors = board.anchor_mask(anchor_mean)
+        rest_mean, rest_index = self._int_params(k, support, bars, self._bar(anchor_symbols, anchor_mean) * anchors)
+        return anchors * anchor_mean + (1 - anchors) * rest_mean, rest_index
 
     @staticmethod
     def _y_symbols(y_k: tf.Tensor, mean_int: tf.Tensor) -> tf.Tensor:
@@ -413,18 +417,21 @@ class ChannelCodec(RateLevels, Autoencoder):
                 out[f"y{k}"] = sym
         return out
 
-    def _decoded_bars(self, latents: Mapping[str, tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
+    def _decoded_bars(self, latents: Mapping[str, tf.Tensor]
+                      ) -> tuple[list[tf.Tensor], tf.Tensor, dict[str, tf.Tensor]]:
+        """Decoder side: ȳ_int of every slice, the integer support, and every y latent's scale indices."""
         support = self._int_support(latents["z"])
-        bars = []
+        bars, indices = [], {}
         for k in range(len(self.slices)):
-            mean_int, _ = self._int_params(k, support, bars)
+            mean_int, index = self._int_params(k, support, bars)
             if self.checkerboard:
-                anchors = self.anchor_mask(mean_int)
-                anchor_bars = self._bar(board.unpack(latents[f"y{k}a"]), mean_int) * anchors
-                rest_mean = self._int_params(k, support, bars, anchor_bars)[0]
-                mean_int = anchors * mean_int + (1 - anchors) * rest_mean
+                indices[f"y{k}a"] = board.pack(index, board.ANCHORS)
+                mean_int, rest_index = self._rest_pass(k, support, bars, board.unpack(latents[f"y{k}a"]), mean_int)
+                indices[f"y{k}b"] = board.pack(rest_index, board.REST)
+            else:
+                indices[f"y{k}"] = index
             bars.append(self._bar(self._slice_symbols(latents, k), mean_int))
-        return bars, support
+        return bars, support, indices
 
     def _synthesis(self, latent: tf.Tensor, positions: tf.Tensor, training: bool, subpixel: bool = False) -> tf.Tensor:
         """g_s, with the level-conditional scales and shifts after its inverse GDNs when the model has them.
@@ -462,7 +469,7 @@ class ChannelCodec(RateLevels, Autoencoder):
         return {"z": tf.cast(z_symbols, tf.int32), **self._coded_slices(symbols)}
 
     def decode(self, latents: dict[str, tf.Tensor], quality: tf.Tensor | None = None) -> tf.Tensor:
-        bars, support = self._decoded_bars(latents)
+        bars, support, _ = self._decoded_bars(latents)
         positions = self._positions(quality, latents["z"])
         return self._synthesise(bars, support, self._gains(positions)[1], positions)
 
@@ -470,41 +477,38 @@ class ChannelCodec(RateLevels, Autoencoder):
         return self.decode(self.encode(images, quality), quality)
 
     # ---- the per-slice stages the service entropy-codes with -----------------------------------
+    def _stage_plan(self) -> list[tuple[str, int, bool]]:
+        """(latent, slice, whether it is a checkerboard's second half) for every y latent, in coding order."""
+        return [(name, k, name.endswith("b")) for k in range(len(self.slices)) for name in self.slice_names(k)]
+
     def stage_names(self) -> list[str]:
         """The parameter stages in coding order: `params_<latent>` for every y latent."""
-        return [f"params_{name}" for k in range(len(self.slices)) for name in self.slice_names(k)]
+        return [f"params_{name}" for name, _, _ in self._stage_plan()]
 
-    def stage_inputs(self, stage: str | int) -> list[str]:
-        """Input names of a stage (all int32): stage k of a slice's first latent takes z (k = 0) or the
-        support and every earlier slice's latents and means; a checkerboard's second half also takes its
-        anchors and their means (`mean_y<k>a`)."""
-        name = stage if isinstance(stage, str) else f"params_y{stage}"
-        latent = name.removeprefix("params_")
-        k = int(latent[1:].rstrip("ab"))
+    def stage_inputs(self, k: int, rest: bool = False) -> list[str]:
+        """Input names of slice k's stage (all int32): z (k = 0) or the support and every earlier slice's
+        latents and means; a checkerboard's second half (`rest`) the support, those, its anchors and
+        their means (`mean_y<k>a`)."""
         earlier = [n for j in range(k) for n in self.slice_names(j)]
         inputs = ["z"] if k == 0 else ["support", *earlier, *[f"mean_y{j}" for j in range(k)]]
-        if latent.endswith("b"):
-            inputs = [*(["support"] + inputs[1:] if k == 0 else inputs), f"y{k}a", f"mean_y{k}a"]
+        if rest:
+            inputs = ["support", *inputs[1:], f"y{k}a", f"mean_y{k}a"]
         return inputs
 
-    def stage(self, stage: str | int, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """Scale indices of one latent (under its name) and what later stages carry forward."""
-        latent = (stage if isinstance(stage, str) else f"params_y{stage}").removeprefix("params_")
-        k = int(latent[1:].rstrip("ab"))
+    def stage(self, k: int, inputs: Mapping[str, tf.Tensor], rest: bool = False) -> dict[str, tf.Tensor]:
+        """Scale indices of one of slice k's latents (under its name) and what later stages carry forward."""
         if "z" in inputs:
             support = self._int_support(inputs["z"])
         else:
             support = tf.cast(inputs["support"], tf.float64)
         bars = [self._bar(self._slice_symbols(inputs, j), tf.cast(inputs[f"mean_y{j}"], tf.float64)) for j in range(k)]
         out: dict[str, tf.Tensor] = {}
-        if latent.endswith("b"):  # the rest of a checkerboard slice, from its anchors
-            anchor_mean = tf.cast(inputs[f"mean_y{k}a"], tf.float64)
-            anchors = self.anchor_mask(anchor_mean)
-            anchor_bars = self._bar(board.unpack(inputs[f"y{k}a"]), anchor_mean) * anchors
-            rest_mean, index = self._int_params(k, support, bars, anchor_bars)
-            out[latent] = board.pack(index, board.REST)
-            out[f"mean_y{k}"] = tf.cast(anchors * anchor_mean + (1 - anchors) * rest_mean, tf.int32)
+        if rest:  # the rest of a checkerboard slice, from its anchors
+            mean, index = self._rest_pass(k, support, bars, board.unpack(inputs[f"y{k}a"]),
+                                          tf.cast(inputs[f"mean_y{k}a"], tf.float64))
+            out |= {f"y{k}b": board.pack(index, board.REST), f"mean_y{k}": tf.cast(mean, tf.int32)}
         else:
+            latent = self.slice_names(k)[0]
             mean_int, index = self._int_params(k, support, bars)
             if self.checkerboard:
                 out |= {latent: board.pack(index, board.ANCHORS), f"mean_y{k}a": tf.cast(mean_int, tf.int32)}
@@ -519,25 +523,15 @@ class ChannelCodec(RateLevels, Autoencoder):
         widths = {"z": self.hyper_channels, "support": self.support_channels}
         for k, w in enumerate(self.slices):
             widths |= {name: w for name in self.slice_names(k)} | {f"mean_y{k}": w, f"mean_y{k}a": w}
-        return {stage: ([tf.TensorSpec([None, None, None, widths[n]], tf.int32, name=n)
-                         for n in self.stage_inputs(stage)], lambda inputs, stage=stage: self.stage(stage, inputs))
-                for stage in self.stage_names()}
+        return {f"params_{name}": ([tf.TensorSpec([None, None, None, widths[n]], tf.int32, name=n)
+                                    for n in self.stage_inputs(k, rest)],
+                                   lambda inputs, k=k, rest=rest: self.stage(k, inputs, rest))
+                for name, k, rest in self._stage_plan()}
 
     def hyper_decode(self, latents: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Every y latent's scale indices at once (tests and ideal code lengths; the service uses the
         stages)."""
-        bars, support = self._decoded_bars(latents)
-        out = {}
-        for k in range(len(self.slices)):
-            mean_int, index = self._int_params(k, support, bars[:k])
-            if self.checkerboard:
-                anchors = self.anchor_mask(mean_int)
-                anchor_bars = self._bar(board.unpack(latents[f"y{k}a"]), mean_int) * anchors
-                rest_index = self._int_params(k, support, bars[:k], anchor_bars)[1]
-                out |= {f"y{k}a": board.pack(index, board.ANCHORS), f"y{k}b": board.pack(rest_index, board.REST)}
-            else:
-                out[f"y{k}"] = index
-        return out
+        return self._decoded_bars(latents)[2]
 
     # ---- finalize: tables, calibration, conversion ---------------------------------------------
     @property
