@@ -97,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             recon = np.clip(model(tf.constant(padded)).numpy()[0, :h, :w], 0, 1)
             psnr.append(_psnr(recon, image))
             if args.unquantized:
-                gain, inv_gain = model._gains(tf.constant([float(level)]))
-                plain = model.g_s(model.g_a(tf.constant(padded)) * gain * inv_gain).numpy()[0, :h, :w]
+                positions = tf.constant([float(level)])
+                gain, inv_gain = model._gains(positions)
+                latent = model.g_a(tf.constant(padded)) * gain * inv_gain
+                # the model's own synthesis: with `level_synthesis` its per-level tables apply too
+                synthesis = getattr(model, "_synthesis", None)
+                out = synthesis(latent, positions, False) if synthesis else model.g_s(latent)
+                plain = out.numpy()[0, :h, :w]
                 ceiling.append(_psnr(np.clip(plain, 0, 1), image))
         tail = f" {np.mean(ceiling):.2f} |" if args.unquantized else ""
         print(f"| {level + 1} | {model.lmbdas[level]:g} | {np.mean(bpp):.4f} | {np.mean(psnr):.2f} |{tail}", flush=True)
