@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--our-qualities", type=lambda s: [float(x) for x in s.split(",")],
                         help="variable-rate models: the qualities to sweep, e.g. 1,2,3.5 (default: the model's "
                              "range in steps of 0.5)")
+    parser.add_argument("--our-efforts", type=lambda s: [int(x) for x in s.split(",")], default=[0],
+                        help="comma-separated encoder efforts (?effort=) for models that have the setting: one curve "
+                             "each (default 0)")
     parser.add_argument("--codecs", default="jpeg,webp,avif", help="classic codecs to compare (jpeg,webp,avif)")
     parser.add_argument("--qualities", type=parse_qualities, default=parse_qualities("1-100"),
                         help="JPEG/WebP quality sweep (default 1-100; forms: 1-100, 1-100:5, 10,50,90)")
@@ -179,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     points = select_models(args.models_dir, args.models)
     log(f"operating points: {', '.join(f'{p.name}/{p.version}' for p in points)}")
-    ours = asyncio.run(run_ours(points, images, max_pixels, log, args.our_qualities, args.ms_ssim_stride > 0))
+    ours = asyncio.run(run_ours(points, images, max_pixels, log, args.our_qualities, args.ms_ssim_stride > 0,
+                            args.our_efforts))
     if not ours.models:
         raise SystemExit("rd.py: no model could be loaded")
 

@@ -117,6 +117,17 @@ class RateSpec(_Strict):
         return self
 
 
+class EffortSpec(_Strict):
+    """Encoder effort: the `encode_refined` signature takes `effort` [B] (int32, 0 to `max_effort`) besides
+    encode's inputs and refines each image's latents for `steps_per_effort` × effort gradient steps on
+    its own rate–distortion loss before coding. Effort 0 codes what `encode` codes; decoding is the
+    same for every effort (an encoder-only choice, like `cwebp -m` or `avifenc --speed`)."""
+
+    max_effort: int = Field(ge=1)
+    steps_per_effort: int = Field(ge=1)
+    signature: str = "encode_refined"
+
+
 QUALITY_SCALE = 100  # quality resolution 0.01: the bitstream stores round(quality * QUALITY_SCALE)
 
 
@@ -204,6 +215,7 @@ class ModelCard(_Strict):
     tables_sha256: str = Field(description="Hash of the entropy tables; bitstreams carry its first bytes.")
     anomaly: AnomalySpec | None = None
     rate: RateSpec | None = Field(None, description="Variable-rate models: the quality input's range.")
+    effort: EffortSpec | None = Field(None, description="Models whose encoder can refine latents (`?effort=`).")
     training: Provenance
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: str | None = None

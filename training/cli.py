@@ -390,6 +390,7 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
         name=name, version=version, architecture=model.architecture, description=args.description,
         config=model.get_config(), input=model.input_spec_card(), latents=model.latent_specs(),
         tables_sha256=model.fingerprint(), anomaly=anomaly, metrics=metrics, rate=model.rate_spec(),
+        effort=model.effort_spec(),
         training=Provenance(
             dataset=splits.name + (f" ({'; '.join(f'{k}: {v}' for k, v in splits.notes.items())})" if splits.notes else ""),
             command="python -m training " + shlex.join(argv), epochs=args.epochs,

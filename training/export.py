@@ -66,6 +66,10 @@ def build_module(model: Autoencoder) -> tf.Module:
         )
         module.reconstruct = function(lambda images, q: as_images(model.reconstruct(images, q)),
                                       input_signature=[image_spec, quality])
+        if model.effort_spec() is not None:
+            effort = tf.TensorSpec([None], tf.int32, name="effort")
+            module.encode_refined = function(lambda images, q, e: model.encode_refined(images, q, e),
+                                             input_signature=[image_spec, quality, effort])
     module.anomaly_score = function(lambda images: model.anomaly_score(images), input_signature=[image_spec])
     tables = {name: tf.constant(value) for name, value in model.entropy_tables().items()}
     module.entropy_tables = function(lambda: {k: tf.identity(v) for k, v in tables.items()}, input_signature=[])
@@ -77,6 +81,8 @@ def build_module(model: Autoencoder) -> tf.Module:
         "anomaly_score": module.anomaly_score.get_concrete_function(),
         "entropy_tables": module.entropy_tables.get_concrete_function(),
     }
+    if model.effort_spec() is not None:
+        signatures[model.effort_spec().signature] = module.encode_refined.get_concrete_function()
     for stage, (stage_specs, fn) in model.parameter_stages().items():
         traced = function(_by_name(fn, [spec.name for spec in stage_specs]), input_signature=stage_specs)
         setattr(module, stage, traced)

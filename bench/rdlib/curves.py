@@ -118,8 +118,9 @@ def summarize(ours_models: list[dict], ours_points: dict[str, list[dict]], class
               classic_labels: dict[str, str], speeds: dict[str, list[tuple[float, float]]], targets: Sequence[float],
               bd_method: str) -> Summary:
     """One row per curve: one per version of our models (several versions of a model, e.g. natural/8 and
-    natural/10, side by side), then one per classic codec."""
-    version_of = {m["name"]: f"{m['model']}/{m['version']}" for m in ours_models}
+    natural/10, side by side, and one per encoder effort above 0), then one per classic codec."""
+    version_of = {m["name"]: f"{m['model']}/{m['version']}" + (f" effort {m['effort']}" if m.get("effort") else "")
+                  for m in ours_models}
     versions = list(dict.fromkeys(version_of.values()))
     ours_keys = {v: OURS if len(versions) == 1 else f"{OURS}:{v}" for v in versions}
     ours_by_key = {key: {path: [r for r in rs if ours_keys[version_of[r["model"]]] == key]

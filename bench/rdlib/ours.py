@@ -89,10 +89,11 @@ def quality_steps(start: float, stop: float, step: float) -> list[float]:
 
 async def run_ours(
     points: Sequence[OperatingPoint], images: Sequence[BenchImage], max_pixels: int, log: Callable[[str], None],
-    our_qualities: Sequence[float] | None = None, with_ms_ssim: bool = True,
+    our_qualities: Sequence[float] | None = None, with_ms_ssim: bool = True, efforts: Sequence[int] = (0,),
 ) -> OursResult:
     """Encode and decode every image at every operating point, as the /encode and /decode routes do;
-    PSNR and (`with_ms_ssim`, images of 161 px a side or more) MS-SSIM of each decoded image."""
+    PSNR and (`with_ms_ssim`, images of 161 px a side or more) MS-SSIM of each decoded image. `efforts`:
+    the encoder efforts to run models with an effort setting at (one curve each; 0 only for others)."""
     from service.inference import codec, imaging
     from service.inference.errors import ServiceError
     from service.inference.registry import ModelRegistry
@@ -119,7 +120,7 @@ async def run_ours(
         loaded = [registry.resolve(n, v) for n, v in report.added if (n, v) in wanted]
         log(f"loaded {len(loaded)} model(s) in {time.perf_counter() - started:.1f} s")
         paths = {(p.name, p.version): p.path for p in points}
-        operating: list[tuple[Any, float | None, str]] = []  # (model, quality, label)
+        operating: list[tuple[Any, float | None, int, str]] = []  # (model, quality, effort, label)
         several = {m.name for m in loaded if sum(o.name == m.name for o in loaded) > 1}
         for model in loaded:
             shown = f"{model.name}/{model.version}" if model.name in several else model.name
@@ -127,23 +128,27 @@ async def run_ours(
             qualities = [None] if rate is None else sorted(
                 q for q in (our_qualities or quality_steps(rate.min_quality, rate.max_quality, 0.5))
                 if rate.min_quality <= q <= rate.max_quality)
-            for quality in qualities:
-                label = shown if quality is None else f"{shown}@q{quality:g}"
-                operating.append((model, quality, label))
-                result.models.append({
-                    "name": label, "model": model.name, "version": model.version, "quality": quality,
-                    "architecture": model.card.architecture,
-                    "lmbda": model.card.config.get("lmbda") if rate is None else rate.lmbda_at(quality),
-                    "path": str(paths[(model.name, model.version)]),
-                })
+            spec = model.card.effort
+            for effort in sorted({e for e in efforts if e == 0 or (spec is not None and e <= spec.max_effort)}):
+                base = f"{shown}@e{effort}" if effort else shown
+                for quality in qualities:
+                    label = base if quality is None else f"{base}@q{quality:g}"
+                    operating.append((model, quality, effort, label))
+                    result.models.append({
+                        "name": label, "model": model.name, "version": model.version, "quality": quality,
+                        "effort": effort, "architecture": model.card.architecture,
+                        "lmbda": model.card.config.get("lmbda") if rate is None else rate.lmbda_at(quality),
+                        "path": str(paths[(model.name, model.version)]),
+                    })
         try:
             for index, image in enumerate(images):
                 rows = []
-                for model, quality, label in operating:
+                for model, quality, effort, label in operating:
                     try:
                         source = imaging.read_image(image.data, model.card.input.channels, max_pixels)
                         t0 = time.perf_counter()
-                        encoded = await codec.encode(model, source, quality=quality)
+                        encoded = await codec.encode(model, source, quality=quality, effort=effort,
+                                                     effort_max_pixels=max_pixels)
                         enc_s = time.perf_counter() - t0
                         data = bytes(encoded.stream)  # what the client receives; decoding starts from it alone
                         t0 = time.perf_counter()
@@ -165,7 +170,8 @@ async def run_ours(
                     mp = image.pixels / 1e6
                     ms_ssim = ms_ssim_u8(image.reference, decoded) if with_ms_ssim else None
                     rows.append({
-                        "model": label, "version": model.version, "quality": quality, "bytes": len(data), "bpp": bpp,
+                        "model": label, "version": model.version, "quality": quality, "effort": effort,
+                        "bytes": len(data), "bpp": bpp,
                         "psnr": psnr_u8(image.reference, decoded), "ms_ssim": ms_ssim, "ms_ssim_db": ms_ssim_db(ms_ssim),
                         "enc_s": enc_s, "dec_s": dec_s,
                         "enc_s_per_mp": enc_s / mp, "dec_s_per_mp": dec_s / mp,

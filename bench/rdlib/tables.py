@@ -101,7 +101,8 @@ def render_points(models: list[dict], ours: dict[str, list[dict]], by_model: dic
         c = by_model.get(m["name"])
         if c is None:
             continue
-        point = f"{m['model']}/{m['version']}" + ("" if m["quality"] is None else f" q{m['quality']:g}")
+        point = (f"{m['model']}/{m['version']}" + ("" if m["quality"] is None else f" q{m['quality']:g}")
+                 + (f" effort {m['effort']}" if m.get("effort") else ""))
         ms = ms_by_model.get(m["name"])
         ms_cell = "n/a" if ms is None else f"{ms['ms_ssim']:.4f}" + ("" if ms["n"] == c["n"] else f" ({ms['n']})")
         lines.append(

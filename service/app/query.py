@@ -40,6 +40,7 @@ class HotQuery:
     quality: float | None = None
     max_bytes: int | None = None  # /encode, /reconstruct: the largest stream to code to (per image)
     target_bpp: float | None = None  # the same as bits per pixel of each original image
+    effort: int = 0  # /encode, /reconstruct: encoder effort (latent refinement), 0 = none
 
     @property
     def size_target(self) -> bool:
@@ -66,8 +67,13 @@ def parse(request: Request) -> HotQuery:
     if quality is not None and (max_bytes is not None or target_bpp is not None):
         raise InvalidQuery("give quality or a size target (max_bytes, target_bpp), not both: the search picks "
                            "the quality")
+    effort = _count(q["effort"], "effort") if "effort" in q else 0
+    if effort and (max_bytes is not None or target_bpp is not None):
+        raise InvalidQuery("give effort or a size target (max_bytes, target_bpp), not both: effort refines the "
+                           "latents for one quality; find the quality with the target (X-Quality), then encode "
+                           "at it with effort")
     return HotQuery(model, version, fmt, _boolean(q, "heatmap"), _boolean(q, "error_map"), quality,  # type: ignore[arg-type]
-                    max_bytes, target_bpp)
+                    max_bytes, target_bpp, effort)
 
 
 _NO_QUERY = HotQuery()
@@ -101,6 +107,13 @@ def _integer(text: str, name: str) -> int:
     if value < 1:
         raise InvalidQuery(f"{name}: must be an integer >= 1, not {value}")
     return value
+
+
+def _count(text: str, name: str) -> int:
+    """An integer >= 0 in ASCII digits (at most 4 of them: no value of ours needs more)."""
+    if not _INTEGER.fullmatch(text) or len(text) > 4:
+        raise InvalidQuery(f"{name}: must be an integer from 0 to 9999 in ASCII digits, not {text[:20]!r}")
+    return int(text)
 
 
 def _number(text: str, name: str) -> float:
@@ -145,6 +158,14 @@ _DOCS: dict[str, dict[str, Any]] = {
     "target_bpp": {"schema": {"type": "number", "exclusiveMinimum": 0}, "example": 0.25,
                    "description": "As `max_bytes`, given as bits per pixel of each original image: max_bytes = "
                                   "floor(target_bpp × height × width / 8). Not with `quality` or `max_bytes`."},
+    "effort": {"schema": {"type": "integer", "minimum": 0, "default": 0}, "example": 3,
+               "description": "Encoder effort, for models with the setting (GET /models/{name}: `effort`): 0 (the "
+                              "default) encodes at once; 1 to `max_effort` first refine the image's latents "
+                              "for `steps_per_effort` × effort gradient steps on its own rate–distortion loss: "
+                              "fewer bits at the same quality, at seconds to minutes of CPU per megapixel "
+                              "(like cwebp -m or avifenc --speed). Streams decode as any other. Images up to "
+                              "AEC_EFFORT_MAX_PIXELS; one refinement runs at a time; not with a size target. "
+                              "422 invalid_effort otherwise."},
     "heatmap": {"schema": {"type": "boolean", "default": False},
                 "description": "Include the per-pixel error as a heat-map overlay (base64 PNG)."},
     "error_map": {"schema": {"type": "boolean", "default": False},

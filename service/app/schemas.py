@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.card import InputSpec, ModelCard, RateSpec
+from contract.card import EffortSpec, InputSpec, ModelCard, RateSpec
 
 
 class ErrorBody(BaseModel):
@@ -40,7 +40,11 @@ class _Quality(BaseModel):
     quality: float | None = Field(None, description="Variable-rate models: the quality coded at (else null).")
 
 
-class EncodeResult(_ImageFacts, _Quality):
+class _Effort(BaseModel):
+    effort: int = Field(0, description="The encoder effort used (`?effort=`; 0: the plain encoder).")
+
+
+class EncodeResult(_ImageFacts, _Quality, _Effort):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -71,7 +75,7 @@ class DecodeResult(_Quality):
     filename: str | None = None
 
 
-class ReconstructResult(_ImageFacts, _Quality):
+class ReconstructResult(_ImageFacts, _Quality, _Effort):
     media_type: str = Field(examples=["image/png"])
     image: str = Field(description="The reconstruction at the original size and channels, base64.")
     mse: float = Field(description="MSE vs the input as the model saw it, pixels in [0, 1].")
@@ -126,6 +130,7 @@ class VersionStatus(BaseModel):
     input: InputSpec | None = None
     anomaly_threshold: float | None = None
     rate: RateSpec | None = Field(None, description="Variable-rate models: the range of `?quality=`.")
+    effort: EffortSpec | None = Field(None, description="Models with an encoder effort setting: the range of `?effort=`.")
     normal_classes: list[int] | None = Field(None, description="Labels the model was trained on as normal.")
     metrics: dict[str, float] = Field(default_factory=dict)
     since: str = Field(description="When it was loaded or failed (UTC, ISO 8601).")

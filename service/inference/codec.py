@@ -29,14 +29,32 @@ from contract.entropy import (
 from service.inference import imaging, msssim, tiling
 from service.inference.errors import (
     CorruptBitstream,
+    InvalidEffort,
     InvalidQuality,
     TargetTooSmall,
 )
 from service.inference.loaded import LoadedModel
 from service.inference.stream_checks import check, parse
 
-__all__ = ["MAX_SEARCH_ENCODES", "Encoded", "Reconstruction", "SizeTarget", "check", "decode", "encode", "model_quality", "pack", "parse",
-           "quality_input", "reconstruct", "search", "size_target", "unpack"]
+__all__ = [
+    "DEFAULT_EFFORT_MAX_PIXELS",
+    "MAX_SEARCH_ENCODES",
+    "Encoded",
+    "Reconstruction",
+    "SizeTarget",
+    "check",
+    "decode",
+    "encode",
+    "model_effort",
+    "model_quality",
+    "pack",
+    "parse",
+    "quality_input",
+    "reconstruct",
+    "search",
+    "size_target",
+    "unpack",
+]
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,36 @@ def model_quality(model: LoadedModel, requested: float | None) -> int | None:
         raise InvalidQuality(f"{exc} (model {model.name})") from None
 
 
+# ---- encoder effort ----------------------------------------------------------------------------------
+#: The largest image (pixels at the model's size) a request may refine (`?effort=` > 0): refinement's CPU
+#: time and memory grow with pixels × steps. 2^22: a 2048 × 2048 image.
+DEFAULT_EFFORT_MAX_PIXELS = 1 << 22
+
+
+def model_effort(model: LoadedModel, requested: int | None) -> int:
+    """The effort to encode at (0 when none is asked for); InvalidEffort when the model cannot refine
+    or the value is out of its range."""
+    if not requested:
+        return 0
+    spec = model.card.effort
+    if spec is None:
+        raise InvalidEffort(f"model {model.name} version {model.version} has no encoder effort setting "
+                            "(its encoder does not refine latents): leave effort out or use 0")
+    if not 0 <= requested <= spec.max_effort:
+        raise InvalidEffort(f"effort must lie in [0, {spec.max_effort}] for model {model.name}, not {requested}")
+    return requested
+
+
+def _check_effort_size(model: LoadedModel, plan: imaging.SizePlan, effort: int, max_pixels: int) -> None:
+    pixels = plan.model_height * plan.model_width
+    if effort and max_pixels <= 0:
+        raise InvalidEffort("this server has encoder effort turned off (AEC_EFFORT_MAX_PIXELS=0): use effort 0")
+    if effort and pixels > max_pixels:
+        raise InvalidEffort(f"effort {effort} refines the latents of images up to {max_pixels} pixels "
+                            f"(AEC_EFFORT_MAX_PIXELS); this one is {plan.width}x{plan.height} ({pixels} pixels at "
+                            "the model's size): encode it with effort 0, or smaller")
+
+
 def _checked(model: LoadedModel, quality: float | None, hundredths: int | None) -> int | None:
     if hundredths is None:
         return model_quality(model, quality)
@@ -156,13 +204,17 @@ def _work(plan: imaging.SizePlan) -> int:
 
 
 async def _encode_latents(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan,
-                          tiles: tiling.Tiling | None, quality: int | None) -> dict[str, np.ndarray]:
+                          tiles: tiling.Tiling | None, quality: int | None, effort: int = 0) -> dict[str, np.ndarray]:
     extra = quality_input(quality)
+    signature = "encode"
+    if effort:
+        assert model.card.effort is not None  # model_effort checked it
+        signature, extra = model.card.effort.signature, extra | {"effort": np.int32(effort)}
     if _tiled(model, plan, tiles):
         assert tiles is not None
         return await tiling.encode(model.call, seen, model.card.latents, tiles, model.card.input.size_multiple,
-                                   extra, channels=model.card.input.channels)
-    return await model.call("encode", {"images": seen, **extra})
+                                   extra, channels=model.card.input.channels, signature=signature)
+    return await model.call(signature, {"images": seen, **extra})
 
 
 async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], plan: imaging.SizePlan,
@@ -178,12 +230,15 @@ async def _decode_latents(model: LoadedModel, latents: dict[str, np.ndarray], pl
 # ---- encode ----------------------------------------------------------------------------------------
 async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.Tiling | None = None,
                  quality: float | None = None, *, hundredths: int | None = None,
-                 target: SizeTarget | None = None) -> Encoded:
+                 target: SizeTarget | None = None, effort: int = 0,
+                 effort_max_pixels: int = DEFAULT_EFFORT_MAX_PIXELS) -> Encoded:
     """`quality`: variable-rate models only, the card's default when None (InvalidQuality otherwise);
     or `hundredths`, a quality already checked by `model_quality` (a route that reports it first);
-    or `target`: the highest quality whose stream fits (`search`; not with a quality)."""
+    or `target`: the highest quality whose stream fits (`search`; not with a quality).
+    `effort`: latent refinement before coding (models with `card.effort`; not with a target)."""
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
+    effort = _effort_for(model, plan, effort, target, effort_max_pixels)
     if target is not None:
         if quality is not None or hundredths is not None:
             raise TypeError("give a quality or a size target, not both")
@@ -192,8 +247,19 @@ async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.
         return Encoded(found.stream, plan, source.channels, quality_value(found.hundredths), encodes)
     hundredths = _checked(model, quality, hundredths)
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
-    coded = await _code(model, seen, plan, source.channels, tiles, hundredths)
+    coded = await _code(model, seen, plan, source.channels, tiles, hundredths, effort)
     return Encoded(coded.stream, plan, source.channels, quality_value(hundredths))
+
+
+def _effort_for(model: LoadedModel, plan: imaging.SizePlan, effort: int, target: SizeTarget | None,
+                max_pixels: int) -> int:
+    effort = model_effort(model, effort)
+    if effort and target is not None:
+        raise InvalidEffort("effort refines the latents for one quality and a size target searches over "
+                            "qualities: find the quality with the target (X-Quality), then encode at that "
+                            "quality with effort")
+    _check_effort_size(model, plan, effort, max_pixels)
+    return effort
 
 
 @dataclass(frozen=True)
@@ -204,9 +270,9 @@ class _Coded:
 
 
 async def _code(model: LoadedModel, seen: np.ndarray, plan: imaging.SizePlan, channels: int,
-                tiles: tiling.Tiling | None, hundredths: int | None) -> _Coded:
+                tiles: tiling.Tiling | None, hundredths: int | None, effort: int = 0) -> _Coded:
     """One encode of the model's view of an image: latents, range coding, the stream's bytes."""
-    latents = await _encode_latents(model, seen, plan, tiles, hundredths)
+    latents = await _encode_latents(model, seen, plan, tiles, hundredths, effort)
     payloads = await _coded(model, encoding_steps(model.card.latents, latents, model.tables))
     stream = dataclasses.replace(_header(model, plan, channels, hundredths), latents=payloads).to_bytes()
     return _Coded(stream, latents, hundredths)
@@ -329,12 +395,14 @@ async def decode(model: LoadedModel, stream: Bitstream, max_pixels: int,
 async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
                       tiles: tiling.Tiling | None = None, quality: float | None = None, *,
                       hundredths: int | None = None, target: SizeTarget | None = None,
-                      ms_ssim_max_pixels: int = msssim.DEFAULT_MAX_PIXELS) -> Reconstruction:
-    """As `encode` for `quality`, `hundredths` and `target`; with a target, the pixels are the decode of
-    the stream the search found (its latents, as /decode would read them back). MSE, PSNR and MS-SSIM
-    (images up to `ms_ssim_max_pixels`, on the model executor; `msssim`) against what the model saw."""
+                      ms_ssim_max_pixels: int = msssim.DEFAULT_MAX_PIXELS, effort: int = 0,
+                      effort_max_pixels: int = DEFAULT_EFFORT_MAX_PIXELS) -> Reconstruction:
+    """As `encode` for `quality`, `hundredths`, `target` and `effort`; with a target, the pixels are the
+    decode of the stream the search found (its latents, as /decode would read them back). MSE, PSNR and
+    MS-SSIM (images up to `ms_ssim_max_pixels`, on the model executor; `msssim`) against what the model saw."""
     tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
+    effort = _effort_for(model, plan, effort, target, effort_max_pixels)
     stream_bytes = encodes = None
     if target is not None:
         if quality is not None or hundredths is not None:
@@ -347,8 +415,8 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
     else:
         hundredths = _checked(model, quality, hundredths)
         seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
-        if _tiled(model, plan, tiles):  # decode(encode(x)) tile by tile, as a stream would go
-            latents = await _encode_latents(model, seen, plan, tiles, hundredths)
+        if effort or _tiled(model, plan, tiles):  # decode(encode(x)), tile by tile if tiled, as a stream would go
+            latents = await _encode_latents(model, seen, plan, tiles, hundredths, effort)
             output = await _decode_latents(model, latents, plan, tiles, hundredths)
         else:
             output = (await model.call("reconstruct", {"images": seen, **quality_input(hundredths)}))["images"]

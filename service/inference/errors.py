@@ -120,6 +120,13 @@ class InvalidQuality(ServiceError):
     code, status = "invalid_quality", 422
 
 
+class InvalidEffort(ServiceError):
+    """`effort` outside the model's range, given to a model whose encoder cannot refine, with a size
+    target, or on an image over AEC_EFFORT_MAX_PIXELS (refinement costs CPU in proportion to pixels)."""
+
+    code, status = "invalid_effort", 422
+
+
 class TargetTooSmall(ServiceError):
     """`?max_bytes=` / `?target_bpp=` below the smallest stream the model makes of the image (its lowest
     quality, or its only rate): the message names that size."""

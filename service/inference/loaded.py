@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,13 @@ from service.inference.batcher import Arrays, BatchObserver, MicroBatcher
 
 #: Builds the batch observer (metrics) for one (model, version, signature).
 ObserverFactory = Callable[[str, int, str], BatchObserver]
+
+
+#: Encoder-effort calls (latent refinement: seconds to minutes each) run here, one at a time for the whole
+#: process, never on the inference executor: a refining request cannot hold up other requests' calls,
+#: and refinements queue (at most EFFORT_QUEUE, then 503) instead of piling onto the cores.
+_EFFORT_EXECUTOR = ThreadPoolExecutor(1, thread_name_prefix="effort")
+EFFORT_QUEUE = 4
 
 
 class LoadError(Exception):
@@ -69,15 +76,16 @@ class LoadedModel:
         batcher = self._batchers.get(signature)
         if batcher is None:
             observer = self.observer_factory(self.name, self.version, signature) if self.observer_factory else None
+            effort = self.card.effort is not None and signature == self.card.effort.signature
             batcher = MicroBatcher(
                 lambda batch, sig=signature: self.run(sig, batch),
-                max_batch_size=self.max_batch_size,
-                max_wait_s=self.max_wait_s,
-                executor=self.executor,
+                max_batch_size=1 if effort else self.max_batch_size,
+                max_wait_s=0.0 if effort else self.max_wait_s,
+                executor=_EFFORT_EXECUTOR if effort else self.executor,
                 observer=observer,
                 name=f"{self.name}/{self.version}/{signature}",
-                max_queue=self.max_queue,
-                max_in_flight=self.max_in_flight,
+                max_queue=EFFORT_QUEUE if effort else self.max_queue,
+                max_in_flight=1 if effort else self.max_in_flight,
             )
             self._batchers[signature] = batcher
         return await batcher.submit(inputs)

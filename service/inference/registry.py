@@ -311,6 +311,8 @@ class ModelRegistry:
         if card.anomaly is not None:
             required.add("anomaly_score")
         required |= {spec.scale_source for spec in card.latents if spec.coding == "gaussian" and spec.scale_source}
+        if card.effort is not None:
+            required.add(card.effort.signature)
         if missing_sigs := sorted(required - set(signatures)):
             raise LoadError(f"SavedModel lacks signature(s) {', '.join(missing_sigs)}")
         _check_signatures(card, signatures)
@@ -361,6 +363,14 @@ def _check_signatures(card: ModelCard, signatures: Mapping[str, Any]) -> None:
         if inputs != {"images"} | quality:
             raise LoadError(f"{name} takes {sorted(inputs)}; the card says {sorted({'images'} | quality)}"
                             + (" (a variable-rate model takes quality)" if quality else ""))
+    if card.effort is not None:
+        inputs = set(signatures[card.effort.signature].structured_input_signature[1])
+        if inputs != {"images", "effort"} | quality:
+            raise LoadError(f"{card.effort.signature} takes {sorted(inputs)}; the card says "
+                            f"{sorted({'images', 'effort'} | quality)}")
+        outputs = set(signatures[card.effort.signature].structured_outputs)
+        if not names <= outputs:
+            raise LoadError(f"{card.effort.signature} returns {sorted(outputs)}, the card lists latents {sorted(names)}")
 
 
 def _fingerprint(path: Path) -> tuple:

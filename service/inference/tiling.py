@@ -86,8 +86,8 @@ def _latent_slice(span: Span, stride: int, which: str) -> slice:
 
 async def encode(call: Call, images: np.ndarray, latents: list[LatentSpec], tiling: Tiling,
                  multiple: int, extra: dict[str, np.ndarray] | None = None,
-                 channels: int | None = None) -> dict[str, np.ndarray]:
-    """`encode` over tiles of `images` [H, W, C] (already padded to `multiple`) → whole latent grids.
+                 channels: int | None = None, signature: str = "encode") -> dict[str, np.ndarray]:
+    """`encode` (or `signature`, another of the same outputs) over tiles of `images` [H, W, C] (already padded to `multiple`) → whole latent grids.
     `extra`: per-image inputs every tile takes as they are (a variable-rate model's quality).
     `channels`: the model's; `images` may then be stored narrower (uint8, the upload's own channels),
     and only each tile becomes float32 (`imaging.to_float`): a big image never has a float copy."""
@@ -100,7 +100,7 @@ async def encode(call: Call, images: np.ndarray, latents: list[LatentSpec], tili
             if channels is not None and (tile.dtype != np.float32 or tile.shape[-1] != channels):
                 tile = await asyncio.to_thread(imaging.to_float, tile, channels)  # tile-sized, off the loop
             tile = np.ascontiguousarray(tile)
-            result = await call("encode", {"images": tile, **(extra or {})})
+            result = await call(signature, {"images": tile, **(extra or {})})
             for spec in latents:
                 value, s = np.asarray(result[spec.name]), int(spec.stride or 0)
                 if not s:

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from contract.card import InputSpec, LatentSpec, RateSpec
+from contract.card import EffortSpec, InputSpec, LatentSpec, RateSpec
 from training import complexity
 
 SCORE_COMPONENTS = ("mse", "ssim", "bits")
@@ -87,6 +87,10 @@ class Autoencoder(keras.Model):
 
     def latent_specs(self) -> list[LatentSpec]:
         raise NotImplementedError
+
+    def effort_spec(self) -> EffortSpec | None:
+        """The card's encoder effort (None: the model has no `encode_refined`)."""
+        return None
 
     def rate_spec(self) -> RateSpec | None:
         """Variable-rate models: the quality range their coding signatures take (None: a single rate)."""

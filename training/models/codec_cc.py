@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from contract.card import LatentSpec
+from contract.card import EffortSpec, LatentSpec
 from training.entropy_models import (
     MEAN_EXPONENT,
     SCALE_BOUND,
@@ -61,6 +61,7 @@ from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, to_fixed
 from training.layers.subpixel import run_sequential, subpixel_deconv
+from training.models import refinement
 from training.models.base import Autoencoder
 from training.models.codec import _conv, _deconv
 from training.models.codec_cc_integer import convert_entropy_networks
@@ -76,6 +77,9 @@ DEFAULT_SLICES = (16, 16, 32, 64, 64)
 CONTEXT_GAIN = 20.0
 # The same for the level-conditional synthesis's per-level channel scales and shifts.
 LEVEL_SYNTHESIS_GAIN = 10.0
+#: Encoder effort (`encode_refined`): effort e refines y for STEPS_PER_EFFORT · e steps, e ≤ MAX_EFFORT.
+MAX_EFFORT = 5
+STEPS_PER_EFFORT = 10
 
 
 class ScaledConv2D(layers.Conv2D):
@@ -463,10 +467,61 @@ class ChannelCodec(RateLevels, Autoencoder):
 
     def encode(self, images: tf.Tensor, quality: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         gain = self._gains(self._positions(quality, images))[0]
-        y = self.g_a(images, training=False) * gain
+        return self._coded(self.g_a(images, training=False) * gain)
+
+    def _coded(self, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The latents a y (after the gains) is coded as: z's symbols from h_a(y), then y's slices."""
         z_symbols = self._z_symbols(self.h_a(y, training=False))
         symbols, _, _ = self._symbols_and_bars(y, z_symbols)
         return {"z": tf.cast(z_symbols, tf.int32), **self._coded_slices(symbols)}
+
+    # ---- encoder effort ------------------------------------------------------------------------
+    @property
+    def supports_effort(self) -> bool:
+        """Whether `encode_refined` is available (not with the checkerboard, whose anchors' rounding
+        the relaxed loss does not model)."""
+        return not self.checkerboard
+
+    def effort_spec(self) -> EffortSpec | None:
+        if not self.supports_effort or self.rate_spec() is None:
+            return None
+        return EffortSpec(max_effort=MAX_EFFORT, steps_per_effort=STEPS_PER_EFFORT)
+
+    def encode_refined(self, images: tf.Tensor, quality: tf.Tensor | None, effort: tf.Tensor) -> dict[str, tf.Tensor]:
+        """`encode` after STEPS_PER_EFFORT · effort [B] steps of latent refinement per image
+        (`refinement.py`); effort 0 codes exactly what `encode` codes. The decoder is unchanged."""
+        if not self.supports_effort:
+            raise NotImplementedError("latent refinement does not model the checkerboard context")
+        positions = self._positions(quality, images)
+        y = self.g_a(images, training=False) * self._gains(positions)[0]
+        steps = tf.clip_by_value(tf.cast(effort, tf.int32), 0, MAX_EFFORT) * STEPS_PER_EFFORT
+
+        def loss(latent: tf.Tensor, tau: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+            return self._relaxed_loss(images, latent, positions, tau, seed)
+
+        return self._coded(refinement.refine(loss, y, steps, MAX_EFFORT * STEPS_PER_EFFORT))
+
+    def _relaxed_loss(self, images: tf.Tensor, y: tf.Tensor, positions: tf.Tensor, tau: tf.Tensor,
+                      seed: tf.Tensor) -> tf.Tensor:
+        """Per-image λ·255²·MSE + bpp with y's rounding relaxed (SGA around each slice's mean) and z's
+        rounded straight-through: the loss the refinement descends, in the float entropy model."""
+        z = self.h_a(y, training=False) - self.z_medians
+        z_hat = z + tf.stop_gradient(tf.round(z) - z) + self.z_medians
+        support = self._support(z_hat)
+        bars, synth, nats = [], [], 0.0
+        for k, y_k in enumerate(self._split(y)):
+            mean, raw_scale = self._params(k, support, bars)
+            centred = refinement.annealed_round(y_k - mean, tau, seed + [0, 1000 * (k + 1)])
+            likelihood = gaussian_likelihood(centred, lower_bound(raw_scale, SCALE_BOUND, True), True)
+            nats += -tf.reduce_sum(tf.math.log(likelihood), axis=[1, 2, 3])
+            bars.append(centred + mean)
+            synth.append(bars[-1] + self._lrp(k, support, bars, False))
+        nats += -tf.reduce_sum(tf.math.log(self.z_density.likelihood(z_hat, True)), axis=[1, 2, 3])
+        x_hat = self._synthesis(tf.concat(synth, axis=-1) * self._gains(positions)[1], positions, False)
+        shape = tf.shape(images)
+        bpp = nats / (tf.cast(shape[1] * shape[2], tf.float32) * np.log(2.0))
+        mse = tf.reduce_mean(tf.square(images - x_hat), axis=[1, 2, 3])
+        return self._lmbda_at(positions) * 255.0**2 * mse + bpp
 
     def decode(self, latents: dict[str, tf.Tensor], quality: tf.Tensor | None = None) -> tf.Tensor:
         bars, support, _ = self._decoded_bars(latents)

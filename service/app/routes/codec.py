@@ -46,6 +46,10 @@ def stream_headers(r: codec.Reconstruction) -> dict[str, str]:
     return {"X-Bytes": str(r.stream_bytes), "X-Bpp": f"{r.bpp:.6f}"}
 
 
+def effort_header(effort: int) -> dict[str, str]:
+    return {"X-Effort": str(effort)} if effort else {}
+
+
 def search_header(encodes: int | None) -> dict[str, str]:
     """With a size target: how many encodes the search ran (at most codec.MAX_SEARCH_ENCODES)."""
     return {} if encodes is None else {"X-Search-Encodes": str(encodes)}
@@ -62,14 +66,15 @@ def search_header(encodes: int | None) -> dict[str, str]:
         "`?target_bpp=b` compress to a size instead: the highest quality whose stream fits, per image "
         f"(bisection in steps of 0.01, at most {codec.MAX_SEARCH_ENCODES} encodes per image), with the quality "
         "chosen in `X-Quality` and the encodes it took in `X-Search-Encodes`; 422 `target_too_small` names the "
-        "smallest stream possible when none fits."
+        "smallest stream possible when none fits. `?effort=` (models with the setting) refines each image's "
+        "latents before coding: fewer bits at the same quality for more encoder time, `X-Effort` echoes it."
     ),
     response_model=None,
     responses={200: {"model": EncodeResult | list[EncodeResult],
                      "content": {"application/octet-stream": {"schema": BINARY}},
-                     "headers": success_headers(*_SIZE, "X-Bpp", "X-Bytes", "X-Quality", "X-Search-Encodes")},
+                     "headers": success_headers(*_SIZE, "X-Bpp", "X-Bytes", "X-Quality", "X-Effort", "X-Search-Encodes")},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "max_bytes",
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "effort", "max_bytes",
                                                                  "target_bpp")},
 )
 async def encode(ctx: HotContext) -> Response:
@@ -78,10 +83,12 @@ async def encode(ctx: HotContext) -> Response:
     # validated against the model before any image is read; with a size target the search picks it
     target = codec.size_target(ctx.query.max_bytes, ctx.query.target_bpp)
     hundredths = None if target else codec.model_quality(model, ctx.query.quality)
+    effort = codec.model_effort(model, ctx.query.effort)
     async with read_images(ctx, model) as items:
         encoded = await for_each(
-            items, lambda item: codec.encode(model, item[1], settings.tiling, hundredths=hundredths, target=target),
-            timeout_s=settings.request_timeout_s,
+            items, lambda item: codec.encode(model, item[1], settings.tiling, hundredths=hundredths, target=target,
+                                             effort=effort, effort_max_pixels=settings.effort_max_pixels),
+            timeout_s=settings.effort_timeout_s if effort else settings.request_timeout_s,
         )
         uploads = [upload for upload, _ in items]
         del items  # the decoded pixels go with the budget they held; only the streams remain
@@ -92,12 +99,12 @@ async def encode(ctx: HotContext) -> Response:
         return Answer(
             r.stream, "application/octet-stream",
             size_headers(r.plan, r.channels) | {"X-Bpp": f"{r.bpp:.6f}", "X-Bytes": str(len(r.stream))}
-            | quality_header(r.quality) | search_header(r.search_encodes),
+            | quality_header(r.quality) | effort_header(effort) | search_header(r.search_encodes),
             lambda: EncodeResult(
                 model=model.name, version=model.version, height=r.plan.height, width=r.plan.width,
                 channels=r.channels, size_policy=r.plan.policy, size_action=r.plan.action, filename=upload.filename,
                 bitstream=negotiate.b64(r.stream), bytes=len(r.stream), bpp=r.bpp, quality=r.quality,
-                search_encodes=r.search_encodes,
+                effort=effort, search_encodes=r.search_encodes,
             ),
         )
 
@@ -191,27 +198,29 @@ async def decode(ctx: HotContext) -> Response:
     responses={200: {"model": ReconstructResult | list[ReconstructResult],
                      "content": {t: {"schema": BINARY} for t in imaging.MEDIA_TYPES.values()},
                      "headers": success_headers(*_SIZE, "X-MSE", "X-PSNR", "X-MS-SSIM", "X-Quality", "X-Bytes",
-                                                "X-Bpp", "X-Search-Encodes")},
+                                                "X-Bpp", "X-Effort", "X-Search-Encodes")},
                **errors(400, 404, 413, 415, 422, *BUSY)},
-    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "max_bytes",
+    openapi_extra={**IMAGE_BODY, "parameters": query.parameters("model", "version", "quality", "effort", "max_bytes",
                                                                  "target_bpp", "format")},
 )
 async def reconstruct(ctx: HotContext) -> Response:
     model, settings = ctx.model(), ctx.settings
     # the quality in the contract's terms (hundredths, as the stream records it; None: single-rate),
-    # validated against the model before any image is read
     # validated against the model before any image is read; with a size target the search picks it
     target = codec.size_target(ctx.query.max_bytes, ctx.query.target_bpp)
     hundredths = None if target else codec.model_quality(model, ctx.query.quality)
+    effort = codec.model_effort(model, ctx.query.effort)
     fmt = negotiate.image_format(ctx.request, ctx.query.format)
 
     async def one(item: tuple[Upload, imaging.SourceImage]) -> tuple[codec.Reconstruction, bytes]:
         result = await codec.reconstruct(model, item[1], settings.tiling, hundredths=hundredths, target=target,
-                                         ms_ssim_max_pixels=settings.ms_ssim_max_pixels)
+                                         ms_ssim_max_pixels=settings.ms_ssim_max_pixels, effort=effort,
+                                         effort_max_pixels=settings.effort_max_pixels)
         return result, await encode_image(result.pixels, fmt)
 
     async with read_images(ctx, model) as items:
-        results = await for_each(items, one, timeout_s=settings.request_timeout_s)
+        results = await for_each(items, one,
+                                 timeout_s=settings.effort_timeout_s if effort else settings.request_timeout_s)
         files = [(upload, source.channels) for upload, source in items]
         # the figures without the pixels: those go with the budget they held, only the images remain
         outcomes = [(dataclasses.replace(r, pixels=_NO_PIXELS), data) for r, data in results]
@@ -225,12 +234,12 @@ async def reconstruct(ctx: HotContext) -> Response:
             size_headers(plan, channels)
             | {"X-MSE": f"{r.mse:.8g}", "X-PSNR": "inf" if r.psnr is None else f"{r.psnr:.4f}"}
             | ({} if r.ms_ssim is None else {"X-MS-SSIM": f"{r.ms_ssim:.6f}"})
-            | quality_header(r.quality) | stream_headers(r) | search_header(r.search_encodes),
+            | quality_header(r.quality) | effort_header(effort) | stream_headers(r) | search_header(r.search_encodes),
             lambda: ReconstructResult(
                 model=model.name, version=model.version, height=plan.height, width=plan.width,
                 channels=channels, size_policy=plan.policy, size_action=plan.action, filename=upload.filename,
                 media_type=media_type, image=negotiate.b64(data), mse=r.mse, psnr=r.psnr, ms_ssim=r.ms_ssim,
-                quality=r.quality,
+                quality=r.quality, effort=effort,
                 bytes=r.stream_bytes, bpp=r.bpp, search_encodes=r.search_encodes,
             ),
         )

@@ -26,6 +26,7 @@ def _status(entry: LoadedModel | LoadFailure, with_card: bool = False) -> Versio
     return VersionDetail(
         version=card.version, state="available", architecture=card.architecture, input=card.input,
         anomaly_threshold=card.anomaly.threshold if card.anomaly else None, rate=card.rate,
+        effort=card.effort,
         normal_classes=card.anomaly.normal_classes if card.anomaly else None, metrics=card.metrics,
         since=_iso(entry.loaded_at), card=card if with_card else None,
     )
