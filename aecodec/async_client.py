@@ -62,10 +62,11 @@ class AsyncClient:
     # ---- one image per call ----------------------------------------------------------------------
     async def encode(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
                      quality: float | None = None, max_bytes: int | None = None,
-                     target_bpp: float | None = None) -> EncodedImage:
+                     target_bpp: float | None = None, effort: int | None = None) -> EncodedImage:
         """`max_bytes` / `target_bpp`: the highest quality whose stream fits (variable-rate models;
-        a single-rate one fits or fails with 422 target_too_small), not with `quality`."""
-        call = protocol.encode(image, *self._pick(model, version), quality, max_bytes, target_bpp)
+        a single-rate one fits or fails with 422 target_too_small), not with `quality`. `effort`: models
+        with an encoder effort setting refine the latents first (fewer bits, more encoder time)."""
+        call = protocol.encode(image, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return await self._send(call)
 
     async def decode(self, stream: StreamInput, *, format: str | None = None, model: str | None = None,
@@ -77,9 +78,9 @@ class AsyncClient:
 
     async def reconstruct(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
                           quality: float | None = None, max_bytes: int | None = None,
-                          target_bpp: float | None = None) -> Reconstruction:
+                          target_bpp: float | None = None, effort: int | None = None) -> Reconstruction:
         """`max_bytes` / `target_bpp` as for `encode`: the reconstruction is the decode of that stream."""
-        call = protocol.reconstruct(image, *self._pick(model, version), quality, max_bytes, target_bpp)
+        call = protocol.reconstruct(image, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return await self._send(call)
 
     async def anomaly_score(
@@ -92,8 +93,9 @@ class AsyncClient:
     async def encode_batch(
         self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
         quality: float | None = None, max_bytes: int | None = None, target_bpp: float | None = None,
+        effort: int | None = None,
     ) -> list[EncodedImage]:
-        call = protocol.encode_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp)
+        call = protocol.encode_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return await self._send(call)
 
     async def decode_batch(self, streams: Sequence[StreamInput], *, format: str | None = None, model: str | None = None,
@@ -103,8 +105,9 @@ class AsyncClient:
     async def reconstruct_batch(
         self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
         quality: float | None = None, max_bytes: int | None = None, target_bpp: float | None = None,
+        effort: int | None = None,
     ) -> list[Reconstruction]:
-        call = protocol.reconstruct_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp)
+        call = protocol.reconstruct_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return await self._send(call)
 
     async def anomaly_score_batch(

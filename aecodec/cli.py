@@ -3,6 +3,7 @@
     aecodec encode photo.png -o photo.aec      aecodec decode photo.aec -o out.png
     aecodec --model natural encode photo.png -q 3.5   (variable-rate models: the quality)
     aecodec --model natural encode photo.png --max-bytes 8000   (the best quality that fits; or --target-bpp)
+    aecodec --model natural encode photo.png -q 6 --effort 3   (refine the latents first: fewer bits, slower)
     aecodec reconstruct x.png -o y.png         aecodec score image.png [--heatmap map.png]
     aecodec models
 
@@ -42,6 +43,9 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
 QUALITY_HELP = "variable-rate models: 1 (fewest bits) up to the number of levels, fractions allowed (default: the model's)"
 MAX_BYTES_HELP = ("compress to a size: the highest quality whose stream fits in N bytes (header included); "
                   "fails naming the smallest size possible when none fits; not with -q")
+EFFORT_HELP = ("models with an encoder effort setting: 1 up to its max_effort refines the latents first, fewer "
+               "bits at the same quality for seconds to minutes of server time per megapixel (default 0); not with "
+               "a size target")
 TARGET_BPP_HELP = "as --max-bytes, in bits per pixel of the image: N = floor(B * width * height / 8)"
 
 
@@ -49,6 +53,7 @@ def _rate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quality", type=float, help=QUALITY_HELP)
     parser.add_argument("--max-bytes", type=int, metavar="N", help=MAX_BYTES_HELP)
     parser.add_argument("--target-bpp", type=float, metavar="B", help=TARGET_BPP_HELP)
+    parser.add_argument("--effort", type=int, metavar="E", help=EFFORT_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,16 +104,18 @@ def _emit(args: argparse.Namespace, text: str, data: dict) -> None:
 
 
 def _encode(client: Client, args: argparse.Namespace) -> int:
-    encoded = client.encode(args.image, quality=args.quality, max_bytes=args.max_bytes, target_bpp=args.target_bpp)
+    encoded = client.encode(args.image, quality=args.quality, max_bytes=args.max_bytes, target_bpp=args.target_bpp,
+                            effort=args.effort)
     output = encoded.save(args.output or args.image.with_suffix(".aec"))
     size = args.image.stat().st_size
     _emit(args, f"{args.image} -> {output}: {len(encoded)} B, {encoded.bpp:.4f} bpp, "
                 f"{size / len(encoded):.2f}:1 vs the file ({encoded.model} v{encoded.version}"
-                f"{'' if encoded.quality is None else f' quality {encoded.quality:g}'}, "
+                f"{'' if encoded.quality is None else f' quality {encoded.quality:g}'}"
+                f"{f' effort {encoded.effort}' if encoded.effort else ''}, "
                 f"{encoded.width}x{encoded.height})",
           {"output": str(output), "bytes": len(encoded), "bpp": encoded.bpp, "ratio": size / len(encoded),
            "model": encoded.model, "version": encoded.version, "width": encoded.width, "height": encoded.height,
-           "quality": encoded.quality})
+           "quality": encoded.quality, "effort": encoded.effort})
     return 0
 
 
@@ -124,18 +131,19 @@ def _decode(client: Client, args: argparse.Namespace) -> int:
 
 def _reconstruct(client: Client, args: argparse.Namespace) -> int:
     result = client.reconstruct(args.image, quality=args.quality, max_bytes=args.max_bytes,
-                                target_bpp=args.target_bpp)
+                                target_bpp=args.target_bpp, effort=args.effort)
     output = args.output or args.image.with_name(args.image.stem + ".reconstructed.png")
     result.image.save(output)
     psnr = "inf (exact)" if result.psnr == float("inf") else f"{result.psnr:.2f} dB"
     ms_ssim = "" if result.ms_ssim is None else f", MS-SSIM {result.ms_ssim:.4f}"
     size = "" if result.stream_bytes is None else f", stream {result.stream_bytes} B ({result.bpp:.4f} bpp)"
-    quality = "" if result.quality is None else f" quality {result.quality:g}"
+    quality = ("" if result.quality is None else f" quality {result.quality:g}") + (
+        f" effort {result.effort}" if result.effort else "")
     _emit(args, f"{args.image} -> {output}: PSNR {psnr}{ms_ssim}, MSE {result.mse:.3e}{size} "
                 f"({result.model} v{result.version}{quality})",
           {"output": str(output), "psnr": None if result.psnr == float("inf") else result.psnr, "mse": result.mse,
            "ms_ssim": result.ms_ssim, "model": result.model, "version": result.version, "quality": result.quality,
-           "bytes": result.stream_bytes, "bpp": result.bpp})
+           "bytes": result.stream_bytes, "bpp": result.bpp, "effort": result.effort})
     return 0
 
 

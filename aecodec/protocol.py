@@ -80,10 +80,12 @@ def _count(headers: httpx.Headers, name: str) -> int | None:
     return int(headers[name]) if name in headers else None
 
 
-def rate_params(quality: float | None, max_bytes: int | None, target_bpp: float | None) -> dict[str, Any]:
-    """The quality or size target of an encode/reconstruct, as query parameters; the service validates
-    them (at most one of the three; max_bytes an integer >= 1, target_bpp > 0: 422 invalid_request)."""
-    return {"quality": quality, "max_bytes": max_bytes, "target_bpp": target_bpp}
+def rate_params(quality: float | None, max_bytes: int | None, target_bpp: float | None,
+                effort: int | None = None) -> dict[str, Any]:
+    """The quality or size target of an encode/reconstruct, and the encoder effort, as query parameters;
+    the service validates them (at most one of the first three; max_bytes an integer >= 1, target_bpp > 0:
+    422 invalid_request; effort within the model's range and not with a size target: 422 invalid_effort)."""
+    return {"quality": quality, "max_bytes": max_bytes, "target_bpp": target_bpp, "effort": effort or None}
 
 
 def _image(data: bytes) -> Image.Image:
@@ -95,8 +97,8 @@ def _image(data: bytes) -> Image.Image:
 # ---- encode ---------------------------------------------------------------------------------------
 def encode(image: ImageInput, model: str | None, version: int | None,
            quality: float | None = None, max_bytes: int | None = None,
-           target_bpp: float | None = None) -> Call[EncodedImage]:
-    rate = rate_params(quality, max_bytes, target_bpp)
+           target_bpp: float | None = None, effort: int | None = None) -> Call[EncodedImage]:
+    rate = rate_params(quality, max_bytes, target_bpp, effort)
     upload = image_upload(image)
 
     def parse(response: httpx.Response) -> EncodedImage:
@@ -106,7 +108,7 @@ def encode(image: ImageInput, model: str | None, version: int | None,
             width=int(h["x-original-width"]), height=int(h["x-original-height"]),
             channels=int(h["x-original-channels"]), size_policy=h.get("x-size-policy"),
             size_action=h.get("x-size-action"), filename=upload.filename, quality=_quality(h),
-            search_encodes=_count(h, "x-search-encodes"),
+            search_encodes=_count(h, "x-search-encodes"), effort=_count(h, "x-effort") or 0,
         )
 
     raw = _raw(upload)
@@ -116,8 +118,8 @@ def encode(image: ImageInput, model: str | None, version: int | None,
 
 def encode_batch(images: Sequence[ImageInput], model: str | None, version: int | None,
                  quality: float | None = None, max_bytes: int | None = None,
-                 target_bpp: float | None = None) -> Call[list[EncodedImage]]:
-    rate = rate_params(quality, max_bytes, target_bpp)
+                 target_bpp: float | None = None, effort: int | None = None) -> Call[list[EncodedImage]]:
+    rate = rate_params(quality, max_bytes, target_bpp, effort)
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
 
     def parse(response: httpx.Response) -> list[EncodedImage]:
@@ -127,6 +129,7 @@ def encode_batch(images: Sequence[ImageInput], model: str | None, version: int |
                 version=item["version"], width=item["width"], height=item["height"], channels=item["channels"],
                 size_policy=item["size_policy"], size_action=item["size_action"], filename=item.get("filename"),
                 quality=item.get("quality"), search_encodes=item.get("search_encodes"),
+                effort=item.get("effort", 0),
             )
             for item in _items(response)
         ]
@@ -159,8 +162,8 @@ def decode_batch(streams: Sequence[StreamInput], fmt: str | None, model: str | N
 # ---- reconstruct ----------------------------------------------------------------------------------
 def reconstruct(image: ImageInput, model: str | None, version: int | None,
                 quality: float | None = None, max_bytes: int | None = None,
-                target_bpp: float | None = None) -> Call[Reconstruction]:
-    rate = rate_params(quality, max_bytes, target_bpp)
+                target_bpp: float | None = None, effort: int | None = None) -> Call[Reconstruction]:
+    rate = rate_params(quality, max_bytes, target_bpp, effort)
     upload = image_upload(image)
 
     def parse(response: httpx.Response) -> Reconstruction:
@@ -171,6 +174,7 @@ def reconstruct(image: ImageInput, model: str | None, version: int | None,
             height=int(h["x-original-height"]), channels=int(h["x-original-channels"]), filename=upload.filename,
             quality=_quality(h), ms_ssim=_number(h, "x-ms-ssim"), stream_bytes=_count(h, "x-bytes"),
             bpp=_number(h, "x-bpp"), search_encodes=_count(h, "x-search-encodes"),
+            effort=_count(h, "x-effort") or 0,
         )
 
     raw = _raw(upload)
@@ -180,9 +184,9 @@ def reconstruct(image: ImageInput, model: str | None, version: int | None,
 
 def reconstruct_batch(
     images: Sequence[ImageInput], model: str | None, version: int | None, quality: float | None = None,
-    max_bytes: int | None = None, target_bpp: float | None = None,
+    max_bytes: int | None = None, target_bpp: float | None = None, effort: int | None = None,
 ) -> Call[list[Reconstruction]]:
-    rate = rate_params(quality, max_bytes, target_bpp)
+    rate = rate_params(quality, max_bytes, target_bpp, effort)
     uploads = [image_upload(image, i) for i, image in enumerate(images)]
 
     def parse(response: httpx.Response) -> list[Reconstruction]:
@@ -193,7 +197,7 @@ def reconstruct_batch(
                 model=item["model"], version=item["version"], width=item["width"], height=item["height"],
                 channels=item["channels"], filename=item.get("filename"), quality=item.get("quality"),
                 ms_ssim=item.get("ms_ssim"), stream_bytes=item.get("bytes"), bpp=item.get("bpp"),
-                search_encodes=item.get("search_encodes"),
+                search_encodes=item.get("search_encodes"), effort=item.get("effort", 0),
             )
             for item in _items(response)
         ]

@@ -28,6 +28,7 @@ class EncodedImage:
     filename: str | None = None
     quality: float | None = None  # variable-rate models: the quality coded at
     search_encodes: int | None = None  # with max_bytes= / target_bpp=: the encodes the service's search ran
+    effort: int = 0  # the encoder effort the service used (?effort=)
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -60,6 +61,7 @@ class Reconstruction:
     stream_bytes: int | None = None  # with max_bytes= / target_bpp=: the size of the stream it decodes from
     bpp: float | None = None  # with max_bytes= / target_bpp=: stream_bytes * 8 / (height * width)
     search_encodes: int | None = None
+    effort: int = 0
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,11 @@ class Client:
     # ---- one image per call ----------------------------------------------------------------------
     def encode(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
                quality: float | None = None, max_bytes: int | None = None,
-               target_bpp: float | None = None) -> EncodedImage:
+               target_bpp: float | None = None, effort: int | None = None) -> EncodedImage:
         """`max_bytes` / `target_bpp`: the highest quality whose stream fits (variable-rate models;
-        a single-rate one fits or fails with 422 target_too_small), not with `quality`."""
-        call = protocol.encode(image, *self._pick(model, version), quality, max_bytes, target_bpp)
+        a single-rate one fits or fails with 422 target_too_small), not with `quality`. `effort`: models
+        with an encoder effort setting refine the latents first (fewer bits, more encoder time)."""
+        call = protocol.encode(image, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return self._send(call)
 
     def decode(self, stream: StreamInput, *, format: str | None = None, model: str | None = None,
@@ -84,9 +85,9 @@ class Client:
 
     def reconstruct(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
                     quality: float | None = None, max_bytes: int | None = None,
-                    target_bpp: float | None = None) -> Reconstruction:
+                    target_bpp: float | None = None, effort: int | None = None) -> Reconstruction:
         """`max_bytes` / `target_bpp` as for `encode`: the reconstruction is the decode of that stream."""
-        call = protocol.reconstruct(image, *self._pick(model, version), quality, max_bytes, target_bpp)
+        call = protocol.reconstruct(image, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return self._send(call)
 
     def anomaly_score(
@@ -99,8 +100,9 @@ class Client:
     def encode_batch(
         self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
         quality: float | None = None, max_bytes: int | None = None, target_bpp: float | None = None,
+        effort: int | None = None,
     ) -> list[EncodedImage]:
-        call = protocol.encode_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp)
+        call = protocol.encode_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return self._send(call)
 
     def decode_batch(self, streams: Sequence[StreamInput], *, format: str | None = None, model: str | None = None,
@@ -110,8 +112,9 @@ class Client:
     def reconstruct_batch(
         self, images: Sequence[ImageInput], *, model: str | None = None, version: int | None = None,
         quality: float | None = None, max_bytes: int | None = None, target_bpp: float | None = None,
+        effort: int | None = None,
     ) -> list[Reconstruction]:
-        call = protocol.reconstruct_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp)
+        call = protocol.reconstruct_batch(images, *self._pick(model, version), quality, max_bytes, target_bpp, effort)
         return self._send(call)
 
     def anomaly_score_batch(

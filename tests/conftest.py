@@ -186,6 +186,41 @@ def variable_rate_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+EFFORT_NAME = "codec-effort"
+
+
+@pytest.fixture(scope="session")
+def effort_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny `codec_cc` (three levels, level-conditional synthesis) with the encoder effort setting."""
+    import keras
+    import tensorflow as tf
+
+    from contract.card import ModelCard, Provenance
+    from training.export import export_model
+    from training.models.codec_cc import ChannelCodec
+    from training.train import make_train_step
+
+    keras.utils.set_random_seed(2)
+    path = tmp_path_factory.mktemp("effort")
+    model = ChannelCodec(num_filters=8, latent_channels=12, hyper_channels=8, support_channels=8, slices=[4, 8],
+                         param_hidden=[8, 8], lrp_hidden=8, lmbdas=[0.002, 0.02, 0.2], level_synthesis=True)
+    rng = np.random.default_rng(0)
+    images = np.clip(tf.image.resize(rng.uniform(size=(8, 6, 6, 3)), (64, 64), method="bicubic").numpy(), 0, 1)
+    model(images[:1])
+    step = make_train_step(model, keras.optimizers.Adam(3e-3), traced=False)
+    for i in range(4):
+        step(tf.constant(images[2 * i : 2 * i + 2], tf.float32))
+    model.set_rate_level(1)
+    model.finalize(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(4))
+    card = ModelCard(
+        name=EFFORT_NAME, version=1, architecture="codec_cc", description="test fixture", config=model.get_config(),
+        input=model.input_spec_card(), latents=model.latent_specs(), tables_sha256=model.fingerprint(),
+        rate=model.rate_spec(), effort=model.effort_spec(),
+        training=Provenance(dataset="synthetic", command="tests/conftest.py", steps=4, seed=2))
+    export_model(model, card, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def server(model_store: StoreInfo) -> Iterator:
     """The main live server over the fixture store (no hot reload: the store never changes under it)."""
