@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         256, ge=1, description="Most items waiting per model batcher; beyond it requests get 503 + Retry-After."
     )
     effort_max_pixels: int = Field(
-        2**22, ge=0, description="Largest image (width*height at the model's size) that `?effort=` above 0 may "
+        2**21, ge=0, description="Largest image (width*height at the model's size) that `?effort=` above 0 may "
         "refine; bigger ones get 422 invalid_effort (0 = effort off). Refinement costs CPU in proportion to "
         "pixels × steps (docs/operators.md); it runs one request at a time, beside the other requests.")
     effort_timeout_s: float = Field(

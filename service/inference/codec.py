@@ -140,8 +140,8 @@ def model_quality(model: LoadedModel, requested: float | None) -> int | None:
 
 # ---- encoder effort ----------------------------------------------------------------------------------
 #: The largest image (pixels at the model's size) a request may refine (`?effort=` > 0): refinement's CPU
-#: time and memory grow with pixels × steps. 2^22: a 2048 × 2048 image.
-DEFAULT_EFFORT_MAX_PIXELS = 1 << 22
+#: time and memory grow with pixels × steps. 2^21: a 1920 × 1080 frame fits.
+DEFAULT_EFFORT_MAX_PIXELS = 1 << 21
 
 
 def model_effort(model: LoadedModel, requested: int | None) -> int:
