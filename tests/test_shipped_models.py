@@ -57,8 +57,9 @@ def test_shipped_codec_trades_bits_for_quality_between_its_levels():
 
     version_dir = _newest("natural")
     card = ModelCard.read(version_dir)
-    assert card.rate is not None and (card.rate.min_quality, card.rate.max_quality) == (1, 8)
-    assert [card.metrics[f"bpp_q{q}"] for q in range(1, 9)] == sorted(card.metrics[f"bpp_q{q}"] for q in range(1, 9))
+    assert card.rate is not None and card.rate.min_quality == 1 and card.rate.max_quality >= 8
+    levels = range(1, int(card.rate.max_quality) + 1)
+    assert [card.metrics[f"bpp_q{q}"] for q in levels] == sorted(card.metrics[f"bpp_q{q}"] for q in levels)
     y, x = np.mgrid[0:96, 0:160] / 40.0
     photo = np.stack([0.5 + 0.3 * np.sin(x + 2 * y), 0.5 + 0.2 * np.cos(3 * x - y), 0.4 + 0.1 * x / 4], -1)[None]
     found = [evaluate(coder_from_saved_model(version_dir, q), photo.astype(np.float32)).metrics for q in (3, 3.5, 4)]

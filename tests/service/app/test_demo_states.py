@@ -24,6 +24,13 @@ import pytest
 from PIL import Image
 from service_helpers import ROOT, headless_chromium, to_bytes
 
+from contract.card import ModelCard
+
+def _newest_natural() -> Path:
+    folder = ROOT / "models_store" / "natural"
+    return max((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
 DATASETS = Path(os.environ.get("AEC_DATASETS", ROOT.parent / "shared" / "datasets"))
 DOCS = ROOT / "docs" / "demo"
 MAX_SHOT_BYTES = 300 * 1024
@@ -182,7 +189,8 @@ def test_demo_page_states_with_screenshots(browser, photo_server, photo: Path, t
             assert size <= stream_bytes and shown == width, codec
     heat_at_4 = _js(browser, "return document.getElementById('heatmap').src")
     assert heat_at_4.startswith("data:image/png;base64,")
-    assert "quality 4.00" in browser.find_element("id", "heatmap-caption").text
+    default = ModelCard.read(_newest_natural()).rate.default_quality  # the page starts at the card's default
+    assert f"quality {default:.2f}" in browser.find_element("id", "heatmap-caption").text
     shots.take(browser, "02-compressed")
 
     # ---- wipe moved: by the slider, by dragging, and flipped
