@@ -84,7 +84,7 @@ def rate_params(quality: float | None, max_bytes: int | None, target_bpp: float 
                 effort: int | None = None) -> dict[str, Any]:
     """The quality or size target of an encode/reconstruct, and the encoder effort, as query parameters;
     the service validates them (at most one of the first three; max_bytes an integer >= 1, target_bpp > 0:
-    422 invalid_request; effort within the model's range and not with a size target: 422 invalid_effort)."""
+    422 invalid_request; effort within the model's range, one image: 422 invalid_effort)."""
     return {"quality": quality, "max_bytes": max_bytes, "target_bpp": target_bpp, "effort": effort or None}
 
 

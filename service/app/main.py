@@ -48,6 +48,7 @@ Learned image compression and anomaly scoring over REST.
 EXPOSED_HEADERS = [
     "X-Request-ID", "X-Model", "X-Model-Version", "X-Bpp", "X-Bytes", "X-Quality", "X-MSE", "X-PSNR", "X-Original-Width",
     "X-Original-Height", "X-Original-Channels", "X-Size-Policy", "X-Size-Action", "X-MS-SSIM", "X-Search-Encodes",
+    "X-Effort",
     "Retry-After",
 ]
 

@@ -158,14 +158,16 @@ _DOCS: dict[str, dict[str, Any]] = {
     "target_bpp": {"schema": {"type": "number", "exclusiveMinimum": 0}, "example": 0.25,
                    "description": "As `max_bytes`, given as bits per pixel of each original image: max_bytes = "
                                   "floor(target_bpp × height × width / 8). Not with `quality` or `max_bytes`."},
-    "effort": {"schema": {"type": "integer", "minimum": 0, "default": 0}, "example": 3,
+    "effort": {"schema": {"type": "integer", "minimum": 0, "maximum": 9999, "default": 0}, "example": 3,
                "description": "Encoder effort, for models with the setting (GET /models/{name}: `effort`): 0 (the "
                               "default) encodes at once; 1 to `max_effort` first refine the image's latents "
                               "for `steps_per_effort` × effort gradient steps on its own rate–distortion loss: "
                               "fewer bits at the same quality, at seconds to minutes of CPU per megapixel "
                               "(like cwebp -m or avifenc --speed). Streams decode as any other. Images up to "
-                              "AEC_EFFORT_MAX_PIXELS; one refinement runs at a time; not with a size target. "
-                              "422 invalid_effort otherwise."},
+                              "AEC_EFFORT_MAX_PIXELS, one image per request; refinements run one at a time. "
+                              "Above the model's max_effort, a model without the setting, several images or "
+                              "an image over the limit: 422 invalid_effort; not an integer 0-9999, or with "
+                              "a size target: 422 invalid_request."},
     "heatmap": {"schema": {"type": "boolean", "default": False},
                 "description": "Include the per-pixel error as a heat-map overlay (base64 PNG)."},
     "error_map": {"schema": {"type": "boolean", "default": False},

@@ -158,6 +158,15 @@ def model_effort(model: LoadedModel, requested: int | None) -> int:
     return requested
 
 
+def one_image_with_effort(effort: int, images: int) -> None:
+    """A request that refines takes one image: its refinement holds the request's pixel budget for
+    minutes, and refinements run one at a time (`LoadedModel`), so several images would hold the budget
+    for their sum and mostly wait (or find the refinement queue full)."""
+    if effort and images > 1:
+        raise InvalidEffort(f"effort refines one image per request; this request has {images}: send them one "
+                            "at a time, or use effort 0 for a batch")
+
+
 def _check_effort_size(model: LoadedModel, plan: imaging.SizePlan, effort: int, max_pixels: int) -> None:
     pixels = plan.model_height * plan.model_width
     if effort and max_pixels <= 0:
@@ -236,9 +245,9 @@ async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.
     or `hundredths`, a quality already checked by `model_quality` (a route that reports it first);
     or `target`: the highest quality whose stream fits (`search`; not with a quality).
     `effort`: latent refinement before coding (models with `card.effort`; not with a target)."""
-    tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     effort = _effort_for(model, plan, effort, target, effort_max_pixels)
+    tiles = _effort_tiling(model, tiles, effort)
     if target is not None:
         if quality is not None or hundredths is not None:
             raise TypeError("give a quality or a size target, not both")
@@ -249,6 +258,14 @@ async def encode(model: LoadedModel, source: imaging.SourceImage, tiles: tiling.
     seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
     coded = await _code(model, seen, plan, source.channels, tiles, hundredths, effort)
     return Encoded(coded.stream, plan, source.channels, quality_value(hundredths))
+
+
+def _effort_tiling(model: LoadedModel, tiles: tiling.Tiling | None, effort: int) -> tiling.Tiling | None:
+    """The model's tiling, or none when refining: each tile would refine its halo its own way, so the
+    latents one tile keeps would be coded against means from its neighbours' different halos (seams,
+    and a stream that depends on the tile size). A refined image runs whole, bounded by
+    AEC_EFFORT_MAX_PIXELS."""
+    return None if effort else _model_tiling(model, tiles)
 
 
 def _effort_for(model: LoadedModel, plan: imaging.SizePlan, effort: int, target: SizeTarget | None,
@@ -400,9 +417,10 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
     """As `encode` for `quality`, `hundredths`, `target` and `effort`; with a target, the pixels are the
     decode of the stream the search found (its latents, as /decode would read them back). MSE, PSNR and
     MS-SSIM (images up to `ms_ssim_max_pixels`, on the model executor; `msssim`) against what the model saw."""
-    tiles = _model_tiling(model, tiles)
     plan = imaging.plan_size(source.height, source.width, model.card.input)
     effort = _effort_for(model, plan, effort, target, effort_max_pixels)
+    decoding = _model_tiling(model, tiles)  # the decode goes as /decode's would, tiled or not
+    tiles = _effort_tiling(model, tiles, effort)
     stream_bytes = encodes = None
     if target is not None:
         if quality is not None or hundredths is not None:
@@ -415,9 +433,9 @@ async def reconstruct(model: LoadedModel, source: imaging.SourceImage,
     else:
         hundredths = _checked(model, quality, hundredths)
         seen = await imaging.off_loop(_work(plan), _seen, model, source, plan, tiles)
-        if effort or _tiled(model, plan, tiles):  # decode(encode(x)), tile by tile if tiled, as a stream would go
+        if effort or _tiled(model, plan, decoding):  # decode(encode(x)), tile by tile if tiled, as a stream would go
             latents = await _encode_latents(model, seen, plan, tiles, hundredths, effort)
-            output = await _decode_latents(model, latents, plan, tiles, hundredths)
+            output = await _decode_latents(model, latents, plan, decoding, hundredths)
         else:
             output = (await model.call("reconstruct", {"images": seen, **quality_input(hundredths)}))["images"]
     mse, psnr, pixels = await imaging.off_loop(_work(plan), _measure_and_restore, seen, output, plan, source.channels)

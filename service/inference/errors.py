@@ -122,7 +122,8 @@ class InvalidQuality(ServiceError):
 
 class InvalidEffort(ServiceError):
     """`effort` outside the model's range, given to a model whose encoder cannot refine, with a size
-    target, or on an image over AEC_EFFORT_MAX_PIXELS (refinement costs CPU in proportion to pixels)."""
+    target, with several images, or on an image over AEC_EFFORT_MAX_PIXELS (refinement costs CPU in
+    proportion to pixels)."""
 
     code, status = "invalid_effort", 422
 

@@ -76,8 +76,8 @@ def refine(loss: LossFn, y: tf.Tensor, steps: tf.Tensor, max_steps: int) -> tf.T
         v = _BETA2 * v + (1.0 - _BETA2) * tf.square(grad)
         count = tf.cast(t + 1, tf.float32)
         update = (m / (1.0 - _BETA1**count)) / (tf.sqrt(v / (1.0 - _BETA2**count)) + _EPSILON)
-        active = tf.cast(t < steps, tf.float32)[:, None, None, None]
-        return t + 1, y - active * rate[:, None, None, None] * update, m, v
+        active = (t < steps)[:, None, None, None]  # tf.where: an image past its steps keeps y exactly
+        return t + 1, tf.where(active, y - rate[:, None, None, None] * update, y), m, v
 
     zeros = tf.zeros_like(y)
     _, y, _, _ = tf.while_loop(lambda t, *_: t < longest, body, (tf.constant(0), y, zeros, zeros),

@@ -85,10 +85,12 @@ async def encode(ctx: HotContext) -> Response:
     hundredths = None if target else codec.model_quality(model, ctx.query.quality)
     effort = codec.model_effort(model, ctx.query.effort)
     async with read_images(ctx, model) as items:
+        codec.one_image_with_effort(effort, len(items))
         encoded = await for_each(
             items, lambda item: codec.encode(model, item[1], settings.tiling, hundredths=hundredths, target=target,
                                              effort=effort, effort_max_pixels=settings.effort_max_pixels),
             timeout_s=settings.effort_timeout_s if effort else settings.request_timeout_s,
+            setting="AEC_EFFORT_TIMEOUT_S" if effort else "AEC_REQUEST_TIMEOUT_S",
         )
         uploads = [upload for upload, _ in items]
         del items  # the decoded pixels go with the budget they held; only the streams remain
@@ -219,8 +221,10 @@ async def reconstruct(ctx: HotContext) -> Response:
         return result, await encode_image(result.pixels, fmt)
 
     async with read_images(ctx, model) as items:
+        codec.one_image_with_effort(effort, len(items))
         results = await for_each(items, one,
-                                 timeout_s=settings.effort_timeout_s if effort else settings.request_timeout_s)
+                                 timeout_s=settings.effort_timeout_s if effort else settings.request_timeout_s,
+                                 setting="AEC_EFFORT_TIMEOUT_S" if effort else "AEC_REQUEST_TIMEOUT_S")
         files = [(upload, source.channels) for upload, source in items]
         # the figures without the pixels: those go with the budget they held, only the images remain
         outcomes = [(dataclasses.replace(r, pixels=_NO_PIXELS), data) for r, data in results]

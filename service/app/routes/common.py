@@ -87,14 +87,16 @@ def _label(item: object) -> str | None:
 
 
 async def for_each(
-    items: Sequence[T], work: Callable[[T], Awaitable[U]], *, timeout_s: float = 0.0
+    items: Sequence[T], work: Callable[[T], Awaitable[U]], *, timeout_s: float = 0.0,
+    setting: str = "AEC_REQUEST_TIMEOUT_S",
 ) -> list[U]:
     """Run `work` on every item concurrently (so the batcher can group them); the first failure wins,
     and with several items its message names the file. Past `timeout_s` (0 = none) the work is
     cancelled (queued items leave their batch) and the request answers 504."""
     if len(items) <= 1:  # the common case: awaited here, no Task and no gather to schedule
-        return [await _within(work(item), timeout_s) for item in items]
-    results = await _within(asyncio.gather(*(work(item) for item in items), return_exceptions=True), timeout_s)
+        return [await _within(work(item), timeout_s, setting) for item in items]
+    results = await _within(asyncio.gather(*(work(item) for item in items), return_exceptions=True), timeout_s,
+                            setting)
     for item, result in zip(items, results):
         if isinstance(result, ServiceError) and (label := _label(item)) is not None:
             result.message = f"{label}: {result.message}"
@@ -104,8 +106,9 @@ async def for_each(
     return results
 
 
-async def _within(work: Awaitable[U], timeout_s: float) -> U:
-    """Await `work`, turning a timeout past `timeout_s` (0 = none) into the request's 504."""
+async def _within(work: Awaitable[U], timeout_s: float, setting: str = "AEC_REQUEST_TIMEOUT_S") -> U:
+    """Await `work`, turning a timeout past `timeout_s` (0 = none; the value of `setting`) into the
+    request's 504."""
     if timeout_s <= 0:
         return await work
     try:
@@ -113,7 +116,7 @@ async def _within(work: Awaitable[U], timeout_s: float) -> U:
             return await work
     except TimeoutError as exc:
         raise InferenceTimeout(
-            f"inference did not finish within {timeout_s:g} s (AEC_REQUEST_TIMEOUT_S); the service is busy "
+            f"inference did not finish within {timeout_s:g} s ({setting}); the service is busy "
             "or the images are large"
         ) from exc
 

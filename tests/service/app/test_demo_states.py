@@ -26,6 +26,7 @@ from service_helpers import ROOT, headless_chromium, to_bytes
 
 from contract.card import ModelCard
 
+
 def _newest_natural() -> Path:
     folder = ROOT / "models_store" / "natural"
     return max((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))

@@ -23,10 +23,13 @@ BIG = to_bytes(synthetic_photo(128, 128, 5, periods=(2, 7), noise=0.05))
 
 
 @pytest.fixture(scope="module")
-def url(effort_store, model_store) -> Iterator[str]:
-    (effort_store / model_store.tiny).symlink_to(model_store.path / model_store.tiny, target_is_directory=True)
-    with live_server(models_dir=effort_store, default_model=NAME, reload_interval_s=0, log_level="WARNING",
-                     effort_max_pixels=64 * 64) as srv:
+def url(effort_store, model_store, tmp_path_factory) -> Iterator[str]:
+    store = tmp_path_factory.mktemp("effort_served")
+    for name, source in ((NAME, effort_store / NAME), (model_store.tiny, model_store.path / model_store.tiny)):
+        (store / name).symlink_to(source, target_is_directory=True)
+    # tiles of 64 px (halo 0): a 64x64 image runs whole, a 128x128 one would be tiled without effort
+    with live_server(models_dir=store, default_model=NAME, reload_interval_s=0, log_level="WARNING",
+                     effort_max_pixels=128 * 128 - 1, tile_size=64, tile_halo=0) as srv:
         yield srv.url
 
 
@@ -97,6 +100,24 @@ def test_images_over_the_effort_pixel_limit_are_refused_before_refining(client: 
     assert client.post("/encode", content=BIG).status_code == 200  # effort 0 has no such limit
 
 
+def test_a_refined_image_runs_whole_not_in_tiles(client: httpx.Client) -> None:
+    """Tiles would each refine their halo their own way: a refined image is one call, and its stream
+    decodes to what /reconstruct shows (tile_size 64 here: without effort this image is 4 tiles)."""
+    body = to_bytes(synthetic_photo(64, 128, 6, periods=(2, 7), noise=0.05))
+    refined = client.post("/encode?quality=2&effort=1", content=body)
+    assert refined.status_code == 200, refined.text
+    decoded = client.post("/decode", content=refined.content, headers={"Content-Type": "application/octet-stream"})
+    shown = client.post("/reconstruct?quality=2&effort=1", content=body)
+    assert decoded.status_code == shown.status_code == 200 and decoded.content == shown.content
+
+
+def test_several_images_with_effort_are_one_named_422(client: httpx.Client) -> None:
+    files = [("file", (f"{i}.png", BODY, "image/png")) for i in range(2)]
+    body = assert_error(client.post("/encode?effort=1", files=files), 422, "invalid_effort")
+    assert "one image per request" in body["error"]["message"]
+    assert client.post("/encode?effort=0", files=files).status_code == 200
+
+
 def test_the_client_and_its_results_pass_effort(url: str) -> None:
     image = synthetic_photo(64, 64, 4, periods=(2, 7), noise=0.05)
     with Client(url) as c:
@@ -104,6 +125,5 @@ def test_the_client_and_its_results_pass_effort(url: str) -> None:
         assert encoded.effort == 2 and encoded.quality == 2
         shown = c.reconstruct(np.asarray(image), quality=2, effort=2)
         assert shown.effort == 2
-        batch = c.encode_batch([np.asarray(image)] * 2, quality=2, effort=1)
-        assert [e.effort for e in batch] == [1, 1]
+        assert [e.effort for e in c.encode_batch([np.asarray(image)], quality=2, effort=1)] == [1]
         assert c.encode(np.asarray(image), quality=2).effort == 0
