@@ -27,6 +27,11 @@ from service_helpers import ROOT, headless_chromium, to_bytes
 from contract.card import ModelCard
 
 
+def _default_quality() -> float:
+    """The page starts at the newest natural card's default quality."""
+    return ModelCard.read(_newest_natural()).rate.default_quality
+
+
 def _newest_natural() -> Path:
     folder = ROOT / "models_store" / "natural"
     return max((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
@@ -173,7 +178,7 @@ def test_demo_page_states_with_screenshots(browser, photo_server, photo: Path, t
     assert _js(browser, "return document.getElementById('view-b').getAttribute('src')").startswith("blob:")
     links = _js(browser, "return ['download-stream', 'download-reconstruction'].map(id => {"
                 "const a = document.getElementById(id); return [a.getAttribute('href'), a.download]; })")
-    assert links[0][0].startswith("blob:") and links[0][1] == f"{photo.stem}.q4.00.aec"
+    assert links[0][0].startswith("blob:") and links[0][1] == f"{photo.stem}.q{_default_quality():.2f}.aec"
     assert links[1][0].startswith("blob:") and links[1][1].endswith(".png")
     downloaded = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
@@ -190,8 +195,7 @@ def test_demo_page_states_with_screenshots(browser, photo_server, photo: Path, t
             assert size <= stream_bytes and shown == width, codec
     heat_at_4 = _js(browser, "return document.getElementById('heatmap').src")
     assert heat_at_4.startswith("data:image/png;base64,")
-    default = ModelCard.read(_newest_natural()).rate.default_quality  # the page starts at the card's default
-    assert f"quality {default:.2f}" in browser.find_element("id", "heatmap-caption").text
+    assert f"quality {_default_quality():.2f}" in browser.find_element("id", "heatmap-caption").text
     shots.take(browser, "02-compressed")
 
     # ---- wipe moved: by the slider, by dragging, and flipped
