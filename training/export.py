@@ -19,6 +19,12 @@ from contract.card import ModelCard
 from training.models.base import Autoencoder
 
 
+#: Variables in shards of at most 8 MiB: a model checked into git stays in files a repository host takes
+#: without large-file storage (codec v2's 14.7 MB of weights are two files); loading reads them all alike.
+SAVE_OPTIONS = tf.saved_model.SaveOptions(
+    experimental_sharding_callback=tf.train.experimental.MaxShardSizePolicy(max_shard_size=8 << 20))
+
+
 def next_version(model_dir: Path) -> int:
     """Next free integer version under `<store>/<name>/` (TF Serving layout; never overwrite)."""
     existing = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -106,7 +112,7 @@ def export_model(model: Autoencoder, card: ModelCard, store: Path, extra_files: 
     module = build_module(model)
     staging = Path(tempfile.mkdtemp(prefix=f".{card.name}-{card.version}-", dir=target.parent))
     try:
-        tf.saved_model.save(module, str(staging), signatures=module.signatures_to_save)
+        tf.saved_model.save(module, str(staging), signatures=module.signatures_to_save, options=SAVE_OPTIONS)
         card.write(staging)
         for filename, text in (extra_files or {}).items():
             (staging / filename).write_text(text)
