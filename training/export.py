@@ -18,7 +18,6 @@ import tensorflow as tf
 from contract.card import ModelCard
 from training.models.base import Autoencoder
 
-
 #: Variables in shards of at most 8 MiB: a model checked into git stays in files a repository host takes
 #: without large-file storage (codec v2's 14.7 MB of weights are two files); loading reads them all alike.
 SAVE_OPTIONS = tf.saved_model.SaveOptions(

@@ -39,13 +39,10 @@ def textured(n: int, size: int, seed: int) -> np.ndarray:
     return np.clip(coarse + stripes + 0.05 * rng.normal(size=(n, size, size, 3)), 0, 1).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=[{}, {"checkerboard": True}, {"level_synthesis": True}],
-                ids=["slices", "checkerboard", "level_synthesis"])
-def trained(request) -> tuple[ChannelCodec, np.ndarray]:
-    """Trained a little, finalized: the plain channel-conditional model, its checkerboard variant (whose
-    context kernels move from their zero start within these steps) and its level-conditional synthesis."""
-    keras.utils.set_random_seed(0)
-    model = ChannelCodec(**TINY, **request.param)
+def train_tiny(seed: int, **options) -> tuple[ChannelCodec, np.ndarray]:
+    """The TINY model with `options`, 30 Adam steps on textured crops from `seed`, finalized at level 2."""
+    keras.utils.set_random_seed(seed)
+    model = ChannelCodec(**TINY, **options)
     images = textured(8, 64, seed=0)
     model(images[:1])
     step = make_train_step(model, keras.optimizers.Adam(3e-3))
@@ -53,6 +50,15 @@ def trained(request) -> tuple[ChannelCodec, np.ndarray]:
         step(tf.constant(images[(i % 2) * 4:(i % 2) * 4 + 4]))
     model.set_rate_level(1)
     model.finalize(tf.data.Dataset.from_tensor_slices(images).batch(4))
+    return model, images
+
+
+@pytest.fixture(scope="module", params=[{}, {"checkerboard": True}, {"level_synthesis": True}],
+                ids=["slices", "checkerboard", "level_synthesis"])
+def trained(request) -> tuple[ChannelCodec, np.ndarray]:
+    """Trained a little, finalized: the plain channel-conditional model, its checkerboard variant (whose
+    context kernels move from their zero start within these steps) and its level-conditional synthesis."""
+    model, images = train_tiny(seed=0, **request.param)
     if model.checkerboard:
         assert min(float(tf.reduce_max(tf.abs(layer.kernel))) for layer in model.ctx_layers) > 0
     if model.level_synthesis:
@@ -84,7 +90,10 @@ def test_integer_parameters_stay_close_to_the_float_ones(trained) -> None:
     latents = model.encode(images)
     ideal = sum(float(tf.reduce_sum(v)) for v in model.coded_bits(latents).values())
     estimate = float(model.compute_losses(images, training=False)["bpp"]) * images.shape[0] * 64 * 64
-    assert abs(ideal - estimate) < 0.01 * estimate + 64, (ideal, estimate)
+    # the checkerboard's second pass reads rounded anchors, which moves the integer and float parameters
+    # apart a little more (1.5% on an AVX-512 CPU, e21b59d included; under 1% on AVX2)
+    tolerance = 0.02 if model.checkerboard else 0.01
+    assert abs(ideal - estimate) < tolerance * estimate + 64, (ideal, estimate)
 
 
 def test_stages_give_the_indices_of_the_all_at_once_path(trained) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,26 +19,16 @@ from service.inference import codec as service_codec
 from service.inference import imaging
 from service.inference.errors import InvalidEffort
 from service.inference.registry import ModelRegistry
-from tests.training.test_codec_cc import TINY, textured
+from tests.training.test_codec_cc import TINY, textured, train_tiny
 from training.export import export_model
 from training.models import refinement
 from training.models.codec_cc import MAX_EFFORT, ChannelCodec
-from training.train import make_train_step
 
 
 @pytest.fixture(scope="module")
 def model() -> ChannelCodec:
     """The tiny codec of test_codec_cc with level-conditional synthesis, trained a little, finalized."""
-    keras.utils.set_random_seed(1)
-    model = ChannelCodec(**TINY, level_synthesis=True)
-    images = textured(8, 64, seed=0)
-    model(images[:1])
-    step = make_train_step(model, keras.optimizers.Adam(3e-3))
-    for i in range(30):
-        step(tf.constant(images[(i % 2) * 4:(i % 2) * 4 + 4]))
-    model.set_rate_level(1)
-    model.finalize(tf.data.Dataset.from_tensor_slices(images).batch(4))
-    return model
+    return train_tiny(seed=1, level_synthesis=True)[0]
 
 
 def coded_loss(model: ChannelCodec, image: tf.Tensor, latents: dict[str, tf.Tensor], quality: float) -> float:
