@@ -94,7 +94,7 @@ def test_a_model_without_the_setting_refuses_it(client: httpx.Client, model_stor
     assert client.post(f"/encode?model={model_store.tiny}&effort=0", content=BODY).status_code == 200
 
 
-def test_images_over_the_effort_pixel_limit_are_refused_before_refining(client: httpx.Client) -> None:
+def test_images_over_the_effort_pixel_limit_are_refused(client: httpx.Client) -> None:
     body = assert_error(client.post("/encode?effort=1", content=BIG), 422, "invalid_effort")
     assert "AEC_EFFORT_MAX_PIXELS" in body["error"]["message"] and "128x128" in body["error"]["message"]
     assert client.post("/encode", content=BIG).status_code == 200  # effort 0 has no such limit
