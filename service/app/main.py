@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_tensorflow(settings.intra_op_threads())
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        effort_executor = ThreadPoolExecutor(1, thread_name_prefix="effort")  # refinements: one at a time
 
         registry = ModelRegistry(
             settings.models_dir,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
             max_queue=settings.max_queue,
             max_in_flight=settings.batches_in_flight,
             executor=executor,
+            effort_executor=effort_executor,
             observer_factory=metrics.batch_observer,
         )
         app.state.registry = registry
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
                     await watcher
             await registry.close()
             executor.shutdown(wait=True, cancel_futures=True)
+            effort_executor.shutdown(wait=True, cancel_futures=True)  # the one running refinement finishes
             flush_logs()  # the last requests' lines are written before the process goes
 
     app = ServiceApp(

@@ -111,9 +111,17 @@ class MicroBatcher:
         batches = math.ceil(self.pending() / self.max_batch_size) + 1
         return max(1, math.ceil(batches * (self._recent_compute_s + self.max_wait_s)))
 
-    async def close(self) -> None:
-        """Stop taking new items into batches; items already queued are still computed."""
+    async def close(self, *, drop_queued: bool = False) -> None:
+        """Stop taking new items into batches. Items already queued are still computed, unless
+        `drop_queued`: then they are refused at once with `Overloaded` (the process is going away, and a
+        queue of minute-long refinements must not hold its shutdown); batches already running finish."""
         self._closed = True
+        if drop_queued:
+            for group in self._groups.values():
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(Overloaded(f"{self.name}: the server is shutting down; retry later"))
+                group.clear()
         if self._worker is not None and self._arrived is not None:
             self._arrived.set()
             try:

@@ -23,9 +23,11 @@ from service.inference.batcher import Arrays, BatchObserver, MicroBatcher
 ObserverFactory = Callable[[str, int, str], BatchObserver]
 
 
-#: Encoder-effort calls (latent refinement: seconds to minutes each) run here, one at a time for the whole
-#: process, never on the inference executor: a refining request cannot hold up other requests' calls,
-#: and refinements queue (at most EFFORT_QUEUE, then 503) instead of piling onto the cores.
+#: Encoder-effort calls (latent refinement: seconds to minutes each) run on an executor of their own, one
+#: at a time, never on the inference executor: a refining request cannot hold up other requests' calls,
+#: and refinements queue (at most EFFORT_QUEUE, then 503) instead of piling onto the cores. The app gives
+#: every version its registry's (`effort_executor`, shut down with it); this one serves a LoadedModel
+#: built without one (benches, scripts).
 _EFFORT_EXECUTOR = ThreadPoolExecutor(1, thread_name_prefix="effort")
 EFFORT_QUEUE = 4
 
@@ -48,6 +50,7 @@ class LoadedModel:
     max_queue: int | None = None
     max_in_flight: int = 1
     executor: Executor | None = None
+    effort_executor: Executor | None = None  # one thread (see _EFFORT_EXECUTOR)
     observer_factory: ObserverFactory | None = None
     loaded_at: float = field(default_factory=time.time)
     module: Any = None  # keeps the SavedModel (and its variables) alive
@@ -81,7 +84,7 @@ class LoadedModel:
                 lambda batch, sig=signature: self.run(sig, batch),
                 max_batch_size=1 if effort else self.max_batch_size,
                 max_wait_s=0.0 if effort else self.max_wait_s,
-                executor=_EFFORT_EXECUTOR if effort else self.executor,
+                executor=(self.effort_executor or _EFFORT_EXECUTOR) if effort else self.executor,
                 observer=observer,
                 name=f"{self.name}/{self.version}/{signature}",
                 max_queue=EFFORT_QUEUE if effort else self.max_queue,
@@ -115,6 +118,10 @@ class LoadedModel:
         outputs = await self.call(stage, {key: value[0] for key, value in feed.items()})
         return stages.receive(name, {key: value[None] for key, value in outputs.items()})
 
-    async def close(self) -> None:
-        for batcher in list(self._batchers.values()):
-            await batcher.close()
+    async def close(self, *, shutting_down: bool = False) -> None:
+        """Close every batcher. Their queued items are still computed (a version swapped out finishes
+        what it took), except, when the process is `shutting_down`, queued refinements: they are refused
+        (503) rather than holding the shutdown for minutes each."""
+        effort = self.card.effort.signature if self.card.effort is not None else None
+        for signature, batcher in list(self._batchers.items()):
+            await batcher.close(drop_queued=shutting_down and signature == effort)

@@ -101,6 +101,7 @@ class ModelRegistry:
         max_queue: int | None = None,
         max_in_flight: int = 1,
         executor: Executor | None = None,
+        effort_executor: Executor | None = None,
         observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
@@ -108,6 +109,7 @@ class ModelRegistry:
         self.default_model = default_model
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self.executor, self.observer_factory = executor, observer_factory
+        self.effort_executor = effort_executor
         self._state = RegistryState()
         self._lock = asyncio.Lock()
         self.loaded_once = False
@@ -288,9 +290,10 @@ class ModelRegistry:
                 log.exception("model reload failed; keeping the current models")
 
     async def close(self) -> None:
+        """Close every loaded version as the process shuts down (see LoadedModel.close)."""
         for versions in self._state.models.values():
             for model in versions.values():
-                await model.close()
+                await model.close(shutting_down=True)
 
     def _load(self, name: str, version: int, path: Path) -> LoadedModel:
         missing = [f for f in (CARD_FILENAME, SAVED_MODEL_FILENAME) if not (path / f).is_file()]
@@ -334,6 +337,7 @@ class ModelRegistry:
             max_queue=self.max_queue,
             max_in_flight=self.max_in_flight,
             executor=self.executor,
+            effort_executor=self.effort_executor,
             observer_factory=self.observer_factory,
             module=module,
         )

@@ -6,18 +6,21 @@
 #
 # A checkout without artifacts/ckpt/codec-v2 starts from the committed snapshot (training.snapshot),
 # else from natural version 8 (warm start: ChannelCodec.adopt). models_store/README.md has the story.
-# The learning rate drops to LR/10 at step LR_DECAY (22,400: the curve was flat at 1e-4 from 19,600 on).
-# Steps 0-27,200 ran with LR=1e-4 (1e-5 past 22,400) and the levels unweighted (LEVEL_WEIGHT_EXPONENT= LR=1e-4
-# to redo them); from 27,200 on with LR=3e-4, i.e. 3e-5 (past the drop), and LEVEL_WEIGHT_EXPONENT=0.5 (the levels' losses
+# The learning rate drops to LR/10 at step LR_DECAY: first at 22,400 (the curve was flat at 1e-4 from 19,600
+# on). Steps 0-27,200 ran with LR=1e-4 LR_DECAY=22400 and the levels unweighted (LEVEL_WEIGHT_EXPONENT=);
+# 27,200-102,800 with LR=3e-4 LR_DECAY=22400 (3e-5), LEVEL_WEIGHT_EXPONENT=0.5 (the levels' losses
 # rebalanced: RateLevels.level_weights) and half of Urban100 added (the other half, [1::2], stays held out).
 # From step 36,400 on the transforms' inner convolutions compute in bfloat16 (MIXED_PRECISION=bfloat16, the
-# default; MIXED_PRECISION= for float32): 1.3x the steps on this CPU, same checkpoint layout.
+# default on a CPU with bfloat16 instructions; MIXED_PRECISION= for float32): 1.3x the steps there, same checkpoint layout.
 # From step 39,600 on the checkpoint also keeps an average of the weights (EMA_DECAY=0.9995, the default;
 # EMA_DECAY= for none), which an export takes; `bench/checkpoint_rd.py --average` measures it.
 # From step 81,600 on the model has the level-conditional synthesis ("level_synthesis": true; a branch
 # started at step 72,800 from zero tables, ~1% fewer bits on the average at every level by 81,600, took
 # over the run). PLAIN_SYNTHESIS=1 gives the model without it (e.g. for a checkpoint of step 81,600 or
 # before: artifacts/ckpt/codec-v2-plain).
+# From step 102,800 on: a second drop, to 3e-6 (LR=3e-5 LR_DECAY=102800, the defaults now; the curve had
+# flattened at 3e-5: +0.06-0.09 dB per level from step 82,000 to 102,000), and float32 where the CPU has no
+# bfloat16 instructions (below: emulated bfloat16 ran 0.23 steps/s on an AVX2-only AMD EPYC).
 # A branch of the run: CKPT=<its own folder> (seeded with a copy of the run's checkpoint files, or, when
 # empty, from the snapshot) and other settings.
 set -euo pipefail
@@ -54,7 +57,12 @@ if (( ${#SHAPE[@]} )); then
 fi
 
 TRAIN_FLAGS=()
-MIXED_PRECISION=${MIXED_PRECISION-bfloat16}
+# bfloat16 only where the CPU computes it natively (avx512_bf16 or amx_bf16); emulated it is slower than float32
+if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then
+  MIXED_PRECISION=${MIXED_PRECISION-bfloat16}
+else
+  MIXED_PRECISION=${MIXED_PRECISION-}
+fi
 if [[ -n "$MIXED_PRECISION" ]]; then
   TRAIN_FLAGS=(--mixed-precision "$MIXED_PRECISION")
 fi
@@ -84,7 +92,7 @@ fi
 exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \
   --dataset "folder:$N/CBSD68=3,$N/LIVE1=2,$N/Set14=1,$N/SunHays80=3,$N/Urban100[0::2]=2,$C/train=2" \
   --test-dataset "folder:$N/McMaster" --epochs "${EPOCHS:-400}" --steps-per-epoch 400 --batch-size 8 --crop 128 \
-  --optimizer adam --optimizer-args '{"learning_rate": '"${LR:-3e-4}"', "global_clipnorm": 1.0}' --lr-decay "${LR_DECAY:-22400}" \
+  --optimizer adam --optimizer-args '{"learning_rate": '"${LR:-3e-5}"', "global_clipnorm": 1.0}' --lr-decay "${LR_DECAY:-102800}" \
   "${TRAIN_FLAGS[@]}" --init-from models_store/natural/8 --checkpoint-dir "$CKPT" --name natural \
   --description "Learned image codec v2 for photos: channel-conditional entropy model, integer entropy parameters, variable rate" \
   --out artifacts/store_v2 --log-dir artifacts/runs --no-progress

@@ -127,3 +127,15 @@ def test_the_client_and_its_results_pass_effort(url: str) -> None:
         assert shown.effort == 2
         assert [e.effort for e in c.encode_batch([np.asarray(image)], quality=2, effort=1)] == [1]
         assert c.encode(np.asarray(image), quality=2).effort == 0
+
+
+def test_a_server_with_effort_off_shows_no_range_and_names_the_setting(effort_store, tmp_path) -> None:
+    (tmp_path / NAME).symlink_to(effort_store / NAME, target_is_directory=True)
+    with live_server(models_dir=tmp_path, default_model=NAME, reload_interval_s=0, log_level="WARNING",
+                     effort_max_pixels=0) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        listed = c.get("/models").json()["models"][0]["versions"][0]
+        detail = c.get(f"/models/{NAME}").json()["versions"][0]
+        assert listed["effort"] is None and detail["effort"] is None
+        assert detail["card"]["effort"]["max_effort"] >= 2  # the model still has it: this server does not offer it
+        body = assert_error(c.post("/encode?effort=1", content=BODY), 422, "invalid_effort")
+        assert "AEC_EFFORT_MAX_PIXELS=0" in body["error"]["message"]

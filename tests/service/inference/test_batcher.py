@@ -194,3 +194,21 @@ def test_close_waits_for_batches_in_flight() -> None:
         return [p.result() for p in pending]
 
     assert [float(r["y"][0]) for r in run(main())] == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_close_with_drop_queued_refuses_what_waits_and_finishes_what_runs() -> None:
+    from service.inference.errors import Overloaded
+
+    fn = Recorder(delay=0.2)
+    batcher = MicroBatcher(fn, max_batch_size=1, max_wait_s=0.0, executor=ThreadPoolExecutor(1), max_in_flight=1)
+
+    async def main():
+        pending = [asyncio.ensure_future(batcher.submit({"x": np.full(1, i)})) for i in range(4)]
+        await asyncio.sleep(0.05)  # the first item runs, three wait
+        await batcher.close(drop_queued=True)
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    results = run(main())
+    assert float(results[0]["y"][0]) == 0.0  # the running item finished with its answer
+    assert all(isinstance(r, Overloaded) and "shutting down" in str(r) for r in results[1:])
+    assert len(fn.calls) == 1  # none of the queued items was computed
