@@ -60,8 +60,10 @@ def _names(state: RegistryState) -> list[str]:
 async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
     state = registry.state
     name, source = registry.default_choice()
+    effort_on = settings.effort_max_pixels > 0
     return ModelList(
-        default_model=name, default_source=source, models=[_summary(registry, state, n, effort_on=settings.effort_max_pixels > 0) for n in _names(state)]
+        default_model=name, default_source=source,
+        models=[_summary(registry, state, n, effort_on=effort_on) for n in _names(state)],
     )
 
 
