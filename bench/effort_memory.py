@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import resource
 import subprocess
@@ -36,18 +37,19 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _photo(path: Path, megapixels: float):
+def _photo(path: Path, megapixels: float, scratch: Path):
+    """`path` resized as bench/photos.py resizes its photos; without it (no datasets here) a drawn image
+    resized the same way: memory does not depend on the content."""
     import numpy as np
     from PIL import Image
 
-    if path.is_file():
-        image = Image.open(path).convert("RGB")
-    else:  # no datasets here: a drawn photo-like image (memory does not depend on the content)
-        rng = np.random.default_rng(0)
-        image = Image.fromarray((rng.random((256, 384, 3)) * 255).astype("uint8"))
-    aspect = image.width / image.height
-    height = max(64, round((megapixels * 1e6 / aspect) ** 0.5))
-    return np.asarray(image.resize((round(height * aspect), height), Image.LANCZOS))
+    from bench.photos import photo_png
+
+    if not path.exists():
+        drawn = (np.random.default_rng(0).random((256, 384, 3)) * 255).astype("uint8")
+        path = scratch / "drawn.png"
+        Image.fromarray(drawn).save(path)
+    return np.asarray(Image.open(io.BytesIO(photo_png(path, megapixels))).convert("RGB"))
 
 
 async def _child(models_dir: Path, model_name: str, megapixels: float, effort: int, image: Path) -> dict:
@@ -67,7 +69,7 @@ async def _child(models_dir: Path, model_name: str, megapixels: float, effort: i
                                  executor=ThreadPoolExecutor(settings.inference_threads))
         await registry.refresh()
         model = registry.resolve(model_name)
-        pixels = _photo(image, megapixels)
+        pixels = _photo(image, megapixels, Path(store))
         source = imaging.SourceImage(pixels, 3, "PNG")
         row: dict = {"model": f"{model.name}/{model.version}", "width": pixels.shape[1], "height": pixels.shape[0],
                      "megapixels": pixels.shape[0] * pixels.shape[1] / 1e6, "effort": effort,

@@ -58,7 +58,7 @@ fi
 
 TRAIN_FLAGS=()
 # bfloat16 only where the CPU computes it natively (avx512_bf16 or amx_bf16); emulated it is slower than float32
-if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then
+if "$PY" -c 'import sys; from training.distribute import cpu_has_bfloat16; sys.exit(not cpu_has_bfloat16())' 2>/dev/null; then
   MIXED_PRECISION=${MIXED_PRECISION-bfloat16}
 else
   MIXED_PRECISION=${MIXED_PRECISION-}
