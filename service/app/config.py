@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         return value or None
 
     @property
+    def effort_on(self) -> bool:
+        """Whether `?effort=` above 0 is served at all (`/models` then shows each codec's effort range)."""
+        return self.effort_max_pixels > 0
+
+    @property
     def tiling(self) -> Tiling:
         return Tiling(self.tile_size, self.tile_halo)
 

@@ -15,7 +15,9 @@ def test_the_bench_refines_and_reports_each_size(effort_store, tmp_path, capsys)
     assert [round(r["megapixels"], 2) for r in rows] == [0.02, 0.05]
     for r in rows:
         assert r["model"].startswith("codec-effort/") and r["effort"] == 1
-        assert r["loaded_mib"] <= r["plain_peak_mib"] <= r["refined_peak_mib"]
+        # ru_maxrss read in the right unit: a process with TensorFlow and a model loaded holds 100s of MiB
+        assert 100 < r["loaded_mib"] < 16 * 1024, r
+        assert r["plain_s"] > 0 and r["refined_s"] > r["plain_s"], r  # a refinement runs gradient steps
         assert r["plain_bytes"] > 0 and r["refined_bytes"] > 0 and r["refined_bytes"] != r["plain_bytes"]
     table = capsys.readouterr().out
     for r in rows:

@@ -60,10 +60,9 @@ def _names(state: RegistryState) -> list[str]:
 async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
     state = registry.state
     name, source = registry.default_choice()
-    effort_on = settings.effort_max_pixels > 0
     return ModelList(
         default_model=name, default_source=source,
-        models=[_summary(registry, state, n, effort_on=effort_on) for n in _names(state)],
+        models=[_summary(registry, state, n, effort_on=settings.effort_on) for n in _names(state)],
     )
 
 
@@ -73,7 +72,7 @@ async def get_model(registry: RegistryDep, settings: SettingsDep, name: str = Pa
     state = registry.state
     if name not in _names(state):
         raise ModelNotFound(f"model {name!r} is not loaded; loaded: {', '.join(sorted(state.models)) or 'none'}")
-    return _summary(registry, state, name, detail=True, effort_on=settings.effort_max_pixels > 0)
+    return _summary(registry, state, name, detail=True, effort_on=settings.effort_on)
 
 
 @router.get("/{name}/versions/{version}", summary="One version: status and full model card",
@@ -85,4 +84,4 @@ async def get_version(registry: RegistryDep, settings: SettingsDep, name: str, v
         if name not in _names(state):
             raise ModelNotFound(f"model {name!r} is not loaded")
         raise VersionNotFound(f"model {name!r} has no version {version}")
-    return _status(entry, with_card=True, effort_on=settings.effort_max_pixels > 0)
+    return _status(entry, with_card=True, effort_on=settings.effort_on)

@@ -4,6 +4,7 @@ and lets the running one finish, on a real exported model with the effort settin
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,9 +15,25 @@ from service.inference.registry import ModelRegistry
 NAME = "codec-effort"  # tests/conftest.py's effort_store
 
 
+class _StartSignallingExecutor(ThreadPoolExecutor):
+    """A one-thread executor that says when its first job has started: the test then knows that one
+    refinement runs and the others wait in the queue, without reading the batcher's internals."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.started = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):
+        def run(*a, **kw):
+            self.started.set()
+            return fn(*a, **kw)
+
+        return super().submit(run, *args, **kwargs)
+
+
 def test_close_refuses_queued_refinements_and_finishes_the_running_one(effort_store) -> None:
     async def main():
-        effort_executor = ThreadPoolExecutor(1)
+        effort_executor = _StartSignallingExecutor()
         registry = ModelRegistry(effort_store, default_model=NAME, executor=ThreadPoolExecutor(1),
                                  effort_executor=effort_executor)
         await registry.refresh()
@@ -28,7 +45,7 @@ def test_close_refuses_queued_refinements_and_finishes_the_running_one(effort_st
                   "effort": np.int32(spec.max_effort)}
         calls = [asyncio.ensure_future(model.call(spec.signature, inputs)) for _ in range(3)]
         await asyncio.sleep(0)  # the calls reach their batcher
-        while model._batchers[spec.signature].pending() > 2:  # the first has left the queue: it runs
+        while not effort_executor.started.is_set():  # the first runs; the other two wait in the queue
             await asyncio.sleep(0.01)
         await registry.close()
         results = await asyncio.gather(*calls, return_exceptions=True)
