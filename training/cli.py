@@ -282,7 +282,8 @@ def run_train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             model, lambda: cls(input_shape=splits.image_shape(), score_kind=args.anomaly_score, **kwargs),
             val_images[:1])
 
-    return _export_version(model, name, args, argv, splits, train_ds, history, duration, stamp, log_dir)
+    steps = history[-1]["steps"] if history else (resumed or None)  # a checkpoint exported as it is: its steps
+    return _export_version(model, name, args, argv, splits, train_ds, history, steps, duration, stamp, log_dir)
 
 
 def _strategy(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -338,7 +339,7 @@ def _per_level_metrics(model, name: str, version: int, images) -> dict[str, floa
 
 
 def _export_version(model, name: str, args: argparse.Namespace, argv: list[str], splits, train_ds,
-                    history: list[dict], duration: float, stamp: str, log_dir: Path) -> Path:
+                    history: list[dict], steps: int | None, duration: float, stamp: str, log_dir: Path) -> Path:
     """Freeze the coding state, calibrate, measure on the test split and export the next version."""
     import tensorflow as tf
 
@@ -394,7 +395,7 @@ def _export_version(model, name: str, args: argparse.Namespace, argv: list[str],
         training=Provenance(
             dataset=splits.name + (f" ({'; '.join(f'{k}: {v}' for k, v in splits.notes.items())})" if splits.notes else ""),
             command="python -m training " + shlex.join(argv), epochs=args.epochs,
-            steps=history[-1]["steps"] if history else None, seed=args.seed, git_commit=_git_commit(),
+            steps=steps, seed=args.seed, git_commit=_git_commit(),
             tensorflow_version=tf.__version__, trained_at=stamp, duration_s=round(duration, 1),
             splits=splits.sources or None),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -106,6 +106,10 @@ def test_a_resumed_run_continues_its_step_with_a_new_data_stream(idx_dir, tmp_pa
     history = json.loads((tmp_path / "keras_cae" / "2" / "evaluation.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [2] and history[-1]["steps"] == 2 * steps
     assert seeds[0] == 0 and seeds[1] not in (0, seeds[0])
+    # exporting the checkpoint as it is (its own epoch: no step runs) records the steps that made it
+    assert main([*common, "--epochs", "2"]) == 0
+    card = json.loads((tmp_path / "keras_cae" / "3" / "model.json").read_text())
+    assert card["training"]["steps"] == 2 * steps and card["training"]["epochs"] == 2
 
 
 def test_a_run_resumed_with_a_learning_rate_drop_keeps_its_optimizer_state(idx_dir, tmp_path):
