@@ -12,10 +12,14 @@ float ones are not, see models_store/README.md "Portable streams"). Pixels come 
 transform and a fresh stream out of a float analysis one, so they are bit-exact only on the platform
 (TensorFlow build, CPU instruction set) the golden files were made on; elsewhere the pixels must stay
 within one level of the committed ones and a fresh stream within 2% of the committed length.
-A missing golden file is a failure. To write them anew (a deliberate
-format change, a new shipped model: add its case to `golden_worker.CASES`):
+A missing golden file is a failure. To write them anew (a deliberate format change):
 
     AEC_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_streams.py
+
+and for a new shipped model (add its cases to `golden_worker.CASES`), only the cases not yet committed,
+each recording the platform it was made on (the others keep theirs: their streams are what users stored):
+
+    AEC_REGENERATE_GOLDEN=missing .venv/bin/python -m pytest tests/test_golden_streams.py
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import pytest
 from golden_worker import CASES, MANIFEST, ROOT, Case, environment
 from PIL import Image
 
-REGENERATE = os.environ.get("AEC_REGENERATE_GOLDEN") == "1"
-HOW = "AEC_REGENERATE_GOLDEN=1 writes it (only for a deliberate format change or a new model)"
+REGENERATE = os.environ.get("AEC_REGENERATE_GOLDEN", "")  # "1": every case; "missing": the uncommitted ones
+HOW = ("AEC_REGENERATE_GOLDEN=missing writes it for a new model (=1 rewrites every case: only for a "
+       "deliberate format change)")
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +47,27 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """The worker's encodes and decodes of every case (run once for the module)."""
     out = tmp_path_factory.mktemp("golden")
     command = [sys.executable, str(Path(__file__).parent / "helpers" / "golden_worker.py"), str(out)]
-    subprocess.run(command + (["--write-inputs"] if REGENERATE else []), cwd=ROOT, env=environment(),
+    subprocess.run(command + (["--write-inputs"] if REGENERATE == "1" else []), cwd=ROOT, env=environment(),
                    check=True, timeout=900)
     report = json.loads((out / "results.json").read_text())
     found = report["cases"]
     for case in CASES:
         found[case.id]["pixels_dir"] = str(out)
     found["__platform__"] = report["platform"]
-    if REGENERATE:
-        manifest = {"__platform__": report["platform"]}
+    if REGENERATE in ("1", "missing"):
+        old = json.loads(MANIFEST.read_text()) if REGENERATE == "missing" and MANIFEST.exists() else {}
+        manifest = old or {"__platform__": report["platform"]}
         for case in CASES:
+            if case.id in old and case.stream_path.exists():
+                continue
             shutil.copyfile(out / f"{case.id}.aec", case.stream_path)
             shutil.copyfile(out / f"{case.id}.fresh.png", case.pixels_path)
             fresh = found[case.id]
             assert "error" not in fresh["fresh"], f"{case.id}: a fresh stream does not decode: {fresh['fresh']}"
+            platform = {"platform": report["platform"]} if old else {}
             manifest[case.id] = {"model": case.model, "version": case.version, "quality": case.quality,
                                  "input": case.input, "bytes": fresh["bytes"],
-                                 "stream_sha256": fresh["stream_sha256"], **fresh["fresh"]}
+                                 "stream_sha256": fresh["stream_sha256"], **fresh["fresh"], **platform}
             found[case.id]["committed"] = fresh["fresh"]
         MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
     return found
@@ -70,9 +79,11 @@ def _manifest() -> dict:
     return json.loads(MANIFEST.read_text())
 
 
-def _same_platform(results: dict) -> bool:
-    """Whether this machine is the one the golden files were made on (bit-exact floats expected)."""
-    return _manifest().get("__platform__") == results["__platform__"]
+def _same_platform(results: dict, case: Case) -> bool:
+    """Whether this machine is the one the case's golden files were made on (bit-exact floats expected):
+    the case's own platform, or the manifest's for the cases written together."""
+    manifest = _manifest()
+    return manifest.get(case.id, {}).get("platform", manifest.get("__platform__")) == results["__platform__"]
 
 
 def _portable(case: Case) -> bool:
@@ -101,7 +112,7 @@ def test_committed_stream_decodes_bit_exactly(case: Case, results: dict[str, dic
     assert hashlib.sha256(case.stream_path.read_bytes()).hexdigest() == expected["stream_sha256"], (
         f"{case.stream_path.name} is not the stream the manifest describes")
     decoded = results[case.id]["committed"]
-    same = _same_platform(results)
+    same = _same_platform(results, case)
     if not same and not _portable(case) and ("error" in decoded or
                                              decoded["symbols_sha256"] != expected["symbols_sha256"]):
         pytest.xfail(f"{case.id} has float entropy parameters: its streams are not portable across platforms")
@@ -128,7 +139,7 @@ def test_committed_stream_decodes_bit_exactly(case: Case, results: dict[str, dic
 def test_encoding_the_input_again_gives_the_same_bytes(case: Case, results: dict[str, dict]) -> None:
     expected = _expected(case)
     fresh = results[case.id]
-    if _same_platform(results):
+    if _same_platform(results, case):
         assert (fresh["bytes"], fresh["stream_sha256"]) == (expected["bytes"], expected["stream_sha256"]), (
             f"encoding {case.input} with {case.model}/{case.version} now writes another stream")
         return
