@@ -59,6 +59,7 @@ CASES = (
     Case("mnist-anomaly-0", 2, "digit.png"),
     *(Case("natural", version, "photo.png", quality) for version in (8, 9) for quality in (1.0, 3.5, 8.0)),
     *(Case("natural", 10, "photo.png", quality) for quality in (1.0, 3.5, 10.0)),
+    *(Case("natural", 11, "photo.png", quality) for quality in (1.0, 3.5, 10.0)),
     Case("cats", 1, "photo.png"),  # the 128×96 photo, resized to the model's 48×48 as the service does
 )
 
