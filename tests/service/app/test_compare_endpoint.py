@@ -144,7 +144,7 @@ def test_avif_missing_from_pillow_is_reported_not_an_error(photo_client: httpx.C
 @pytest.mark.parametrize(("query", "body", "status", "code"), [
     ("", b"this is not an image", 415, "unsupported_image"),
     ("", b"", 400, "empty_body"),
-    ("?quality=11", PHOTO, 422, "invalid_quality"),  # natural codes 1..8 (version 9) or 1..10 (version 10)
+    ("?quality=11", PHOTO, 422, "invalid_quality"),  # natural codes 1..8 (versions 8, 9) or 1..10 (from version 10)
     ("?quality=high", PHOTO, 422, "invalid_request"),
     ("?model=tiny&quality=2", PHOTO, 422, "invalid_quality"),  # single-rate
     ("?model=nope", PHOTO, 404, "model_not_found"),

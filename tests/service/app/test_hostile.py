@@ -274,7 +274,7 @@ def test_stream_whose_payload_cannot_hold_its_claimed_image_is_corrupt(proc: Ser
         empty = [(shape, b"") for shape in _latent_shapes(client, "natural", BIG, BIG)]
         forged = Bitstream(real.model, real.version, real.tables_hash, BIG, BIG, 3, empty,
                            real.quality_hundredths).to_bytes()
-        assert len(forged) < 100  # 50 bytes for version 9's two latents, 69 for version 10's six
+        assert len(forged) < 100  # 50 bytes for version 9's two latents, 69 for the six of versions 10 and 11
         with peak_rss(proc) as rss, HealthProbe(proc.url) as probe:
             started = time.perf_counter()
             response = client.post("/decode", content=forged)
