@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import resource
 import subprocess
@@ -37,19 +36,19 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _photo(path: Path, megapixels: float, scratch: Path):
+def _photo(path: Path, megapixels: float):
     """`path` resized as bench/photos.py resizes its photos; without it (no datasets here) a drawn image
     resized the same way: memory does not depend on the content."""
     import numpy as np
     from PIL import Image
 
-    from bench.photos import photo_png
+    from bench.photos import resized_photo
 
-    if not path.exists():
-        drawn = (np.random.default_rng(0).random((256, 384, 3)) * 255).astype("uint8")
-        path = scratch / "drawn.png"
-        Image.fromarray(drawn).save(path)
-    return np.asarray(Image.open(io.BytesIO(photo_png(path, megapixels))).convert("RGB"))
+    if path.is_file():
+        image = Image.open(path).convert("RGB")
+    else:
+        image = Image.fromarray((np.random.default_rng(0).random((256, 384, 3)) * 255).astype("uint8"))
+    return np.asarray(resized_photo(image, megapixels))
 
 
 async def _child(models_dir: Path, model_name: str, megapixels: float, effort: int, image: Path) -> dict:
@@ -69,7 +68,7 @@ async def _child(models_dir: Path, model_name: str, megapixels: float, effort: i
                                  executor=ThreadPoolExecutor(settings.inference_threads))
         await registry.refresh()
         model = registry.resolve(model_name)
-        pixels = _photo(image, megapixels, Path(store))
+        pixels = _photo(image, megapixels)
         source = imaging.SourceImage(pixels, 3, "PNG")
         row: dict = {"model": f"{model.name}/{model.version}", "width": pixels.shape[1], "height": pixels.shape[0],
                      "megapixels": pixels.shape[0] * pixels.shape[1] / 1e6, "effort": effort,

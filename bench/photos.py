@@ -70,13 +70,17 @@ class Row:
         return self.requests * self.megapixels / self.seconds if self.seconds else 0.0
 
 
+def resized_photo(image: Image.Image, megapixels: float) -> Image.Image:
+    """`image` resized with Lanczos to about `megapixels` MP at its aspect ratio."""
+    scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+
+
 def photo_png(source: Path, megapixels: float) -> bytes:
     """`source` (a file, or the first image of a folder) resized to about `megapixels` MP, as PNG."""
     if source.is_dir():
         source = min(p for p in source.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
-    image = Image.open(source).convert("RGB")
-    scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    image = resized_photo(Image.open(source).convert("RGB"), megapixels)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
