@@ -331,3 +331,46 @@ def test_level_synthesis_starts_as_its_source_and_conditions_each_level_alone() 
     assert 0 < np.abs(middle).max() < np.abs(top - top_plain).max()
     assert conditional.coded_bits(conditional.encode(tf.constant(images), tf.constant([3.0])))["y2"].numpy() == \
         pytest.approx(plain.coded_bits(plain.encode(tf.constant(images), tf.constant([3.0])))["y2"].numpy())
+
+
+def test_synthesis_residual_starts_as_its_source_and_then_adds_to_the_picture() -> None:
+    """Blocks that start as the identity: the model without them computes the same losses from the same
+    weights; training moves them (their gradient is not zero), a moved block changes the pictures but
+    not the rates (the synthesis does not code), and the subpixel path of decoding agrees with training's."""
+    images = textured(1, 64, seed=9)
+    keras.utils.set_random_seed(6)
+    shape = {"level_synthesis": True}
+    plain, residual = ChannelCodec(**TINY, **shape), ChannelCodec(**TINY, **shape, synthesis_residual=[1, 2, 0])
+    plain(images)
+    residual(images)
+    weights = residual.named_weights()
+    for name, weight in plain.named_weights().items():
+        weights[name].assign(weight)
+    added = sorted(set(weights) - set(plain.named_weights()))
+    assert added == sorted(f"g_s_res{i}.{b}.{w}_{j}" for i, b in ((0, 0), (1, 0), (1, 1))
+                           for w in ("bias", "kernel") for j in (0, 1))
+    assert residual.get_config()["synthesis_residual"] == [1, 2, 0]
+    assert "synthesis_residual" not in plain.get_config()
+    for training in (False, True):
+        tf.random.set_seed(3)
+        a = plain.compute_losses(images, training=training)
+        tf.random.set_seed(3)
+        b = residual.compute_losses(images, training=training)
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5)
+
+    with tf.GradientTape() as tape:
+        loss = residual.compute_losses(images, training=True)["loss"]
+    last = residual.g_s_blocks[1][1].kernel_1
+    assert float(tf.reduce_max(tf.abs(tape.gradient(loss, last)))) > 0
+
+    last.assign(tf.random.normal(last.shape, stddev=0.01))
+    quality = tf.constant([2.0])
+    positions = residual._positions(quality, tf.constant(images))
+    latent = tf.random.normal((1, 4, 4, TINY["latent_channels"]))
+    moved = residual._synthesis(latent, positions, False).numpy()
+    assert np.abs(moved - plain._synthesis(latent, positions, False).numpy()).max() > 1e-3
+    np.testing.assert_allclose(residual._synthesis(latent, positions, False, subpixel=True).numpy(), moved, atol=1e-5)
+    assert residual.coded_bits(residual.encode(tf.constant(images), quality))["y2"].numpy() == \
+        pytest.approx(plain.coded_bits(plain.encode(tf.constant(images), quality))["y2"].numpy())
+    with pytest.raises(ValueError, match="three block counts"):
+        ChannelCodec(**TINY, synthesis_residual=[1, 1])

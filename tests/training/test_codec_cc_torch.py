@@ -23,7 +23,9 @@ TINY = {"num_filters": 16, "latent_channels": 24, "hyper_channels": 16, "support
         "param_hidden": [16, 16], "lrp_hidden": 16, "lmbdas": [0.002, 0.02, 0.2], "level_weight_exponent": 0.5}
 
 
-SHAPES = pytest.mark.parametrize("shape", [{}, {"level_synthesis": True}], ids=["plain", "level_synthesis"])
+SHAPES = pytest.mark.parametrize("shape", [{}, {"level_synthesis": True},
+                                           {"level_synthesis": True, "synthesis_residual": [1, 2, 0]}],
+                                  ids=["plain", "level_synthesis", "synthesis_residual"])
 
 
 def _keras_model(seed: int = 0, shape: dict | None = None) -> ChannelCodec:

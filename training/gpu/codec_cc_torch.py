@@ -25,6 +25,7 @@ SCALE_BOUND = 0.11  # training/entropy_models.py
 LIKELIHOOD_BOUND = 1e-9
 DEFAULT_SLICES = (16, 16, 32, 64, 64)
 LEVEL_SYNTHESIS_GAIN = 10.0  # codec_cc.LEVEL_SYNTHESIS_GAIN (this module imports no TensorFlow)
+SYNTHESIS_RESIDUAL_GAIN = 10.0  # codec_cc.SYNTHESIS_RESIDUAL_GAIN
 
 
 class _LowerBound(torch.autograd.Function):
@@ -77,6 +78,24 @@ class Conv(nn.Module):
             x = F.pad(x, (left, right, top, bottom))
         x = F.conv2d(x, self.kernel.permute(3, 2, 0, 1), self.bias, stride=s)
         return F.relu(x) if self.relu else x
+
+
+class ResidualBlock(nn.Module):
+    """training/layers/residual.py's block: x + gain·(W₂ ∗ relu(gain·(W₁ ∗ x + b₁)) + b₂), identity at the start."""
+
+    def __init__(self, channels: int, gain: float) -> None:
+        super().__init__()
+        self.gain = float(gain)
+        std = math.sqrt(2.0 / (9 * channels)) / self.gain
+        self.kernel_0 = nn.Parameter(torch.randn(3, 3, channels, channels) * std)
+        self.bias_0 = nn.Parameter(torch.zeros(channels))
+        self.kernel_1 = nn.Parameter(torch.zeros(3, 3, channels, channels))
+        self.bias_1 = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gain
+        hidden = F.relu(F.conv2d(x, g * self.kernel_0.permute(3, 2, 0, 1), g * self.bias_0, padding=1))
+        return x + F.conv2d(hidden, g * self.kernel_1.permute(3, 2, 0, 1), g * self.bias_1, padding=1)
 
 
 class Deconv(nn.Module):
@@ -166,7 +185,8 @@ class ChannelCodecTorch(nn.Module):
                  support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: Sequence[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
-                 level_synthesis: bool = False, channels: int = 3) -> None:
+                 level_synthesis: bool = False, synthesis_residual: Sequence[int] | None = None,
+                 channels: int = 3) -> None:
         super().__init__()
         n, m, nh, ns = int(num_filters), int(latent_channels), int(hyper_channels), int(support_channels)
         self.slices = [int(s) for s in (slices or DEFAULT_SLICES)]
@@ -199,6 +219,10 @@ class ChannelCodecTorch(nn.Module):
         self.level_synthesis = bool(level_synthesis) and levels > 1
         self.synthesis_scale = nn.Parameter(torch.zeros(3, levels, n)) if self.level_synthesis else None
         self.synthesis_shift = nn.Parameter(torch.zeros(3, levels, n)) if self.level_synthesis else None
+        # residual blocks after the inverse GDNs (ChannelCodec's `synthesis_residual`)
+        self.synthesis_residual = [int(b) for b in (synthesis_residual or [0, 0, 0])]
+        self.g_s_blocks = nn.ModuleList(nn.ModuleList(ResidualBlock(n, SYNTHESIS_RESIDUAL_GAIN) for _ in range(count))
+                                        for count in self.synthesis_residual)
         self.z_density = FactorizedDensity(nh)
         self.register_buffer("log_lmbdas", torch.log(torch.tensor(self.lmbdas, dtype=torch.float64)).float())
 
@@ -208,6 +232,7 @@ class ChannelCodecTorch(nn.Module):
         groups = {"g_a": self.g_a, "g_s": self.g_s, "h_a": self.h_a, "h_s": self.h_s}
         groups |= {f"p{k}": net for k, net in enumerate(self.params)}
         groups |= {f"lrp{k}": net for k, net in enumerate(self.lrp)}
+        groups |= {f"g_s_res{i}": stage for i, stage in enumerate(self.g_s_blocks) if len(stage)}
         for group, layers in groups.items():
             for i, layer in enumerate(layers):
                 for short, param in layer.named_parameters(recurse=False):
@@ -250,16 +275,22 @@ class ChannelCodecTorch(nn.Module):
         return x
 
     def _synthesis(self, latent: torch.Tensor, positions: torch.Tensor, training: bool) -> torch.Tensor:
-        """g_s, with the per-level scales and shifts after each inverse GDN when the model has them."""
-        if not self.level_synthesis:
+        """g_s, with the per-level scales and shifts and then the residual blocks after each inverse GDN
+        when the model has them."""
+        if not self.level_synthesis and not any(self.synthesis_residual):
             return self._run(self.g_s, latent, training)
-        gain = LEVEL_SYNTHESIS_GAIN
-        scales = torch.exp(gain * self._interpolated(self.synthesis_scale.transpose(0, 1), positions))  # [B, 3, N]
-        shifts = gain * self._interpolated(self.synthesis_shift.transpose(0, 1), positions)
+        if self.level_synthesis:
+            gain = LEVEL_SYNTHESIS_GAIN
+            scales = torch.exp(gain * self._interpolated(self.synthesis_scale.transpose(0, 1), positions))  # [B, 3, N]
+            shifts = gain * self._interpolated(self.synthesis_shift.transpose(0, 1), positions)
         x, i = latent, 0
         for layer in self.g_s:
             if isinstance(layer, GDN):
-                x = layer(x, training) * scales[:, i, :, None, None] + shifts[:, i, :, None, None]
+                x = layer(x, training)
+                if self.level_synthesis:
+                    x = x * scales[:, i, :, None, None] + shifts[:, i, :, None, None]
+                for block in self.g_s_blocks[i]:
+                    x = block(x)
                 i += 1
             else:
                 x = layer(x)

@@ -32,7 +32,8 @@ Sizes: y stride 16, z stride 64 (multiples of `size_multiple` = 64, padded by th
 Two options start at zero on a warm start (so the model computes what its source did) and are measured
 as branches of the run (models_store/README.md): `checkerboard` (a spatial context within each slice,
 each slice then coded as two latents, its anchors `y<k>a` and the rest `y<k>b`, with `params_y<k>a/b`
-stages) and `level_synthesis` (per-level channel scales and shifts inside g_s).
+stages), `level_synthesis` (per-level channel scales and shifts inside g_s) and `synthesis_residual`
+(residual blocks after g_s's inverse GDNs: capacity where the top qualities are short of it).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from training.layers import checkerboard as board
 from training.layers.bound import lower_bound
 from training.layers.gdn import GDN
 from training.layers.integer import IntegerConvWeights, to_fixed
+from training.layers.residual import ResidualBlock
 from training.layers.subpixel import run_sequential, subpixel_deconv
 from training.models import refinement
 from training.models.base import Autoencoder
@@ -75,8 +77,10 @@ DEFAULT_SLICES = (16, 16, 32, 64, 64)
 # Adam's steps being about the learning rate in the weight): a warm start adds them at zero to a model
 # whose other weights are converged at a low learning rate, where they would barely move.
 CONTEXT_GAIN = 20.0
-# The same for the level-conditional synthesis's per-level channel scales and shifts.
+# The same for the level-conditional synthesis's per-level channel scales and shifts, and for the
+# synthesis's residual blocks.
 LEVEL_SYNTHESIS_GAIN = 10.0
+SYNTHESIS_RESIDUAL_GAIN = 10.0
 #: Encoder effort (`encode_refined`): effort e refines y for STEPS_PER_EFFORT · e steps, e ≤ MAX_EFFORT.
 MAX_EFFORT = 5
 STEPS_PER_EFFORT = 10
@@ -115,7 +119,8 @@ class ChannelCodec(RateLevels, Autoencoder):
                  hyper_channels: int = 128, support_channels: int = 128, slices: Sequence[int] | None = None,
                  param_hidden: Sequence[int] = (96, 96), lrp_hidden: int = 64, lmbda: float = 0.01,
                  lmbdas: list[float] | None = None, z_radius: int = 32, level_weight_exponent: float = 0.0,
-                 checkerboard: bool = False, level_synthesis: bool = False, **kwargs) -> None:
+                 checkerboard: bool = False, level_synthesis: bool = False,
+                 synthesis_residual: Sequence[int] | None = None, **kwargs) -> None:
         super().__init__(tuple(input_shape), **kwargs)
         n, m, c = int(num_filters), int(latent_channels), int(input_shape[-1])
         self.num_filters, self.latent_channels = n, m
@@ -209,6 +214,17 @@ class ChannelCodec(RateLevels, Autoencoder):
             shape = (3, len(self.lmbdas), n)
             self.synthesis_scale = self.add_weight(name="synthesis_scale", shape=shape, initializer="zeros")
             self.synthesis_shift = self.add_weight(name="synthesis_shift", shape=shape, initializer="zeros")
+        # Residual blocks after g_s's inverse GDNs (`synthesis_residual[i]` after the i-th, at 1/8, 1/4 and
+        # 1/2 of the image's size): capacity for the synthesis, which caps the top qualities (measured:
+        # models_store/README.md). Identity at the start, added last, as the options above.
+        self.synthesis_residual = [int(b) for b in (synthesis_residual or [0, 0, 0])]
+        if len(self.synthesis_residual) != 3 or min(self.synthesis_residual) < 0:
+            raise ValueError(f"synthesis_residual {self.synthesis_residual}: three block counts, one per inverse GDN")
+        self.g_s_blocks = [[ResidualBlock(n, gain=SYNTHESIS_RESIDUAL_GAIN, name=f"g_s_res{i}_{b}") for b in range(count)]
+                           for i, count in enumerate(self.synthesis_residual)]
+        for block in (b for stage in self.g_s_blocks for b in stage):
+            block.build((None, None, None, n))
+        if self.level_synthesis or any(self.synthesis_residual):
             self.g_s.build((None, None, None, m))  # called layer by layer (`_synthesis`), never as a whole
 
     def _build_integer(self, name: str, convs: list[layers.Conv2D], in_channels: int) -> list[IntegerConvWeights]:
@@ -230,6 +246,8 @@ class ChannelCodec(RateLevels, Autoencoder):
             config["checkerboard"] = True
         if self.level_synthesis:
             config["level_synthesis"] = True
+        if any(self.synthesis_residual):
+            config["synthesis_residual"] = self.synthesis_residual
         if len(self.lmbdas) > 1:
             config |= {"lmbdas": self.lmbdas, "rate_level": int(self.rate_level.numpy()),
                        "coded_lmbda": self.lmbdas[int(self.rate_level.numpy())]}
@@ -254,6 +272,7 @@ class ChannelCodec(RateLevels, Autoencoder):
         groups |= {f"p{k}": net for k, net in enumerate(self.param_layers)}
         groups |= {f"lrp{k}": net.layers for k, net in enumerate(self.lrp_nets)}
         groups |= {f"ctx{k}": [layer] for k, layer in enumerate(self.ctx_layers)}
+        groups |= {f"g_s_res{i}": stage for i, stage in enumerate(self.g_s_blocks) if stage}
         named = {f"{group}.{i}.{weight.name}": weight
                  for group, layers_ in groups.items() for i, layer in enumerate(layers_) for weight in layer.weights}
         named |= {f"z_density.{weight.name}": weight for weight in self.z_density.weights}
@@ -438,14 +457,16 @@ class ChannelCodec(RateLevels, Autoencoder):
         return bars, support, indices
 
     def _synthesis(self, latent: tf.Tensor, positions: tf.Tensor, training: bool, subpixel: bool = False) -> tf.Tensor:
-        """g_s, with the level-conditional scales and shifts after its inverse GDNs when the model has them.
-        `subpixel`: transposed convolutions as conv + depth_to_space (training/layers/subpixel.py: same
-        function, faster; inference)."""
-        if not self.level_synthesis:
+        """g_s, with the level-conditional scales and shifts and then the residual blocks after its inverse
+        GDNs when the model has them. `subpixel`: transposed convolutions as conv + depth_to_space
+        (training/layers/subpixel.py: same function, faster; inference)."""
+        if not self.level_synthesis and not any(self.synthesis_residual):
             return run_sequential(self.g_s, latent) if subpixel else self.g_s(latent, training=training)
-        # tables [3 layers, L, N] → per image [B, 3, N], interpolated between levels as the gains are
-        scales = tf.exp(LEVEL_SYNTHESIS_GAIN * self._interpolated(tf.transpose(self.synthesis_scale, [1, 0, 2]), positions))
-        shifts = LEVEL_SYNTHESIS_GAIN * self._interpolated(tf.transpose(self.synthesis_shift, [1, 0, 2]), positions)
+        if self.level_synthesis:
+            # tables [3 layers, L, N] → per image [B, 3, N], interpolated between levels as the gains are
+            scales = tf.exp(LEVEL_SYNTHESIS_GAIN * self._interpolated(tf.transpose(self.synthesis_scale, [1, 0, 2]),
+                                                                      positions))
+            shifts = LEVEL_SYNTHESIS_GAIN * self._interpolated(tf.transpose(self.synthesis_shift, [1, 0, 2]), positions)
         x, i = latent, 0
         for layer in self.g_s.layers:
             if subpixel and isinstance(layer, keras.layers.Conv2DTranspose):
@@ -453,7 +474,10 @@ class ChannelCodec(RateLevels, Autoencoder):
             else:
                 x = layer(x, training=training)
             if isinstance(layer, GDN):
-                x = x * scales[:, i, None, None, :] + shifts[:, i, None, None, :]
+                if self.level_synthesis:
+                    x = x * scales[:, i, None, None, :] + shifts[:, i, None, None, :]
+                for block in self.g_s_blocks[i]:
+                    x = block(x)
                 i += 1
         return x
 

@@ -42,13 +42,15 @@ if [[ -n "$LEVEL_WEIGHT_EXPONENT" ]]; then
 fi
 
 # Branches of another shape (their empty CKPT folder is seeded from the snapshot, the new weights at their
-# zero start): CHECKERBOARD=1 the checkerboard context.
+# zero start): CHECKERBOARD=1 the checkerboard context; SYNTHESIS_RESIDUAL='[2, 1, 0]' residual blocks after
+# g_s's inverse GDNs (identity at the start).
 SHAPE=()
 [[ -n "${CHECKERBOARD:-}" ]] && SHAPE+=('"checkerboard": true')
+[[ -n "${SYNTHESIS_RESIDUAL:-}" ]] && SHAPE+=('"synthesis_residual": '"$SYNTHESIS_RESIDUAL")
 RESTORE_ARGS='{}'
 if (( ${#SHAPE[@]} )); then
   if [[ "$CKPT" == artifacts/ckpt/codec-v2 ]]; then
-    echo "CHECKERBOARD=1 makes a branch: give it its own CKPT=" >&2
+    echo "CHECKERBOARD=1 and SYNTHESIS_RESIDUAL= make a branch: give it its own CKPT=" >&2
     exit 2
   fi
   joined=$(IFS=,; echo "${SHAPE[*]}")
