@@ -100,8 +100,9 @@ def server_env(port: int, settings: Mapping[str, object], env: Mapping[str, str]
 
 @contextlib.contextmanager
 def server_process(log_dir: Path | None = None, timeout: float = 180.0, *, env: Mapping[str, str] | None = None,
-                   stop_timeout: float = 30.0, **settings: object) -> Iterator[ServerProcess]:
-    """Start `python -m service` with AEC_<NAME>=value for each setting; yield once /readyz says 200."""
+                   stop_timeout: float = 30.0, module: str = "service", **settings: object) -> Iterator[ServerProcess]:
+    """Start `python -m <module>` (the service, or bench.servelib.floor) with AEC_<NAME>=value for each
+    setting; yield once /readyz says 200."""
     port = free_port()
     if log_dir is None:
         fd, name = tempfile.mkstemp(prefix="aec-server-", suffix=".log")
@@ -110,7 +111,7 @@ def server_process(log_dir: Path | None = None, timeout: float = 180.0, *, env: 
     else:
         log_path = Path(log_dir) / f"server-{port}.log"
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-        popen = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=server_env(port, settings, env),
+        popen = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=server_env(port, settings, env),
                                  stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", popen, log_path)
     try:

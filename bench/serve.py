@@ -20,6 +20,9 @@ What it measures, in one run (so the numbers share the machine's load at that mo
    minimal HTTP/1.1 client that costs several times less CPU per request, to see the server without
    the load generator's share of the cores.
 3. ratio lines: service img/s / in-process img/s at each in-process batch size.
+4. with `--floor`, the same cells against the service's HTTP server with nothing behind it
+   (`bench/servelib/floor.py`: same uvicorn configuration, protocol and limits, a fixed small PNG for
+   every POST): rows `/floor`, what a request costs before any of the service's own work.
 
 On a small machine (2 cores, shared) client and server compete for the cores, and per request the httpx
 client spends about as much CPU as the service's HTTP stack (uvicorn + Starlette/FastAPI routing,
@@ -108,6 +111,7 @@ def run(
     extra_env: dict[str, str] | None = None,
     inprocess: bool = True,
     clients: Sequence[str] = ("httpx",),
+    floor: bool = False,
     log=print,
 ) -> Report:
     """In-process rows first (the server is not running yet, so they do not compete), then the cells."""
@@ -133,6 +137,13 @@ def run(
                     cells.append(await drive(server.url, endpoint, png, n, duration, model=model, warmup=warmup,
                                              api_key=api_key, server=server, client=client))
 
+    async def floor_cells(server: ServerProcess) -> None:
+        for client in clients:
+            for n in concurrency:
+                log(f"server floor: concurrency {n}, {client} client ({warmup:g} s warm-up + {duration:g} s)")
+                cells.append(await drive(server.url, "floor", png, n, duration, warmup=warmup, server=server,
+                                         client=client))
+
     if url:
         asyncio.run(all_cells(ServerProcess(url.rstrip("/"))))
     else:
@@ -142,6 +153,10 @@ def run(
                             max_batch_size=batch_size, max_wait_ms=wait_ms, env=extra_env,
                             stop_timeout=20) as server:
             asyncio.run(all_cells(server))
+    if floor:
+        log("starting the server floor (python -m bench.servelib.floor)")
+        with server_process(module="bench.servelib.floor", env=extra_env, stop_timeout=20) as server:
+            asyncio.run(floor_cells(server))
     return Report(model, str(version_dir) if version_dir else None, batch_size, wait_ms, duration,
                   os.cpu_count() or 0, len(png), rows, cells)
 
@@ -167,6 +182,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image", type=Path, help="image to post (default: an MNIST test digit, else a drawn one)")
     parser.add_argument("--idx-dir", type=Path, default=DEFAULT_IDX, help="MNIST IDX folder for the default digit")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows (and ratios)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also the same cells against the service's HTTP server with nothing behind it "
+                             "(rows /floor: a request's cost before the service's own work)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -190,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_env=extra_env,
         inprocess=not args.no_inprocess,
         clients=[c.strip() for c in args.client.split(",") if c.strip()],
+        floor=args.floor,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     report.command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])

@@ -73,7 +73,7 @@ def ratios(report: Report) -> list[dict]:
     out = []
     kinds = {"reconstruct": "reconstruct", "encode": "encode+entropy"}
     for cell in report.cells:
-        rows = [r for r in report.inprocess if r.what == kinds[cell.endpoint]]
+        rows = [r for r in report.inprocess if r.what == kinds.get(cell.endpoint)]  # none for the floor
         if not rows:
             continue
         refs = {f"b{r.batch}": r.img_s for r in rows}

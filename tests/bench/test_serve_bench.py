@@ -17,7 +17,7 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     code = serve.main([
         "--models-dir", str(model_store.path), "--model", model_store.tiny,
         "--duration", "1", "--warmup", "0.3", "--concurrency", "1,4", "--client", "httpx,raw",
-        "--extra-batch", "", "--json", str(out),
+        "--extra-batch", "", "--json", str(out), "--floor",
     ])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -25,7 +25,8 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     assert code == 0, printed
     cells = report["cells"]
     assert {(c["client"], c["endpoint"], c["concurrency"]) for c in cells} == {
-        (client, endpoint, n) for client in ("httpx", "raw") for endpoint in ("reconstruct", "encode") for n in (1, 4)
+        (client, endpoint, n) for client in ("httpx", "raw") for endpoint in ("reconstruct", "encode", "floor")
+        for n in (1, 4)
     }
     for cell in cells:
         assert cell["errors"] == 0, cell["error_samples"]
@@ -33,16 +34,34 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
         assert math.isfinite(cell["p50_ms"]) and cell["p99_ms"] >= cell["p50_ms"] > 0, cell
         assert cell["server_cpu"] is not None and cell["server_cpu"] > 0, cell
     assert any(c["mean_batch"] for c in cells), "the batch size comes from the server's /metrics"
+    floor = [c for c in cells if c["endpoint"] == "floor"]
+    assert all(c["mean_batch"] is None for c in floor), "the floor has no batcher (and no /metrics)"
 
     rows = {(r["what"], r["batch"]) for r in report["inprocess"]}
     batch = report["max_batch_size"]
     assert {("reconstruct", 1), ("reconstruct", batch), ("encode+entropy", 1), ("encode+entropy", batch)} <= rows
     assert all(r["img_s"] > 0 for r in report["inprocess"])
-    assert len(report["ratios"]) == len(cells) and all(r[f"b{batch}"] > 0 for r in report["ratios"])
+    served = [c for c in cells if c["endpoint"] != "floor"]
+    assert len(report["ratios"]) == len(served) and all(r[f"b{batch}"] > 0 for r in report["ratios"])
 
-    for endpoint in ("/reconstruct", "/encode"):
+    for endpoint in ("/reconstruct", "/encode", "/floor"):
         assert endpoint in printed
-    assert printed.count("service/in-process") == len(cells)
+    assert printed.count("service/in-process") == len(served)
+
+
+def test_the_floor_answers_every_post_with_its_png_after_reading_the_body() -> None:
+    """The floor is a real server (the service's uvicorn configuration) that reads a whole body and
+    answers it; /readyz is what the launcher waits for."""
+    import httpx
+
+    from bench.launcher import server_process
+    from bench.servelib.floor import ANSWER
+
+    with server_process(module="bench.servelib.floor") as server, httpx.Client(trust_env=False) as client:
+        answer = client.post(f"{server.url}/reconstruct?model=x", content=b"p" * 300_000,
+                             headers={"Content-Type": "image/png"})
+        assert (answer.status_code, answer.headers["content-type"], answer.content) == (200, "image/png", ANSWER)
+        assert client.get(f"{server.url}/readyz").json() == {"status": "ready"}
 
 
 def test_digit_png_is_a_real_28x28_png(tmp_path) -> None:
