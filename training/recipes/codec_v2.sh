@@ -3,6 +3,7 @@
 #
 #   AEC_DATASETS=../shared/datasets training/recipes/codec_v2.sh            # train (background: nohup ... &)
 #   training/recipes/codec_v2.sh snapshot                                    # weights into snapshots/ (git)
+#   CKPT=artifacts/ckpt/codec-v2-res SYNTHESIS_RESIDUAL='[2, 1, 0]' training/recipes/codec_v2.sh [snapshot]  # a branch
 #
 # A checkout without artifacts/ckpt/codec-v2 starts from the committed snapshot (training.snapshot),
 # else from natural version 8 (warm start: ChannelCodec.adopt). models_store/README.md has the story.
@@ -31,6 +32,9 @@ C=$DATA/cats
 PY=${PYTHON:-.venv/bin/python}
 CKPT=${CKPT:-artifacts/ckpt/codec-v2}
 SNAPSHOT=snapshots/codec-v2
+# a branch keeps its own snapshot, snapshots/<its CKPT folder's name> (e.g. snapshots/codec-v2-res)
+OWN_SNAPSHOT=$SNAPSHOT
+[[ "$CKPT" != artifacts/ckpt/codec-v2 ]] && OWN_SNAPSHOT=snapshots/$(basename "$CKPT")
 ARGS='{"num_filters": 96, "latent_channels": 192, "hyper_channels": 64, "lmbdas": [0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048]'
 if [[ -z "${PLAIN_SYNTHESIS:-}" ]]; then  # the main line since step 81,600 (a branch of step 72,800 that won)
   ARGS="$ARGS"', "level_synthesis": true'
@@ -74,21 +78,21 @@ if [[ -n "$EMA_DECAY" ]]; then
 fi
 
 if [[ "${1:-}" == "snapshot" ]]; then
-  if [[ "$CKPT" != artifacts/ckpt/codec-v2 ]]; then
-    echo "snapshot keeps the main run (artifacts/ckpt/codec-v2), not a branch" >&2
-    exit 2
-  fi
-  exec "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS"
+  exec "$PY" -m training.snapshot save "$CKPT" "$OWN_SNAPSHOT" --model codec_cc --model-args "$ARGS"
 fi
-if [[ ! -e $CKPT/checkpoint && -e $SNAPSHOT/snapshot.json ]]; then
-  "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT" --model-args "$RESTORE_ARGS"
+if [[ ! -e $CKPT/checkpoint ]]; then
+  if [[ -e $OWN_SNAPSHOT/snapshot.json ]]; then  # the run's (or the branch's) own weights
+    "$PY" -m training.snapshot restore "$OWN_SNAPSHOT" "$CKPT"
+  elif [[ -e $SNAPSHOT/snapshot.json ]]; then  # a new branch: the main run's, its new weights at their start
+    "$PY" -m training.snapshot restore "$SNAPSHOT" "$CKPT" --model-args "$RESTORE_ARGS"
+  fi
 fi
 # Every SNAPSHOT_EVERY_S seconds (default an hour; 0: never) the newest checkpoint's weights go into the
 # tracked snapshot, so that a session that ends without committing still leaves them in the working tree.
-if [[ "${SNAPSHOT_EVERY_S:-3600}" != 0 && "$CKPT" == artifacts/ckpt/codec-v2 ]]; then
+if [[ "${SNAPSHOT_EVERY_S:-3600}" != 0 ]]; then
   # $$ is the training process after the exec below: the loop ends with it
   (while sleep "${SNAPSHOT_EVERY_S:-3600}" && kill -0 $$ 2>/dev/null; do
-     nice -n 19 "$PY" -m training.snapshot save "$CKPT" "$SNAPSHOT" --model codec_cc --model-args "$ARGS" || true
+     nice -n 19 "$PY" -m training.snapshot save "$CKPT" "$OWN_SNAPSHOT" --model codec_cc --model-args "$ARGS" || true
    done) &
 fi
 exec nice -n 19 "$PY" -m training train --model codec_cc --model-args "$ARGS" \
