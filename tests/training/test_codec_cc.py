@@ -53,16 +53,20 @@ def train_tiny(seed: int, **options) -> tuple[ChannelCodec, np.ndarray]:
     return model, images
 
 
-@pytest.fixture(scope="module", params=[{}, {"checkerboard": True}, {"level_synthesis": True}],
-                ids=["slices", "checkerboard", "level_synthesis"])
+@pytest.fixture(scope="module", params=[{}, {"checkerboard": True},
+                                        {"level_synthesis": True, "synthesis_residual": [1, 1, 0]}],
+                ids=["slices", "checkerboard", "level_synthesis+residual"])
 def trained(request) -> tuple[ChannelCodec, np.ndarray]:
     """Trained a little, finalized: the plain channel-conditional model, its checkerboard variant (whose
-    context kernels move from their zero start within these steps) and its level-conditional synthesis."""
+    context kernels move from their zero start within these steps) and its level-conditional synthesis
+    with residual blocks (the main run's shape and its branch's: both options in one export)."""
     model, images = train_tiny(seed=0, **request.param)
     if model.checkerboard:
         assert min(float(tf.reduce_max(tf.abs(layer.kernel))) for layer in model.ctx_layers) > 0
     if model.level_synthesis:
         assert float(tf.reduce_max(tf.abs(model.synthesis_scale))) > 0
+    for block in (b for stage in model.g_s_blocks for b in stage):
+        assert float(tf.reduce_max(tf.abs(block.kernel_1))) > 0
     return model, images
 
 
