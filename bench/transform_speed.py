@@ -85,15 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="keys merged into --model-args (repeatable; default: one variant, '{}')")
     parser.add_argument("--megapixels", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1,
-                        help="TensorFlow intra-op threads (1: the service's default on 2 cores)")
+                        help="TensorFlow intra-op threads (1: the service's default on 2 cores; 0: leave "
+                             "TensorFlow's setting, e.g. where it has already started)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if args.threads:  # before TensorFlow's first op: it cannot change after
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     rows = measure(args.model_args, args.variant or [{}], args.megapixels, args.rounds)
-    print(f"{rows[0]['megapixels']:.2f} MP, {args.threads} thread(s), best of {args.rounds} rounds")
+    threads = args.threads or tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's default"
+    print(f"{rows[0]['megapixels']:.2f} MP, {threads} thread(s), best of {args.rounds} rounds")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -15,7 +15,7 @@ def test_one_row_per_variant_with_positive_times(tmp_path, capsys) -> None:
     out = tmp_path / "rows.json"
     variants = [{}, {"synthesis_residual": [1, 1, 1]}]
     code = transform_speed.main(["--model-args", json.dumps(TINY), *[a for v in variants for a in ("--variant", json.dumps(v))],
-                                 "--megapixels", "0.05", "--rounds", "1", "--json", str(out)])
+                                 "--megapixels", "0.05", "--rounds", "1", "--threads", "0", "--json", str(out)])
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())
 
