@@ -57,13 +57,13 @@ async def _child(models_dir: Path, model_name: str, megapixels: float, effort: i
     from service.app.config import Settings
     from service.app.server import tune_allocator
     from service.inference import codec, imaging
-    from service.inference.registry import ModelRegistry, configure_tensorflow
+    from service.inference.registry import ModelRegistry, configure_tensorflow, serves_any_size
 
     tune_allocator()
     with tempfile.TemporaryDirectory() as store:
         (Path(store) / model_name).symlink_to(models_dir.resolve() / model_name, target_is_directory=True)
         settings = Settings(_env_file=None, models_dir=Path(store), default_model=model_name)
-        configure_tensorflow(settings.intra_op_threads())
+        configure_tensorflow(settings.intra_op_threads(serves_any_size(settings.models_dir)))
         registry = ModelRegistry(settings.models_dir, default_model=model_name,
                                  executor=ThreadPoolExecutor(settings.inference_threads))
         await registry.refresh()

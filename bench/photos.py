@@ -154,11 +154,11 @@ async def inprocess(model_name: str, payloads: dict[float, bytes], quality: floa
     from service.app.config import Settings
     from service.app.server import tune_allocator
     from service.inference import codec, imaging
-    from service.inference.registry import ModelRegistry, configure_tensorflow
+    from service.inference.registry import ModelRegistry, configure_tensorflow, serves_any_size
 
     tune_allocator()  # the server's malloc setting, as `python -m service` makes it
     settings = Settings(_env_file=None, models_dir=ROOT / "models_store", default_model=model_name)
-    configure_tensorflow(settings.intra_op_threads())
+    configure_tensorflow(settings.intra_op_threads(serves_any_size(settings.models_dir)))
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     registry = ModelRegistry(settings.models_dir, default_model=model_name, max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         2, ge=1, description="Batches per model and signature computed at once (1 keeps a GPU strictly serial)."
     )
     tf_intra_op_threads: int = Field(
-        0, ge=0, description="Threads one TensorFlow op may use; 0 = the cores split among the batches in flight "
+        0, ge=0, description="Threads one TensorFlow op may use; 0 = every core when the store holds a model "
+        "for images of any size (photos), else the cores split among the batches in flight "
         "(cpu_count // AEC_BATCHES_IN_FLIGHT, at least 1)."
     )
     inference_threads: int = Field(2, ge=1, description="Threads running TensorFlow calls off the event loop.")
@@ -172,10 +173,15 @@ class Settings(BaseSettings):
     def tiling(self) -> Tiling:
         return Tiling(self.tile_size, self.tile_halo)
 
-    def intra_op_threads(self) -> int:
-        """The TF intra-op thread count to use: the setting, or the cores split among concurrent batches, so
-        batches in flight do not oversubscribe the CPU (on 2 cores: 1 each, +35% /reconstruct throughput
-        at concurrency 64 in bench/serve.py)."""
+    def intra_op_threads(self, any_size_models: bool = False) -> int:
+        """The TF intra-op thread count to use: the setting; else every core when the store holds a model
+        for images of any size (`any_size_models`, registry.serves_any_size): one photo's convolutions then
+        use all of them (on 2 cores 1.6-1.75x the MP/s of one photo at a time, +6-12% at concurrency 4);
+        else the cores split among concurrent batches, which suits small images, where the event loop is
+        the bottleneck and every core an op takes is one it loses (on 2 cores ~+9% /reconstruct of a
+        digit at concurrency 64; measurements in docs/operators.md)."""
         if self.tf_intra_op_threads:
             return self.tf_intra_op_threads
+        if any_size_models:
+            return max(1, os.cpu_count() or 1)
         return max(1, (os.cpu_count() or 1) // self.batches_in_flight)

@@ -30,7 +30,7 @@ from service.app.middleware import RequestContextMiddleware, VersionPrefixMiddle
 from service.app.openapi import install_openapi
 from service.app.routes import API_ROUTERS, demo
 from service.inference.imaging import configure_pillow
-from service.inference.registry import ModelRegistry, ReloadReport, configure_tensorflow
+from service.inference.registry import ModelRegistry, ReloadReport, configure_tensorflow, serves_any_size
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_tensorflow(settings.intra_op_threads())
+        configure_tensorflow(settings.intra_op_threads(serves_any_size(settings.models_dir)))
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
         effort_executor = ThreadPoolExecutor(1, thread_name_prefix="effort")  # refinements: one at a time
 

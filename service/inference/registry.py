@@ -27,7 +27,7 @@ from service.inference.golden import golden_roundtrip
 from service.inference.loaded import LoadedModel, LoadError, ObserverFactory
 
 __all__ = ["LoadError", "LoadFailure", "LoadedModel", "ModelRegistry", "ModelsDirUnavailable", "RegistryState",
-           "ReloadReport", "configure_tensorflow"]
+           "ReloadReport", "configure_tensorflow", "serves_any_size"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,28 @@ SAVED_MODEL_FILENAME = "saved_model.pb"
 DEFAULT_FILE = "DEFAULT"
 #: Why a model is the default: AEC_DEFAULT_MODEL, the store's DEFAULT file, or the first loaded model by name.
 DefaultSource = Literal["setting", "store", "first_by_name"]
+
+
+def serves_any_size(models_dir: Path) -> bool:
+    """Whether a version under `models_dir` takes images of any size (a photo codec), from the cards
+    alone: read before TensorFlow starts, to choose its thread budget (`Settings.intra_op_threads`). A
+    store that cannot be read, or a card that does not parse, counts as none (the registry reports those)."""
+    try:
+        models = [path for path in Path(models_dir).iterdir() if path.is_dir() and not path.name.startswith(".")]
+    except OSError:
+        return False
+    for model in models:
+        try:
+            versions = [path for path in model.iterdir() if path.name.isascii() and path.name.isdigit()]
+        except OSError:
+            continue
+        for version in versions:
+            try:
+                if ModelCard.read(version).input.any_size:
+                    return True
+            except (OSError, ValueError):
+                continue
+    return False
 
 
 class ModelsDirUnavailable(OSError):
@@ -50,6 +72,7 @@ def configure_tensorflow(intra_op_threads: int = 0) -> None:
     if intra_op_threads > 0:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+            log.info("TensorFlow ops use up to %d thread(s) each", intra_op_threads)
         except RuntimeError as exc:  # the runtime was already initialised (e.g. by an earlier app in tests)
             log.warning("could not set TF intra-op threads to %d: %s", intra_op_threads, exc)
     for gpu in tf.config.list_physical_devices("GPU"):

@@ -182,10 +182,40 @@ def test_empty_store_not_ready_and_api_keys(tmp_path: Path) -> None:
         ModelRegistry(tmp_path).resolve()
 
 
-@pytest.mark.parametrize("cores, in_flight, setting, expected", [
-    (2, 2, 0, 1), (16, 2, 0, 8), (1, 2, 0, 1), (8, 1, 0, 8), (16, 2, 3, 3),
+@pytest.mark.parametrize("cores, in_flight, setting, any_size, expected", [
+    (2, 2, 0, False, 1), (16, 2, 0, False, 8), (1, 2, 0, False, 1), (8, 1, 0, False, 8), (16, 2, 3, False, 3),
+    (2, 2, 0, True, 2), (16, 2, 0, True, 16), (16, 2, 3, True, 3),
 ])
-def test_tf_threads_split_the_cores_among_batches_in_flight(monkeypatch, cores, in_flight, setting, expected) -> None:
+def test_tf_threads_are_every_core_for_photos_else_split_among_batches_in_flight(
+        monkeypatch, cores, in_flight, setting, any_size, expected) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     settings = Settings(_env_file=None, batches_in_flight=in_flight, tf_intra_op_threads=setting)
-    assert settings.intra_op_threads() == expected
+    assert settings.intra_op_threads(any_size) == expected
+
+
+def test_a_store_serves_any_size_when_one_card_says_so(tmp_path) -> None:
+    """Read from the cards alone (no TensorFlow): the shipped mnist card is fixed-size, natural's takes
+    any size; files beside the models, hidden folders, folders not named by digits, versions without a
+    card, broken cards and a missing store count as none."""
+    from service.inference.registry import serves_any_size
+
+    shipped = Path(__file__).resolve().parents[3] / "models_store"
+    digits = (shipped / "mnist" / "1" / "model.json").read_text()
+    photos = (shipped / "natural" / "11" / "model.json").read_text()
+
+    def card(where: str, text: str) -> None:
+        (tmp_path / where).mkdir(parents=True)
+        (tmp_path / where / "model.json").write_text(text)
+
+    (tmp_path / "DEFAULT").write_text("mnist\n")  # files beside the models, as in models_store
+    card("mnist/1", digits)
+    (tmp_path / "mnist" / "NOTES").write_text("a file in a model's folder")
+    card("broken/1", "{not json")
+    (tmp_path / "empty" / "1").mkdir(parents=True)
+    card("natural/.2", photos)
+    card("natural/v3", photos)
+    assert not serves_any_size(tmp_path)
+    assert not serves_any_size(tmp_path / "missing")
+    card("natural/4", photos)
+    assert serves_any_size(tmp_path)
+    assert serves_any_size(shipped)
