@@ -47,7 +47,7 @@ def measure(model_args: dict, variants: Sequence[dict], megapixels: float, round
 
     from training.models.codec_cc import ChannelCodec
 
-    side = max(64, int(round((megapixels * 1e6) ** 0.5 / 64)) * 64)  # the codec's size multiple
+    side = max(64, round((megapixels * 1e6) ** 0.5 / 64) * 64)  # the codec's size multiple
     mp = side * side / 1e6
     image = tf.random.uniform((1, side, side, 3))
     latent = tf.random.normal((1, side // 16, side // 16, int(model_args.get("latent_channels", 192))))

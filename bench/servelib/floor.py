@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+from starlette.types import Receive, Scope, Send
 
 
 def _answer_png() -> bytes:
@@ -30,7 +31,7 @@ ANSWER = _answer_png()
 _READY = b'{"status":"ready"}'
 
 
-async def app(scope, receive, send) -> None:  # noqa: ANN001 -- the ASGI interface
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """/readyz answers ready (the launcher waits for it); every other request gets ANSWER after its body."""
     if scope["type"] != "http":
         return
