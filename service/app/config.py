@@ -175,11 +175,10 @@ class Settings(BaseSettings):
 
     def intra_op_threads(self, any_size_models: bool = False) -> int:
         """The TF intra-op thread count to use: the setting; else every core when the store holds a model
-        for images of any size (`any_size_models`, registry.serves_any_size): one photo's convolutions then
-        use all of them (on 2 cores 1.6-1.75x the MP/s of one photo at a time, +6-12% at concurrency 4);
-        else the cores split among concurrent batches, which suits small images, where the event loop is
-        the bottleneck and every core an op takes is one it loses (on 2 cores ~+9% /reconstruct of a
-        digit at concurrency 64; measurements in docs/operators.md)."""
+        for images of any size (`any_size_models`, registry.serves_any_size), so that one photo's
+        convolutions use all of them; else the cores split among concurrent batches, which suits small
+        images, where the event loop is the bottleneck and every core an op takes is one it loses
+        (measured both ways: docs/operators.md, AEC_TF_INTRA_OP_THREADS)."""
         if self.tf_intra_op_threads:
             return self.tf_intra_op_threads
         if any_size_models:
