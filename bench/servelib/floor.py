@@ -11,23 +11,15 @@ the model in-process that no change to the service's code can remove.
 
 from __future__ import annotations
 
-import io
 import sys
 
 import numpy as np
-from PIL import Image
 from starlette.types import Receive, Scope, Send
 
+from service.inference.png import encode_png
 
-def _answer_png() -> bytes:
-    """A 28×28 grey PNG, the size of a digit's answer."""
-    pixels = (np.arange(28 * 28, dtype=np.uint32) * 7 % 256).astype(np.uint8).reshape(28, 28)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
-
-
-ANSWER = _answer_png()
+#: A 28×28 grey PNG, the size of a digit's answer, written as the service writes its answers.
+ANSWER = encode_png((np.arange(28 * 28, dtype=np.uint32) * 7 % 256).astype(np.uint8).reshape(28, 28))
 _READY = b'{"status":"ready"}'
 
 

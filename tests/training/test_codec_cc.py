@@ -301,6 +301,24 @@ def test_scaled_conv_computes_with_gain_times_its_weight() -> None:
     assert moves[0] == pytest.approx(16.0 * moves[1], rel=1e-3)
 
 
+def took_weights_of(source: ChannelCodec, target: ChannelCodec) -> dict:
+    """`target` (a superset shape) takes every weight of `source` by name; its named weights."""
+    weights = target.named_weights()
+    for name, weight in source.named_weights().items():
+        weights[name].assign(weight)
+    return weights
+
+
+def assert_same_losses(a: ChannelCodec, b: ChannelCodec, images: np.ndarray) -> None:
+    """The same loss from both models, in the coding state and in training (same noise)."""
+    for training in (False, True):
+        tf.random.set_seed(3)
+        first = a.compute_losses(images, training=training)
+        tf.random.set_seed(3)
+        second = b.compute_losses(images, training=training)
+        assert float(second["loss"]) == pytest.approx(float(first["loss"]), rel=1e-5)
+
+
 def test_level_synthesis_starts_as_its_source_and_conditions_each_level_alone() -> None:
     """Zero tables: the plain model's pictures and rates. A table row of one level changes that level's
     pictures only (integer qualities are their rows exactly), and a quality between two levels gets a
@@ -310,17 +328,10 @@ def test_level_synthesis_starts_as_its_source_and_conditions_each_level_alone() 
     plain, conditional = ChannelCodec(**TINY), ChannelCodec(**TINY, level_synthesis=True)
     plain(images)
     conditional(images)
-    weights = conditional.named_weights()
-    for name, weight in plain.named_weights().items():
-        weights[name].assign(weight)
+    weights = took_weights_of(plain, conditional)
     assert sorted(set(weights) - set(plain.named_weights())) == ["synthesis_scale", "synthesis_shift"]
     assert conditional.get_config()["level_synthesis"] is True
-    for training in (False, True):
-        tf.random.set_seed(3)
-        a = plain.compute_losses(images, training=training)
-        tf.random.set_seed(3)
-        b = conditional.compute_losses(images, training=training)
-        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5)
+    assert_same_losses(plain, conditional, images)
 
     table = np.zeros(conditional.synthesis_scale.shape, np.float32)
     table[:, 2] = 0.05  # the top level's channel scales only
@@ -347,20 +358,13 @@ def test_synthesis_residual_starts_as_its_source_and_then_adds_to_the_picture() 
     plain, residual = ChannelCodec(**TINY, **shape), ChannelCodec(**TINY, **shape, synthesis_residual=[1, 2, 0])
     plain(images)
     residual(images)
-    weights = residual.named_weights()
-    for name, weight in plain.named_weights().items():
-        weights[name].assign(weight)
+    weights = took_weights_of(plain, residual)
     added = sorted(set(weights) - set(plain.named_weights()))
     assert added == sorted(f"g_s_res{i}.{b}.{w}_{j}" for i, b in ((0, 0), (1, 0), (1, 1))
                            for w in ("bias", "kernel") for j in (0, 1))
     assert residual.get_config()["synthesis_residual"] == [1, 2, 0]
     assert "synthesis_residual" not in plain.get_config()
-    for training in (False, True):
-        tf.random.set_seed(3)
-        a = plain.compute_losses(images, training=training)
-        tf.random.set_seed(3)
-        b = residual.compute_losses(images, training=training)
-        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5)
+    assert_same_losses(plain, residual, images)
 
     with tf.GradientTape() as tape:
         loss = residual.compute_losses(images, training=True)["loss"]
