@@ -23,6 +23,10 @@ What it measures, in one run (so the numbers share the machine's load at that mo
 4. with `--floor`, the same cells against the service's HTTP server with nothing behind it
    (`bench/servelib/floor.py`: same uvicorn configuration, protocol and limits, a fixed small PNG for
    every POST): rows `/floor`, what a request costs before any of the service's own work.
+5. with `--asgi`, the same cells against the service's app called directly through ASGI in a subprocess
+   (`bench/servelib/asgi.py`: the same app, settings and lifespan, no socket and no HTTP server): rows
+   with client `asgi`, what the app costs without the server. Service ≈ floor + asgi in CPU per image;
+   the rest is the two sharing one process.
 
 On a small machine (2 cores, shared) client and server compete for the cores, and per request the httpx
 client spends about as much CPU as the service's HTTP stack (uvicorn + Starlette/FastAPI routing,
@@ -51,6 +55,7 @@ configure_tensorflow_env()  # as `python -m service` starts TensorFlow: quiet, i
 import numpy as np
 
 from bench.launcher import ServerProcess, server_process
+from bench.servelib.asgi import measure as asgi_cells
 from bench.servelib.client import drive
 from bench.servelib.inprocess import measure_inprocess
 from bench.servelib.results import Cell, InProcess, Report, format_report
@@ -112,6 +117,7 @@ def run(
     inprocess: bool = True,
     clients: Sequence[str] = ("httpx",),
     floor: bool = False,
+    asgi: bool = False,
     log=print,
 ) -> Report:
     """In-process rows first (the server is not running yet, so they do not compete), then the cells."""
@@ -144,15 +150,19 @@ def run(
                 cells.append(await drive(server.url, "floor", png, n, duration, warmup=warmup, server=server,
                                          client=client))
 
+    # nothing changes under a benchmark: no reload poller on the loop
+    settings = {"models_dir": Path(models_dir).resolve(), "default_model": model, "reload_interval_s": 0,
+                "max_batch_size": batch_size, **({} if wait_ms is None else {"max_wait_ms": wait_ms})}
     if url:
         asyncio.run(all_cells(ServerProcess(url.rstrip("/"))))
     else:
         log(f"starting python -m service (AEC_MAX_BATCH_SIZE={batch_size}, AEC_MAX_WAIT_MS={wait_ms:g})")
-        # nothing changes under a benchmark: no reload poller on the loop
-        with server_process(models_dir=Path(models_dir).resolve(), default_model=model, reload_interval_s=0,
-                            max_batch_size=batch_size, max_wait_ms=wait_ms, env=extra_env,
-                            stop_timeout=20) as server:
+        with server_process(env=extra_env, stop_timeout=20, **settings) as server:
             asyncio.run(all_cells(server))
+    if asgi:
+        log(f"the app through ASGI (python -m bench.servelib.asgi): {len(endpoints) * len(concurrency)} cells")
+        cells += asgi_cells(endpoints, png, concurrency, duration, warmup=warmup, model=model, settings=settings,
+                            env=extra_env)
     if floor:
         log("starting the server floor (python -m bench.servelib.floor)")
         with server_process(module="bench.servelib.floor", env=extra_env, stop_timeout=20) as server:
@@ -185,6 +195,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor", action="store_true",
                         help="also the same cells against the service's HTTP server with nothing behind it "
                              "(rows /floor: a request's cost before the service's own work)")
+    parser.add_argument("--asgi", action="store_true",
+                        help="also the same cells against the service's app called through ASGI in a subprocess, no\n"
+                             "HTTP server (client asgi: what the app costs without the server)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -209,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inprocess=not args.no_inprocess,
         clients=[c.strip() for c in args.client.split(",") if c.strip()],
         floor=args.floor,
+        asgi=args.asgi,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     report.command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])

@@ -17,7 +17,7 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     code = serve.main([
         "--models-dir", str(model_store.path), "--model", model_store.tiny,
         "--duration", "1", "--warmup", "0.3", "--concurrency", "1,4", "--client", "httpx,raw",
-        "--extra-batch", "", "--json", str(out), "--floor",
+        "--extra-batch", "", "--json", str(out), "--floor", "--asgi",
     ])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -27,13 +27,14 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     assert {(c["client"], c["endpoint"], c["concurrency"]) for c in cells} == {
         (client, endpoint, n) for client in ("httpx", "raw") for endpoint in ("reconstruct", "encode", "floor")
         for n in (1, 4)
-    }
+    } | {("asgi", endpoint, n) for endpoint in ("reconstruct", "encode") for n in (1, 4)}
     for cell in cells:
         assert cell["errors"] == 0, cell["error_samples"]
         assert cell["images"] > 0 and cell["img_s"] > 0, cell
         assert math.isfinite(cell["p50_ms"]) and cell["p99_ms"] >= cell["p50_ms"] > 0, cell
         assert cell["server_cpu"] is not None and cell["server_cpu"] > 0, cell
     assert any(c["mean_batch"] for c in cells), "the batch size comes from the server's /metrics"
+    assert all(c["client_cpu"] is None for c in cells if c["client"] == "asgi"), "no client: the app is called"
     floor = [c for c in cells if c["endpoint"] == "floor"]
     assert all(c["mean_batch"] is None for c in floor), "the floor has no batcher (and no /metrics)"
 
@@ -41,7 +42,7 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     batch = report["max_batch_size"]
     assert {("reconstruct", 1), ("reconstruct", batch), ("encode+entropy", 1), ("encode+entropy", batch)} <= rows
     assert all(r["img_s"] > 0 for r in report["inprocess"])
-    served = [c for c in cells if c["endpoint"] != "floor"]
+    served = [c for c in cells if c["endpoint"] != "floor"]  # HTTP and ASGI cells each get their ratio
     assert len(report["ratios"]) == len(served) and all(r[f"b{batch}"] > 0 for r in report["ratios"])
 
     for endpoint in ("/reconstruct", "/encode", "/floor"):
@@ -62,6 +63,30 @@ def test_the_floor_answers_every_post_with_its_png_after_reading_the_body() -> N
                              headers={"Content-Type": "image/png"})
         assert (answer.status_code, answer.headers["content-type"], answer.content) == (200, "image/png", ANSWER)
         assert client.get(f"{server.url}/readyz").json() == {"status": "ready"}
+
+
+def test_asgi_drive_counts_answers_and_errors_as_the_http_client_does() -> None:
+    """`bench.servelib.asgi.drive` hands the app real ASGI messages: what it answers 200 is timed, anything
+    else is an error with its status and body, as over HTTP."""
+    import asyncio
+
+    from bench.servelib.asgi import drive
+
+    seen: list[tuple[str, bytes, bytes]] = []
+
+    async def app(scope, receive, send) -> None:
+        message = await receive()
+        seen.append((scope["path"], scope["query_string"], message["body"]))
+        status = 200 if scope["path"] == "/reconstruct" else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"nope" if status != 200 else b"png"})
+
+    ok = asyncio.run(drive(app, "reconstruct", "model=m", b"body", 2, 0.2, 0.05))
+    bad = asyncio.run(drive(app, "missing", "", b"body", 1, 0.1, 0.0))
+
+    assert ok["errors"] == 0 and ok["images"] > 0 and ok["p99_ms"] >= ok["p50_ms"] > 0
+    assert ("/reconstruct", b"model=m", b"body") in seen
+    assert bad["images"] == 0 and bad["errors"] > 0 and bad["error_samples"] == ["HTTP 404: nope"]
 
 
 def test_digit_png_is_a_real_28x28_png(tmp_path) -> None:
