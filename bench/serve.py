@@ -25,8 +25,11 @@ What it measures, in one run (so the numbers share the machine's load at that mo
    every POST): rows `/floor`, what a request costs before any of the service's own work.
 5. with `--asgi`, the same cells against the service's app called directly through ASGI in a subprocess
    (`bench/servelib/asgi.py`: the same app, settings and lifespan, no socket and no HTTP server): rows
-   with client `asgi`, what the app costs without the server. Service ≈ floor + asgi in CPU per image;
-   the rest is the two sharing one process.
+   with client `asgi`, what the app costs without the server (next to the floor's rows: which of the two
+   a request's CPU goes to).
+6. with `--bare`, the same cells against the bare path (`bench/servelib/bare.py`: the service's server,
+   app and lifespan, but every POST answered by the least a /reconstruct can do: Pillow decode, the
+   model's batcher, MSE, PNG): rows `/bare`, the ceiling of a Python service on this machine.
 
 On a small machine (2 cores, shared) client and server compete for the cores, and per request the httpx
 client spends about as much CPU as the service's HTTP stack (uvicorn + Starlette/FastAPI routing,
@@ -118,6 +121,7 @@ def run(
     clients: Sequence[str] = ("httpx",),
     floor: bool = False,
     asgi: bool = False,
+    bare: bool = False,
     log=print,
 ) -> Report:
     """In-process rows first (the server is not running yet, so they do not compete), then the cells."""
@@ -143,12 +147,13 @@ def run(
                     cells.append(await drive(server.url, endpoint, png, n, duration, model=model, warmup=warmup,
                                              api_key=api_key, server=server, client=client))
 
-    async def floor_cells(server: ServerProcess) -> None:
+    async def named_cells(server: ServerProcess, name: str, model: str | None = None) -> None:
+        """The cells of a reference server (floor, bare): every POST path is its one route."""
         for client in clients:
             for n in concurrency:
-                log(f"server floor: concurrency {n}, {client} client ({warmup:g} s warm-up + {duration:g} s)")
-                cells.append(await drive(server.url, "floor", png, n, duration, warmup=warmup, server=server,
-                                         client=client))
+                log(f"{name}: concurrency {n}, {client} client ({warmup:g} s warm-up + {duration:g} s)")
+                cells.append(await drive(server.url, name, png, n, duration, model=model, warmup=warmup,
+                                         server=server, client=client))
 
     # nothing changes under a benchmark: no reload poller on the loop
     settings = {"models_dir": Path(models_dir).resolve(), "default_model": model, "reload_interval_s": 0,
@@ -159,6 +164,10 @@ def run(
         log(f"starting python -m service (AEC_MAX_BATCH_SIZE={batch_size}, AEC_MAX_WAIT_MS={wait_ms:g})")
         with server_process(env=extra_env, stop_timeout=20, **settings) as server:
             asyncio.run(all_cells(server))
+    if bare:
+        log("starting the bare path (python -m bench.servelib.bare)")
+        with server_process(module="bench.servelib.bare", env=extra_env, stop_timeout=20, **settings) as server:
+            asyncio.run(named_cells(server, "bare", model))
     if asgi:
         log(f"the app through ASGI (python -m bench.servelib.asgi): {len(endpoints) * len(concurrency)} cells")
         cells += asgi_cells(endpoints, png, concurrency, duration, warmup=warmup, model=model, settings=settings,
@@ -166,7 +175,7 @@ def run(
     if floor:
         log("starting the server floor (python -m bench.servelib.floor)")
         with server_process(module="bench.servelib.floor", env=extra_env, stop_timeout=20) as server:
-            asyncio.run(floor_cells(server))
+            asyncio.run(named_cells(server, "floor"))
     return Report(model, str(version_dir) if version_dir else None, batch_size, wait_ms, duration,
                   os.cpu_count() or 0, len(png), rows, cells)
 
@@ -195,6 +204,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor", action="store_true",
                         help="also the same cells against the service's HTTP server with nothing behind it "
                              "(rows /floor: a request's cost before the service's own work)")
+    parser.add_argument("--bare", action="store_true",
+                        help="also the same cells against the bare path: the service's server and app with every\n"
+                             "POST answered by the least a /reconstruct can do (rows /bare: a Python service's ceiling)")
     parser.add_argument("--asgi", action="store_true",
                         help="also the same cells against the service's app called through ASGI in a subprocess, no\n"
                              "HTTP server (client asgi: what the app costs without the server)")
@@ -223,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients=[c.strip() for c in args.client.split(",") if c.strip()],
         floor=args.floor,
         asgi=args.asgi,
+        bare=args.bare,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     report.command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])

@@ -71,7 +71,7 @@ class Report:
 def ratios(report: Report) -> list[dict]:
     """service img/s over in-process img/s of the same kind: batch 1, the batcher's max batch, the best."""
     out = []
-    kinds = {"reconstruct": "reconstruct", "encode": "encode+entropy"}
+    kinds = {"reconstruct": "reconstruct", "bare": "reconstruct", "encode": "encode+entropy"}
     for cell in report.cells:
         rows = [r for r in report.inprocess if r.what == kinds.get(cell.endpoint)]  # none for the floor
         if not rows:

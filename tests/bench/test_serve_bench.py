@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from bench import serve
 
 
@@ -17,7 +19,7 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     code = serve.main([
         "--models-dir", str(model_store.path), "--model", model_store.tiny,
         "--duration", "1", "--warmup", "0.3", "--concurrency", "1,4", "--client", "httpx,raw",
-        "--extra-batch", "", "--json", str(out), "--floor", "--asgi",
+        "--extra-batch", "", "--json", str(out), "--floor", "--asgi", "--bare",
     ])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -25,7 +27,7 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     assert code == 0, printed
     cells = report["cells"]
     assert {(c["client"], c["endpoint"], c["concurrency"]) for c in cells} == {
-        (client, endpoint, n) for client in ("httpx", "raw") for endpoint in ("reconstruct", "encode", "floor")
+        (client, endpoint, n) for client in ("httpx", "raw") for endpoint in ("reconstruct", "encode", "floor", "bare")
         for n in (1, 4)
     } | {("asgi", endpoint, n) for endpoint in ("reconstruct", "encode") for n in (1, 4)}
     for cell in cells:
@@ -42,10 +44,12 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     batch = report["max_batch_size"]
     assert {("reconstruct", 1), ("reconstruct", batch), ("encode+entropy", 1), ("encode+entropy", batch)} <= rows
     assert all(r["img_s"] > 0 for r in report["inprocess"])
-    served = [c for c in cells if c["endpoint"] != "floor"]  # HTTP and ASGI cells each get their ratio
+    bare = [c for c in cells if c["endpoint"] == "bare"]
+    assert all(c["mean_batch"] for c in bare), "the bare path runs the model through its batcher"
+    served = [c for c in cells if c["endpoint"] != "floor"]  # HTTP, ASGI and bare cells each get their ratio
     assert len(report["ratios"]) == len(served) and all(r[f"b{batch}"] > 0 for r in report["ratios"])
 
-    for endpoint in ("/reconstruct", "/encode", "/floor"):
+    for endpoint in ("/reconstruct", "/encode", "/floor", "/bare"):
         assert endpoint in printed
     assert printed.count("service/in-process") == len(served)
 
@@ -87,6 +91,32 @@ def test_asgi_drive_counts_answers_and_errors_as_the_http_client_does() -> None:
     assert ok["errors"] == 0 and ok["images"] > 0 and ok["p99_ms"] >= ok["p50_ms"] > 0
     assert ("/reconstruct", b"model=m", b"body") in seen
     assert bad["images"] == 0 and bad["errors"] > 0 and bad["error_samples"] == ["HTTP 404: nope"]
+
+
+def test_the_bare_path_reconstructs_the_digit_as_the_service_does(model_store) -> None:
+    """The bare path answers a real reconstruction from the served model (the same pixels and MSE as the
+    service's /reconstruct of the same digit), and leaves GET routes to the app."""
+    import io
+
+    import httpx
+    import numpy as np
+    from PIL import Image
+
+    from bench.launcher import server_process
+
+    digit = serve.digit_png()
+    settings = {"models_dir": model_store.path, "default_model": model_store.tiny, "reload_interval_s": 0}
+    answers = {}
+    for module in ("service", "bench.servelib.bare"):
+        with server_process(module=module, **settings) as server, httpx.Client(trust_env=False) as client:
+            answer = client.post(f"{server.url}/reconstruct", content=digit, headers={"Content-Type": "image/png"})
+            assert answer.status_code == 200, answer.text
+            assert client.get(f"{server.url}/readyz").status_code == 200
+            answers[module] = (np.asarray(Image.open(io.BytesIO(answer.content))), float(answer.headers["x-mse"]))
+    (service_pixels, service_mse), (bare_pixels, bare_mse) = answers["service"], answers["bench.servelib.bare"]
+    assert bare_pixels.shape == service_pixels.shape
+    assert np.abs(bare_pixels.astype(int) - service_pixels.astype(int)).max() <= 1
+    assert bare_mse == pytest.approx(service_mse, rel=1e-3)
 
 
 def test_digit_png_is_a_real_28x28_png(tmp_path) -> None:
