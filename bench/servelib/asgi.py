@@ -9,7 +9,8 @@ payload as ASGI messages and wait for the answer, with no socket, no HTTP parsin
 request costs here is the service's own work (routing, uploads, decoding, batching, the model, the
 answer, headers, access log, metrics); with the `/floor` rows (the HTTP server with no app) it splits
 the service's CPU per request into what the server costs and what the app costs, and what is left over
-is the two of them sharing one process and one GIL.
+is the two of them sharing one process and one GIL. Its CPU per image counts the driving workers too
+(a few coroutine steps a request, no parsing), so it is a slight overestimate of the app's.
 """
 
 from __future__ import annotations
