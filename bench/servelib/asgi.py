@@ -29,7 +29,7 @@ from service.process_env import configure_tensorflow_env
 
 configure_tensorflow_env()  # before TensorFlow is imported, as `python -m service` does
 
-import numpy as np
+from bench.servelib.client import closed_loop, percentiles
 
 if TYPE_CHECKING:
     from bench.servelib.results import Cell
@@ -72,38 +72,21 @@ async def call(app: Any, scope: dict[str, Any], messages: list[dict[str, Any]]) 
 
 
 async def drive(app: Any, endpoint: str, query: str, body: bytes, concurrency: int, duration: float,
-                warmup: float) -> dict[str, Any]:
-    """`concurrency` workers for `warmup` + `duration` s, as bench/servelib/client.drive does over HTTP."""
+                warmup: float, timeout: float = 60.0) -> dict[str, Any]:
+    """`concurrency` workers for `warmup` + `duration` s, as bench/servelib/client.drive does over HTTP
+    (the same closed loop), each handing the app the request as ASGI messages."""
     scope, messages = _request(endpoint, query, body)
-    latencies: list[float] = []
-    errors: list[str] = []
-    start = time.perf_counter()
-    window_start, stop = start + warmup, start + warmup + duration
     cpu_at: list[tuple[float, float]] = []
 
-    async def worker() -> None:
-        while (sent := time.perf_counter()) < stop:
-            try:
-                status, data = await call(app, scope, messages)
-                why = "" if status == 200 else f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}"
-            except Exception as exc:  # noqa: BLE001 -- every failure is an error of the cell
-                why = f"{type(exc).__name__}: {exc}"
-            done = time.perf_counter()
-            if why:
-                errors.append(why)
-            elif window_start <= done < stop:
-                latencies.append(done - sent)
-
-    async def window() -> None:
-        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+    async def window_opens() -> None:
         cpu_at.append((time.process_time(), time.perf_counter()))
 
-    await asyncio.gather(window(), *(worker() for _ in range(concurrency)))
+    senders = [lambda: call(app, scope, messages)] * concurrency
+    latencies, errors = await closed_loop(senders, warmup, duration, timeout, window_opens)
     cpu, wall = time.process_time() - cpu_at[0][0], time.perf_counter() - cpu_at[0][1]
-    ms = np.asarray(latencies or [float("nan")]) * 1000
+    p50, p99 = percentiles(latencies)
     return {"images": len(latencies), "seconds": duration, "errors": len(errors),
-            "error_samples": sorted(set(errors))[:3], "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "cores": cpu / wall}
+            "error_samples": sorted(set(errors))[:3], "p50_ms": p50, "p99_ms": p99, "cores": cpu / wall}
 
 
 async def run(endpoints: list[str], model: str | None, body: bytes, concurrency: list[int], duration: float,

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench.servelib.floor import read_body
 from service.inference.png import encode_png
 
 
@@ -37,23 +38,21 @@ def bare(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http" or scope["method"] != "POST":
             await app(scope, receive, send)
             return
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        image = Image.open(io.BytesIO(b"".join(chunks)))
+        body = await read_body(receive)
+        if body is None:
+            return
+        image = Image.open(io.BytesIO(body))
         pixels = np.asarray(image, np.uint8)
         model = app.state.registry.resolve(None, None)  # type: ignore[attr-defined]
         seen = pixels.reshape(*pixels.shape[:2], -1).astype(np.float32) * (1 / 255)
         output = (await model.call("reconstruct", {"images": seen}))["images"]
         difference = (seen - output).ravel()
         mse = max(float(difference @ difference) / difference.size, 1e-12)
-        body = encode_png(np.clip(output * 255 + 0.5, 0, 255).astype(np.uint8))
+        answer = encode_png(np.clip(output * 255 + 0.5, 0, 255).astype(np.uint8))
         await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"image/png"), (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"image/png"), (b"content-length", str(len(answer)).encode()),
             (b"x-mse", f"{mse:.8g}".encode()), (b"x-psnr", f"{10 * math.log10(1 / mse):.4f}".encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": answer})
 
     return route
 

@@ -8,6 +8,7 @@ import contextlib
 import re
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -117,8 +118,6 @@ async def drive(
         headers["X-API-Key"] = api_key
     params = {"model": model} if model else None
     path = f"/{endpoint}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
-    latencies: list[float] = []
-    errors: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
         probe = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, trust_env=False))
         if client == "httpx":
@@ -148,38 +147,20 @@ async def drive(
             request = raw[0].request(path, body, headers)
             senders = [lambda conn=conn: conn.send(request) for conn in raw]
         signature = "encode" if endpoint == "encode" else "reconstruct"
-        start = time.perf_counter()
-        window_start, stop = start + warmup, start + warmup + duration
         before_batches = before_cpu = None
-
-        async def worker(send) -> None:
-            while (sent := time.perf_counter()) < stop:
-                try:
-                    async with asyncio.timeout(timeout):
-                        status, data = await send()
-                    ok = status == 200
-                    why = "" if ok else f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}"
-                except (Exception, TimeoutError) as exc:  # noqa: BLE001 -- every failure is an error of the cell
-                    ok, why = False, f"{type(exc).__name__}: {exc}"
-                done = time.perf_counter()
-                if not ok:
-                    errors.append(why)
-                elif window_start <= done < stop:
-                    latencies.append(done - sent)
 
         async def snapshot_at_window_start() -> None:
             nonlocal before_batches, before_cpu
-            await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
             before_cpu = (time.process_time(), server.cpu_seconds() if server else None, time.perf_counter())
             before_batches = await batch_totals(probe, url, model or "", signature) if model else None
 
-        await asyncio.gather(snapshot_at_window_start(), *(worker(send) for send in senders))
+        latencies, errors = await closed_loop(senders, warmup, duration, timeout, snapshot_at_window_start)
         ended = time.perf_counter()
         after_server_cpu = server.cpu_seconds() if server else None
         after_client_cpu = time.process_time()
         after_batches = await batch_totals(probe, url, model or "", signature) if model else None
 
-    cell = Cell(endpoint, concurrency, duration, len(latencies), len(errors), *_percentiles(latencies), client=client)
+    cell = Cell(endpoint, concurrency, duration, len(latencies), len(errors), *percentiles(latencies), client=client)
     cell.error_samples = sorted(set(errors))[:3]
     if before_batches and after_batches and after_batches[1] > before_batches[1]:
         cell.mean_batch = (after_batches[0] - before_batches[0]) / (after_batches[1] - before_batches[1])
@@ -191,7 +172,41 @@ async def drive(
     return cell
 
 
-def _percentiles(latencies: list[float]) -> tuple[float, float]:
+async def closed_loop(senders: Sequence[Callable[[], Awaitable[tuple[int, bytes]]]], warmup: float, duration: float,
+                      timeout: float, at_window_start: Callable[[], Awaitable[None]]) -> tuple[list[float], list[str]]:
+    """One closed-loop worker per sender (each sends its next request when the previous one answered) for
+    `warmup` + `duration` seconds; `at_window_start` runs when the measured window opens. The latencies
+    of the 200s that complete inside the window, and every failure of the run (warm-up included)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    window_start, stop = start + warmup, start + warmup + duration
+
+    async def worker(send: Callable[[], Awaitable[tuple[int, bytes]]]) -> None:
+        while (sent := time.perf_counter()) < stop:
+            try:
+                async with asyncio.timeout(timeout):
+                    status, data = await send()
+                ok = status == 200
+                why = "" if ok else f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}"
+            except (Exception, TimeoutError) as exc:  # noqa: BLE001 -- every failure is an error of the cell
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            done = time.perf_counter()
+            if not ok:
+                errors.append(why)
+            elif window_start <= done < stop:
+                latencies.append(done - sent)
+
+    async def window() -> None:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        await at_window_start()
+
+    await asyncio.gather(window(), *(worker(send) for send in senders))
+    return latencies, errors
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds of latencies in seconds; NaN for none."""
     if not latencies:
         return float("nan"), float("nan")
     ms = np.asarray(latencies) * 1000

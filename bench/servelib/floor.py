@@ -23,16 +23,22 @@ ANSWER = encode_png((np.arange(28 * 28, dtype=np.uint32) * 7 % 256).astype(np.ui
 _READY = b'{"status":"ready"}'
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """/readyz answers ready (the launcher waits for it); every other request gets ANSWER after its body."""
-    if scope["type"] != "http":
-        return
-    more = True
+async def read_body(receive: Receive) -> bytes | None:
+    """A request's whole body from its ASGI messages; None when the client disconnected first."""
+    chunks, more = [], True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            return None
+        chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """/readyz answers ready (the launcher waits for it); every other request gets ANSWER after its body."""
+    if scope["type"] != "http" or await read_body(receive) is None:
+        return
     body, media = (_READY, b"application/json") if scope["path"] == "/readyz" else (ANSWER, b"image/png")
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode())]})
