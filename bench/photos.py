@@ -42,10 +42,9 @@ from service.process_env import configure_tensorflow_env
 
 configure_tensorflow_env()  # as `python -m service` starts TensorFlow: quiet, its CPU pool
 
-import numpy as np
 from PIL import Image
 
-from bench.servelib.client import RawHTTP
+from bench.servelib.client import RawHTTP, percentiles
 
 ENDPOINTS = ("encode", "decode", "reconstruct")
 DEFAULT_IMAGE = ROOT.parent / "shared" / "datasets" / "natural" / "McMaster"
@@ -84,13 +83,6 @@ def photo_png(source: Path, megapixels: float) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _percentiles(latencies: list[float]) -> tuple[float, float]:
-    if not latencies:
-        return float("nan"), float("nan")
-    ms = np.asarray(latencies) * 1000
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 def min_completions(concurrency: int) -> int:
@@ -196,7 +188,7 @@ async def inprocess(model_name: str, payloads: dict[float, bytes], quality: floa
                 body = streams[mp] if endpoint == "decode" else png
                 for c in concurrencies:
                     n, errors, latencies, seconds = await closed_loop(sender(endpoint, body), c, duration, warmup)
-                    rows.append(Row("in-process", endpoint, mp, c, n, errors, seconds, *_percentiles(latencies)))
+                    rows.append(Row("in-process", endpoint, mp, c, n, errors, seconds, *percentiles(latencies)))
                     print(_format(rows[-1]), flush=True)
     finally:
         await registry.close()
@@ -220,7 +212,7 @@ async def service_rows(url: str, model_name: str, payloads: dict[float, bytes], 
                     n, errors, latencies, seconds = await closed_loop(send, c, duration, warmup)
                 finally:
                     await asyncio.gather(*(one.close() if client == "raw" else one.aclose() for one in clients))
-                rows.append(Row("service", endpoint, mp, c, n, errors, seconds, *_percentiles(latencies)))
+                rows.append(Row("service", endpoint, mp, c, n, errors, seconds, *percentiles(latencies)))
                 print(_format(rows[-1]), flush=True)
     return rows
 
