@@ -16,7 +16,7 @@ def test_serve_bench_smoke(model_store, tmp_path, capsys) -> None:
     out = tmp_path / "serve.json"
     code = serve.main([
         "--models-dir", str(model_store.path), "--model", model_store.tiny,
-        "--duration", "0.6", "--warmup", "0.2", "--concurrency", "1,4", "--client", "httpx,raw",
+        "--duration", "0.4", "--warmup", "0.1", "--concurrency", "1,4", "--client", "httpx,raw",
         "--extra-batch", "", "--json", str(out), "--floor", "--asgi", "--bare",
     ])
     printed = capsys.readouterr().out
